@@ -1,0 +1,160 @@
+#include "bindings/lua_state.h"
+
+#include <luajit.h>
+
+#include "bindings/convert.h"
+#include "bindings/embedded.h"
+
+namespace orch {
+namespace {
+
+const char kEngineKey[] = "orch.engine";
+
+// Stops node bodies that run past their deadline without yielding. LuaJIT keeps one hook per
+// global state, so this sees every coroutine; it acts only while a task with a deadline runs.
+void deadline_hook(lua_State* L, lua_Debug*) {
+  LuaEngine* e = LuaEngine::from(L);
+  if (!e || !e->current || e->current->deadline_ns == 0) return;
+  if (uv_hrtime() >= e->current->deadline_ns) {
+    e->current->timed_out = true;
+    luaL_error(L, "timeout: node ran past its deadline without yielding");
+  }
+}
+
+int traceback_handler(lua_State* L) {
+  const char* msg = lua_tostring(L, 1);
+  if (!msg) {
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
+    msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  }
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+}  // namespace
+
+LuaEngine* LuaEngine::from(lua_State* L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, kEngineKey);
+  auto* e = static_cast<LuaEngine*>(lua_touserdata(L, -1));
+  lua_pop(L, 1);
+  return e;
+}
+
+std::unique_ptr<LuaEngine> LuaEngine::create(const SandboxOptions& opts, std::string* err) {
+  std::unique_ptr<LuaEngine> e(new LuaEngine());
+  e->opts_ = opts;
+  if (!e->init(err)) return nullptr;
+  return e;
+}
+
+bool LuaEngine::init(std::string* err) {
+  L_ = luaL_newstate();
+  if (!L_) {
+    *err = "cannot create a Lua state (out of memory)";
+    return false;
+  }
+  luaL_openlibs(L_);
+  if (!opts_.jit) luaJIT_setmode(L_, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+  lua_pushlightuserdata(L_, this);
+  lua_setfield(L_, LUA_REGISTRYINDEX, kEngineKey);
+  convert_init(L_);
+  // string.dump hands out bytecode, which bypasses the loader's text-only rule.
+  lua_getglobal(L_, "string");
+  lua_pushnil(L_);
+  lua_setfield(L_, -2, "dump");
+  lua_pop(L_, 1);
+
+  // Embedded modules go to package.preload; the core module is C.
+  lua_getglobal(L_, "package");
+  lua_getfield(L_, -1, "preload");
+  lua_pushcfunction(L_, luaopen_orch_core);
+  lua_setfield(L_, -2, "orch.core");
+  for (const auto& m : embedded_modules()) {
+    std::string chunk = std::string("@") + m.path;
+    if (luaL_loadbuffer(L_, m.source.data(), m.source.size(), chunk.c_str()) != 0) {
+      *err = std::string("embedded module ") + m.name + ": " + lua_tostring(L_, -1);
+      return false;
+    }
+    lua_setfield(L_, -2, m.name);
+  }
+  lua_pop(L_, 2);
+  // Only the embedded modules and LuaJIT's own libraries can be required: no file searchers.
+  lua_getglobal(L_, "package");
+  lua_pushstring(L_, "");
+  lua_setfield(L_, -2, "path");
+  lua_pushstring(L_, "");
+  lua_setfield(L_, -2, "cpath");
+  lua_pop(L_, 1);
+
+  lua_pushcfunction(L_, traceback_handler);
+  lua_getglobal(L_, "require");
+  lua_pushstring(L_, "orch");
+  if (lua_pcall(L_, 1, 1, -3) != 0) {
+    *err = std::string("loading the orch stdlib: ") + lua_tostring(L_, -1);
+    return false;
+  }
+  lua_getfield(L_, -1, "logger");
+  logger_ = LuaRef::pop(L_);
+  orch_ = LuaRef::pop(L_);
+  lua_pop(L_, 1);
+
+  push_sandbox_env(L_, opts_);
+  sandbox_env_ = LuaRef::pop(L_);
+  lua_sethook(L_, deadline_hook, LUA_MASKCOUNT, 1000);
+  return true;
+}
+
+LuaEngine::~LuaEngine() {
+  // References first: they need the state.
+  sandbox_env_.reset();
+  orch_.reset();
+  logger_.reset();
+  if (L_) lua_close(L_);
+}
+
+void LuaEngine::push_orch(lua_State* L) { orch_.push(L); }
+void LuaEngine::push_logger(lua_State* L) { logger_.push(L); }
+
+bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::string& source,
+                                   std::string* err, std::string* traceback) {
+  int base = lua_gettop(L_);
+  if (!source.empty() && source[0] == LUA_SIGNATURE[0]) {
+    *err = chunkname + ": precompiled bytecode is not accepted; give the Lua source";
+    return false;
+  }
+  if (luaL_loadbuffer(L_, source.data(), source.size(), ("@" + chunkname).c_str()) != 0) {
+    *err = lua_tostring(L_, -1);
+    lua_settop(L_, base);
+    return false;
+  }
+  sandbox_env_.push(L_);
+  lua_setfenv(L_, -2);
+  lua_pushcfunction(L_, traceback_handler);
+  lua_insert(L_, -2);
+  if (lua_pcall(L_, 0, 1, base + 1) != 0) {
+    std::string full = lua_tostring(L_, -1) ? lua_tostring(L_, -1) : "error";
+    auto nl = full.find("\nstack traceback:");
+    *err = full.substr(0, nl);
+    if (traceback && nl != std::string::npos) *traceback = full.substr(nl + 1);
+    lua_settop(L_, base);
+    return false;
+  }
+  lua_remove(L_, base + 1);  // the handler
+  return true;
+}
+
+Task* require_task(lua_State* L, const char* fname) {
+  LuaEngine* e = LuaEngine::from(L);
+  Task* t = e ? e->task_of(L) : nullptr;
+  if (!t || !e->host()) {
+    luaL_error(L, "%s can only be called inside a node body while the pipeline runs", fname);
+    return nullptr;
+  }
+  if (t->waiting) {
+    luaL_error(L, "%s: the task is already waiting", fname);
+    return nullptr;
+  }
+  return t;
+}
+
+}  // namespace orch

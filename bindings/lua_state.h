@@ -1,0 +1,121 @@
+// A Lua state for one pipeline: LuaJIT with the embedded stdlib, a sandboxed environment for
+// pipeline code, and the link between coroutines (tasks) and the scheduler that drives them.
+#pragma once
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include <lua.hpp>
+
+#include "bindings/lua_ref.h"
+
+namespace orch {
+
+class ProcessTable;
+
+struct SandboxOptions {
+  // Libraries a pipeline may use only when the operator allows them (--allow io,os,ffi,debug).
+  bool allow_io = false;
+  bool allow_os = false;
+  bool allow_ffi = false;
+  bool allow_debug = false;
+  // The JIT compiler is off by default: compiled traces skip the count hook, and the hook is
+  // what stops a node body that loops without yielding once its timeout has passed.
+  bool jit = false;
+};
+
+// One coroutine running a node body (or a fallback, a condition ...).
+struct Task {
+  uint64_t id = 0;
+  lua_State* co = nullptr;
+  LuaRef thread;                      // anchors the coroutine while the task lives
+  std::function<void()> cancel_hook;  // set while the task waits on a driver
+  bool waiting = false;               // yielded from an orchrun async call
+  uint64_t deadline_ns = 0;           // uv_hrtime() after which the count hook raises
+  bool timed_out = false;
+  std::string node;                   // node path, for messages
+  class LuaEngine* engine = nullptr;
+  void* owner = nullptr;              // the scheduler's TaskOwner
+};
+
+// What bindings need from the scheduler.
+class TaskHost {
+ public:
+  virtual ~TaskHost() = default;
+  virtual uv_loop_t* loop() = 0;
+  virtual ProcessTable* processes() = 0;
+  // The driver has pushed `nargs` results onto task->co: resume it on the next pump.
+  virtual void resume(Task* task, int nargs) = 0;
+  // ctx.log / o.log / print. `task` is null outside node bodies (e.g. at load time).
+  virtual void log(Task* task, std::string_view level, std::string_view message,
+                   const std::string& fields_json) = 0;
+};
+
+class LuaEngine {
+ public:
+  static std::unique_ptr<LuaEngine> create(const SandboxOptions& opts, std::string* err);
+  ~LuaEngine();
+  LuaEngine(const LuaEngine&) = delete;
+  LuaEngine& operator=(const LuaEngine&) = delete;
+
+  lua_State* L() const { return L_; }
+  static LuaEngine* from(lua_State* L);
+
+  // Compiles `source` as a pipeline chunk (text only, never bytecode) in the sandbox and runs
+  // it. On success the chunk's first result is left on the stack; on failure *err is the Lua
+  // message ("file.lua:3: ...") with a traceback when the error happened while running.
+  bool run_pipeline_chunk(const std::string& chunkname, const std::string& source,
+                          std::string* err, std::string* traceback);
+  // Pushes the `orch` module table.
+  void push_orch(lua_State* L);
+  // Pushes the logger object given to node bodies as ctx.log.
+  void push_logger(lua_State* L);
+
+  void set_host(TaskHost* host) { host_ = host; }
+  TaskHost* host() const { return host_; }
+
+  // Tasks: a coroutine runs as a task while registered; async bindings find their task here.
+  void bind_task(Task* t) { tasks_[t->co] = t; }
+  void unbind_task(Task* t) { tasks_.erase(t->co); }
+  Task* task_of(lua_State* co) const {
+    auto it = tasks_.find(co);
+    return it == tasks_.end() ? nullptr : it->second;
+  }
+  // The task being resumed right now (the count hook checks its deadline).
+  Task* current = nullptr;
+
+  const SandboxOptions& options() const { return opts_; }
+
+ private:
+  LuaEngine() = default;
+  bool init(std::string* err);
+
+  lua_State* L_ = nullptr;
+  SandboxOptions opts_;
+  TaskHost* host_ = nullptr;
+  LuaRef sandbox_env_;
+  LuaRef orch_;
+  LuaRef logger_;
+  std::unordered_map<lua_State*, Task*> tasks_;
+};
+
+// Registered as package.preload["orch.core"].
+int luaopen_orch_core(lua_State* L);
+// Adds core.exec to the table on top of the stack.
+void register_exec(lua_State* L);
+// Builds the sandbox environment table and pushes it.
+void push_sandbox_env(lua_State* L, const SandboxOptions& opts);
+
+// Raises a Lua error unless called from a task's coroutine; returns the task.
+Task* require_task(lua_State* L, const char* fname);
+// A duration argument: seconds as a number or "250ms"/"5s"/"2m". Raises on bad input.
+int64_t check_duration(lua_State* L, int idx, const char* fname);
+// tostring() for any value, replacing the value at idx with its string.
+const char* luaL_tolstring_compat(lua_State* L, int idx, size_t* len);
+
+}  // namespace orch

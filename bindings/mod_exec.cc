@@ -1,0 +1,218 @@
+// core.exec: run a child process from a node body. The coroutine yields until the process has
+// exited and its output is read. Arguments are checked before anything starts (misuse raises);
+// a process that cannot be started returns nil, message, code.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <string>
+
+#include "bindings/lua_state.h"
+#include "runtime/drivers/process.h"
+
+extern char** environ;
+
+namespace orch {
+namespace {
+
+// Fills spec from the Lua argument; returns false with *err on misuse.
+bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
+  if (lua_type(L, 1) == LUA_TSTRING) {
+    spec->argv = {"/bin/sh", "-c", lua_tostring(L, 1)};
+    return true;
+  }
+  if (!lua_istable(L, 1)) {
+    *err = std::string("o.exec expects a command: a table {\"prog\", \"arg\", ...} or a shell "
+                       "string, got ") + luaL_typename(L, 1);
+    return false;
+  }
+  int n = static_cast<int>(lua_objlen(L, 1));
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, 1, i);
+    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER) {
+      *err = "o.exec: argument " + std::to_string(i) + " must be a string, got " +
+             luaL_typename(L, -1);
+      lua_pop(L, 1);
+      return false;
+    }
+    spec->argv.emplace_back(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  // Known keys only: a typo (e.g. "timout") must not be silently ignored.
+  lua_pushnil(L);
+  while (lua_next(L, 1)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TNUMBER) continue;
+    if (lua_type(L, -1) != LUA_TSTRING) {
+      *err = "o.exec: option keys must be strings";
+      lua_pop(L, 1);
+      return false;
+    }
+    std::string k = lua_tostring(L, -1);
+    static const char* kKnown[] = {"sh", "cwd", "env", "env_clear", "stdin", "timeout",
+                                   "kill_grace", "check", "max_output", nullptr};
+    bool ok = false;
+    for (const char** p = kKnown; *p; ++p) ok = ok || k == *p;
+    if (!ok) {
+      *err = "o.exec: unknown option '" + k +
+             "' (known: sh, cwd, env, env_clear, stdin, timeout, kill_grace, check, max_output)";
+      lua_pop(L, 1);
+      return false;
+    }
+  }
+  lua_getfield(L, 1, "sh");
+  if (!lua_isnil(L, -1)) {
+    if (!lua_isstring(L, -1) || n > 0) {
+      *err = "o.exec: 'sh' must be a string and cannot be combined with argv";
+      lua_pop(L, 1);
+      return false;
+    }
+    spec->argv = {"/bin/sh", "-c", lua_tostring(L, -1)};
+  }
+  lua_pop(L, 1);
+  if (spec->argv.empty()) {
+    *err = "o.exec: no command given (argv is empty and no 'sh')";
+    return false;
+  }
+  lua_getfield(L, 1, "cwd");
+  if (lua_isstring(L, -1)) spec->cwd = lua_tostring(L, -1);
+  else if (!lua_isnil(L, -1)) *err = "o.exec: 'cwd' must be a string";
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "stdin");
+  if (lua_isstring(L, -1)) {
+    size_t len;
+    const char* s = lua_tolstring(L, -1, &len);
+    spec->stdin_data.assign(s, len);
+    spec->has_stdin = true;
+  } else if (!lua_isnil(L, -1)) {
+    *err = "o.exec: 'stdin' must be a string";
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "max_output");
+  if (lua_isnumber(L, -1) && lua_tonumber(L, -1) >= 2) spec->max_capture = lua_tointeger(L, -1);
+  else if (!lua_isnil(L, -1)) *err = "o.exec: 'max_output' must be a number of bytes >= 2";
+  lua_pop(L, 1);
+  if (!err->empty()) return false;
+
+  lua_getfield(L, 1, "env_clear");
+  bool clear = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "env");
+  if (!lua_isnil(L, -1) || clear) {
+    if (!lua_isnil(L, -1) && !lua_istable(L, -1)) {
+      *err = "o.exec: 'env' must be a table of NAME = value";
+      lua_pop(L, 1);
+      return false;
+    }
+    spec->set_env = true;
+    std::vector<std::pair<std::string, std::string>> extra;
+    if (lua_istable(L, -1)) {
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !lua_isstring(L, -1)) {
+          *err = "o.exec: 'env' entries must be NAME = string";
+          lua_pop(L, 3);
+          return false;
+        }
+        extra.emplace_back(lua_tostring(L, -2), lua_tostring(L, -1));
+        lua_pop(L, 1);
+      }
+    }
+    if (!clear) {
+      for (char** e = environ; e && *e; ++e) {
+        std::string kv = *e;
+        std::string name = kv.substr(0, kv.find('='));
+        bool overridden = false;
+        for (auto& [k, v] : extra) overridden = overridden || k == name;
+        if (!overridden) spec->env.push_back(kv);
+      }
+    }
+    for (auto& [k, v] : extra) spec->env.push_back(k + "=" + v);
+  }
+  lua_pop(L, 1);
+  return true;
+}
+
+void push_result(lua_State* co, ProcessResult& r) {
+  lua_createtable(co, 0, 12);
+  lua_pushnumber(co, static_cast<lua_Number>(r.exit_code));
+  lua_setfield(co, -2, "code");
+  lua_pushinteger(co, r.term_signal);
+  lua_setfield(co, -2, "signal");
+  std::string out = r.out.text(), err = r.err.text();
+  lua_pushlstring(co, out.data(), out.size());
+  lua_setfield(co, -2, "stdout");
+  lua_pushlstring(co, err.data(), err.size());
+  lua_setfield(co, -2, "stderr");
+  lua_pushnumber(co, static_cast<lua_Number>(r.out.total()));
+  lua_setfield(co, -2, "stdout_bytes");
+  lua_pushnumber(co, static_cast<lua_Number>(r.err.total()));
+  lua_setfield(co, -2, "stderr_bytes");
+  lua_pushboolean(co, r.out.truncated() || r.err.truncated());
+  lua_setfield(co, -2, "truncated");
+  lua_pushnumber(co, static_cast<lua_Number>(r.duration_ms));
+  lua_setfield(co, -2, "duration_ms");
+  lua_pushboolean(co, r.timed_out);
+  lua_setfield(co, -2, "timed_out");
+  lua_pushinteger(co, r.pid);
+  lua_setfield(co, -2, "pid");
+  lua_pushboolean(co, r.exit_code == 0 && r.term_signal == 0 && !r.timed_out);
+  lua_setfield(co, -2, "ok");
+}
+
+int l_exec(lua_State* L) {
+  Task* t = require_task(L, "o.exec");
+  LuaEngine* e = LuaEngine::from(L);
+  TaskHost* host = e->host();
+  std::string err, code;
+  bool usage_error = false;
+  Process* p = nullptr;
+  {
+    ProcessSpec spec;
+    if (!read_spec(L, &spec, &err)) {
+      usage_error = true;
+    } else {
+      if (lua_istable(L, 1)) {
+        lua_getfield(L, 1, "timeout");
+        if (!lua_isnil(L, -1)) spec.timeout_ms = check_duration(L, -1, "o.exec timeout");
+        lua_pop(L, 1);
+        lua_getfield(L, 1, "kill_grace");
+        if (!lua_isnil(L, -1)) spec.kill_grace_ms = check_duration(L, -1, "o.exec kill_grace");
+        lua_pop(L, 1);
+      }
+      p = Process::spawn(host->loop(), host->processes(), spec,
+                         [t, host](ProcessResult& r) {
+                           t->waiting = false;
+                           t->cancel_hook = nullptr;
+                           push_result(t->co, r);
+                           host->resume(t, 1);
+                         },
+                         &err, &code);
+      if (!p) err = "cannot start '" + spec.argv[0] + "': " + err;
+    }
+  }
+  if (usage_error) {
+    lua_pushlstring(L, err.data(), err.size());
+    err.clear();
+    return lua_error(L);
+  }
+  if (!p) {
+    lua_pushnil(L);
+    lua_pushlstring(L, err.data(), err.size());
+    lua_pushlstring(L, code.data(), code.size());
+    return 3;
+  }
+  int64_t grace = 2000;
+  t->waiting = true;
+  t->cancel_hook = [p, grace] { p->detach(grace); };
+  return lua_yield(L, 0);
+}
+
+}  // namespace
+
+void register_exec(lua_State* L) {
+  lua_pushcfunction(L, l_exec);
+  lua_setfield(L, -2, "exec");
+}
+
+}  // namespace orch

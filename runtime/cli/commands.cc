@@ -1,0 +1,750 @@
+#include "runtime/cli/commands.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bindings/pipeline_loader.h"
+#include "runtime/cli/format.h"
+#include "runtime/cli/live_view.h"
+#include "runtime/duration.h"
+#include "runtime/ids.h"
+#include "runtime/json_util.h"
+#include "runtime/loop.h"
+#include "runtime/scheduler.h"
+#include "runtime/store/store.h"
+
+namespace orch::cli {
+namespace {
+
+constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitInternal = 3,
+              kExitInterrupted = 130;
+
+const char kUsage[] = R"(orchrun — workflow runtime for operations pipelines
+
+Usage:
+  orchrun FILE.lua [--input JSON | --input @file.json] [--db PATH] [--json]
+                                     run a pipeline once and exit (0 succeeded, 1 failed)
+  orchrun validate FILE...           load and check pipelines without running them
+  orchrun graph FILE [--format mermaid|dot]
+                                     print the pipeline's graph
+  orchrun runs [--status S] [--pipeline P] [--since 24h] [--limit N] [--json]
+                                     list recent runs
+  orchrun inspect RUN_ID [--json]    timeline of a run: nodes, attempts, durations, errors
+  orchrun --version | --help
+
+Options:
+  --db PATH        the SQLite database (default: $ORCHRUN_DB, else
+                   $XDG_STATE_HOME/orchrun/orchrun.db, else ~/.local/state/orchrun/orchrun.db)
+  --input JSON     the pipeline input, inline or @file.json (default: {})
+  --json           machine-readable output on stdout
+  --allow LIBS     let pipelines use io, os, ffi or debug (comma-separated); off by default
+  --sync full      fsync every commit (survives power loss, not only a crash of orchrun)
+  --progress MODE  tty | plain | none (default: tty on a terminal, plain otherwise)
+
+Exit codes: 0 succeeded, 1 run failed, 2 usage error or invalid pipeline,
+            3 store or internal error, 130 interrupted.
+)";
+
+struct Args {
+  std::string command;                 // run | validate | runs | inspect | graph
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> opts;
+  std::vector<std::string> errors;
+  bool has(const std::string& k) const { return opts.count(k) > 0; }
+  std::string get(const std::string& k, const std::string& def = "") const {
+    auto it = opts.find(k);
+    return it == opts.end() ? def : it->second;
+  }
+};
+
+Args parse_args(int argc, char** argv) {
+  static const std::map<std::string, bool> kTakesValue = {
+      {"--input", true},  {"--db", true},     {"--json", false},   {"--allow", true},
+      {"--status", true}, {"--pipeline", true}, {"--since", true}, {"--limit", true},
+      {"--format", true}, {"--progress", true}, {"--sync", true},  {"--help", false},
+      {"--version", false}, {"--quiet", false}};
+  Args a;
+  std::vector<std::string> words(argv + 1, argv + argc);
+  for (size_t i = 0; i < words.size(); i++) {
+    std::string w = words[i];
+    if (w.rfind("--", 0) == 0) {
+      std::string val;
+      auto eq = w.find('=');
+      if (eq != std::string::npos) {
+        val = w.substr(eq + 1);
+        w = w.substr(0, eq);
+      }
+      auto it = kTakesValue.find(w);
+      if (it == kTakesValue.end()) {
+        a.errors.push_back("unknown option " + w);
+        continue;
+      }
+      if (it->second && eq == std::string::npos) {
+        if (i + 1 >= words.size()) {
+          a.errors.push_back(w + " needs a value");
+          continue;
+        }
+        val = words[++i];
+      }
+      a.opts[w] = val;
+    } else if (w == "-h") {
+      a.opts["--help"] = "";
+    } else {
+      a.positional.push_back(w);
+    }
+  }
+  static const std::vector<std::string> kCommands = {"run", "validate", "runs", "inspect", "graph"};
+  if (!a.positional.empty()) {
+    for (const auto& c : kCommands)
+      if (a.positional[0] == c) a.command = c;
+    if (!a.command.empty())
+      a.positional.erase(a.positional.begin());
+    else
+      a.command = "run";  // orchrun FILE.lua
+  }
+  return a;
+}
+
+std::string default_db_path() {
+  if (const char* e = getenv("ORCHRUN_DB"); e && *e) return e;
+  if (const char* x = getenv("XDG_STATE_HOME"); x && *x) return std::string(x) + "/orchrun/orchrun.db";
+  if (const char* h = getenv("HOME"); h && *h) return std::string(h) + "/.local/state/orchrun/orchrun.db";
+  return ".orchrun/orchrun.db";
+}
+
+bool sandbox_from(const Args& a, SandboxOptions* sb, std::string* err) {
+  std::string allow = a.get("--allow");
+  if (allow.empty()) {
+    if (const char* e = getenv("ORCHRUN_ALLOW")) allow = e;
+  }
+  std::stringstream ss(allow);
+  std::string lib;
+  while (std::getline(ss, lib, ',')) {
+    if (lib.empty()) continue;
+    if (lib == "io") sb->allow_io = true;
+    else if (lib == "os") sb->allow_os = true;
+    else if (lib == "ffi") sb->allow_ffi = true;
+    else if (lib == "debug") sb->allow_debug = true;
+    else {
+      *err = "--allow: unknown library '" + lib + "' (choose from io, os, ffi, debug)";
+      return false;
+    }
+  }
+  return true;
+}
+
+std::unique_ptr<Store> open_store(const Args& a, bool read_only, std::string* err) {
+  StoreOptions so;
+  so.read_only = read_only;
+  std::string sync = a.get("--sync");
+  if (!sync.empty() && sync != "full" && sync != "normal") {
+    *err = "--sync must be 'full' or 'normal'";
+    return nullptr;
+  }
+  so.synchronous_full = sync == "full";
+  std::string path = a.get("--db", default_db_path());
+  if (read_only && access(path.c_str(), F_OK) != 0) {
+    *err = "no database at " + path + " (nothing has run yet, or pass --db PATH)";
+    return nullptr;
+  }
+  return Store::open(path, so, err);
+}
+
+void print_diags(const std::vector<Diagnostic>& diags, const Style& st) {
+  for (const auto& d : diags) fprintf(stderr, "%s %s\n", st.red("error:").c_str(), d.str().c_str());
+}
+
+// --- run ------------------------------------------------------------------------------------
+
+struct Interrupt {
+  Scheduler* sched = nullptr;
+  int count = 0;
+  int signo = 0;
+};
+
+int cmd_run(const Args& a) {
+  Style est = style_for(stderr);
+  if (a.positional.size() != 1) {
+    fprintf(stderr, "orchrun: give exactly one pipeline file to run (got %zu)\n%s",
+            a.positional.size(), "usage: orchrun FILE.lua [--input JSON] [--db PATH]\n");
+    return kExitUsage;
+  }
+  std::string file = a.positional[0];
+  std::string input = "{}";
+  if (a.has("--input")) {
+    input = a.get("--input");
+    std::string where = "--input";
+    if (!input.empty() && input[0] == '@') {
+      std::ifstream in(input.substr(1), std::ios::binary);
+      if (!in) {
+        fprintf(stderr, "orchrun: --input: cannot read %s: %s\n", input.substr(1).c_str(),
+                strerror(errno));
+        return kExitUsage;
+      }
+      where = input.substr(1);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      input = ss.str();
+    }
+    std::string err;
+    json j = parse_json(input, &err);
+    if (j.is_discarded()) {
+      fprintf(stderr, "orchrun: %s is not valid JSON: %s\n", where.c_str(), err.c_str());
+      return kExitUsage;
+    }
+    input = dump_json(j);
+  }
+  LoadOptions lo;
+  std::string err;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  std::vector<Diagnostic> diags;
+  auto pipeline = load_pipeline_file(file, lo, &diags);
+  if (!pipeline) {
+    print_diags(diags, est);
+    return kExitUsage;
+  }
+  auto store = open_store(a, false, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+
+  bool json_out = a.has("--json");
+  FILE* human = json_out ? stderr : stdout;
+  std::string progress = a.get("--progress", isatty(fileno(human)) ? "tty" : "plain");
+  if (a.has("--quiet")) progress = "none";
+  if (progress != "tty" && progress != "plain" && progress != "none") {
+    fprintf(stderr, "orchrun: --progress must be tty, plain or none\n");
+    return kExitUsage;
+  }
+
+  int exit_code = kExitInternal;
+  {
+    Loop loop;
+    Scheduler sched(&loop, store.get());
+    pipeline->engine->set_host(&sched);
+    std::unique_ptr<LiveView> view;
+    if (progress != "none") {
+      view = std::make_unique<LiveView>(human, progress == "tty", loop.get());
+      sched.add_sink(view.get());
+    }
+    RunSummary summary;
+    bool finished = false;
+    sched.on_run_finished = [&](const RunSummary& s) {
+      summary = s;
+      finished = true;
+    };
+
+    // Ctrl-C: the first cancels the run cleanly; a second one forces an exit.
+    Interrupt intr{&sched};
+    uv_signal_t sigs[2];
+    int signos[2] = {SIGINT, SIGTERM};
+    for (int i = 0; i < 2; i++) {
+      uv_signal_init(loop.get(), &sigs[i]);
+      sigs[i].data = &intr;
+      uv_signal_start(
+          &sigs[i],
+          [](uv_signal_t* h, int signo) {
+            auto* in = static_cast<Interrupt*>(h->data);
+            if (++in->count > 1) {
+              fprintf(stderr, "\norchrun: interrupted again; exiting now\n");
+              _exit(kExitInterrupted);
+            }
+            in->signo = signo;
+            fprintf(stderr, "\norchrun: %s: cancelling the run (press Ctrl-C again to force)\n",
+                    strsignal(signo));
+            in->sched->cancel_all(std::string("interrupted by ") + strsignal(signo));
+          },
+          signos[i]);
+      uv_unref(reinterpret_cast<uv_handle_t*>(&sigs[i]));
+    }
+
+    RunOptions ro;
+    ro.input_json = input;
+    ro.source = "cli";
+    if (const char* env = getenv("ORCHRUN_ENV")) ro.environment = env;
+    std::string run_id = sched.start_run(pipeline.get(), ro, &err);
+    if (run_id.empty()) {
+      fprintf(stderr, "orchrun: %s\n", err.c_str());
+    } else {
+      loop.run();
+    }
+    if (view) view->finish();
+    for (auto& s : sigs) uv_close(reinterpret_cast<uv_handle_t*>(&s), nullptr);
+
+    if (!sched.fatal_error().empty()) {
+      fprintf(stderr, "orchrun: %s\n", sched.fatal_error().c_str());
+      exit_code = kExitInternal;
+    } else if (finished) {
+      Style st = style_for(human);
+      std::string counts = std::to_string(summary.nodes_succeeded) + " succeeded";
+      if (summary.nodes_failed) counts += ", " + std::to_string(summary.nodes_failed) + " failed";
+      if (summary.nodes_skipped) counts += ", " + std::to_string(summary.nodes_skipped) + " skipped";
+      if (summary.nodes_cancelled)
+        counts += ", " + std::to_string(summary.nodes_cancelled) + " cancelled";
+      if (progress != "none" || !json_out) {
+        std::string head = summary.status == "succeeded" ? st.green("✓ succeeded")
+                           : summary.status == "failed"  ? st.red("✗ failed")
+                                                         : st.yellow("⊘ " + summary.status);
+        fprintf(human, "%s in %s  (%s v%d; nodes: %s; attempts: %d)\n", head.c_str(),
+                format_duration_ms(summary.duration_ms).c_str(), summary.pipeline.c_str(),
+                summary.version, counts.c_str(), summary.attempts);
+        if (!summary.error_type.empty())
+          fprintf(human, "  %s %s\n",
+                  st.red(summary.error_node.empty() ? "error:" : "error in " + summary.error_node + ":").c_str(),
+                  first_line(summary.error_message, 400).c_str());
+        fprintf(human, "  run %s  trace %s\n  details: orchrun inspect %s%s\n",
+                summary.run_id.c_str(), summary.trace_id.c_str(), summary.run_id.c_str(),
+                a.has("--db") ? (" --db " + a.get("--db")).c_str() : "");
+      }
+      if (json_out) {
+        json j{{"run_id", summary.run_id},       {"trace_id", summary.trace_id},
+               {"pipeline", summary.pipeline},   {"version", summary.version},
+               {"status", summary.status},       {"duration_ms", summary.duration_ms},
+               {"nodes_succeeded", summary.nodes_succeeded},
+               {"nodes_failed", summary.nodes_failed},
+               {"nodes_skipped", summary.nodes_skipped}, {"attempts", summary.attempts},
+               {"db", store->path()}};
+        if (!summary.output_json.empty()) j["output"] = parse_json(summary.output_json, nullptr);
+        if (!summary.error_type.empty())
+          j["error"] = {{"type", summary.error_type},
+                        {"message", summary.error_message},
+                        {"node", summary.error_node}};
+        printf("%s\n", dump_json(j, 2).c_str());
+      }
+      exit_code = summary.status == "succeeded" ? kExitOk
+                  : intr.count > 0               ? kExitInterrupted
+                                                 : kExitFailed;
+    }
+    view.reset();
+    // Scheduler and loop go out of scope here: handles close, leftovers are reported.
+    auto leaked = [&] {
+      sched.cancel_all("shutdown");
+      return 0;
+    }();
+    (void)leaked;
+  }
+  return exit_code;
+}
+
+// --- validate -----------------------------------------------------------------------------
+
+int cmd_validate(const Args& a) {
+  Style est = style_for(stderr);
+  Style ost = style_for(stdout);
+  if (a.positional.empty()) {
+    fprintf(stderr, "usage: orchrun validate FILE...\n");
+    return kExitUsage;
+  }
+  LoadOptions lo;
+  std::string err;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  bool json_out = a.has("--json");
+  json report = json::array();
+  int bad = 0;
+  for (const auto& f : a.positional) {
+    std::vector<Diagnostic> diags;
+    auto p = load_pipeline_file(f, lo, &diags);
+    if (json_out) {
+      json e{{"file", f}, {"valid", p != nullptr}};
+      if (p) {
+        e["pipeline"] = p->name;
+        e["nodes"] = p->node_count;
+        e["sha256"] = p->sha256;
+      }
+      json errs = json::array();
+      for (auto& d : diags) errs.push_back({{"file", d.file}, {"line", d.line}, {"message", d.message}});
+      e["errors"] = errs;
+      report.push_back(e);
+    } else if (p) {
+      printf("%s %s: pipeline '%s', %d node%s\n", ost.green("✓").c_str(), f.c_str(),
+             p->name.c_str(), p->node_count, p->node_count == 1 ? "" : "s");
+    } else {
+      print_diags(diags, est);
+    }
+    if (!p) bad++;
+  }
+  if (json_out) printf("%s\n", dump_json(report, 2).c_str());
+  else if (bad) fprintf(stderr, "%d of %zu file%s invalid\n", bad, a.positional.size(),
+                        a.positional.size() == 1 ? "" : "s");
+  return bad ? kExitUsage : kExitOk;
+}
+
+// --- graph --------------------------------------------------------------------------------
+
+void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* entry,
+                   std::vector<std::string>* exit, int* anon) {
+  auto nid = [](const std::string& path) {
+    std::string r = "n_";
+    for (char c : path) r += isalnum(static_cast<unsigned char>(c)) ? c : '_';
+    return r;
+  };
+  switch (s->kind) {
+    case StepKind::Node: {
+      std::string id = nid(s->path);
+      *out += "  " + id + "[\"" + s->id + "\"]\n";
+      *entry = {id};
+      *exit = {id};
+      return;
+    }
+    case StepKind::Seq: {
+      std::vector<std::string> prev;
+      bool first = true;
+      for (auto& c : s->children) {
+        std::vector<std::string> en, ex;
+        graph_mermaid(c.get(), out, &en, &ex, anon);
+        if (first) *entry = en;
+        for (auto& p : prev)
+          for (auto& e : en) *out += "  " + p + " --> " + e + "\n";
+        prev = ex;
+        first = false;
+      }
+      *exit = prev;
+      return;
+    }
+    case StepKind::Parallel: {
+      std::string fork = nid(s->path) + "_fork", join = nid(s->path) + "_join";
+      std::string how = s->join == 0 ? "all" : s->join < 0 ? "any" : std::to_string(s->join);
+      *out += "  " + fork + "{{\"" + s->id + "\"}}\n";
+      *out += "  " + join + "((\"join " + how + "\"))\n";
+      for (auto& c : s->children) {
+        std::vector<std::string> en, ex;
+        graph_mermaid(c.get(), out, &en, &ex, anon);
+        for (auto& e : en) *out += "  " + fork + " --> " + e + "\n";
+        for (auto& e : ex) *out += "  " + e + " --> " + join + "\n";
+      }
+      *entry = {fork};
+      *exit = {join};
+      return;
+    }
+    case StepKind::When:
+    case StepKind::Switch: {
+      std::string dec = nid(s->path) + "_decide";
+      *out += "  " + dec + "{\"" + s->id + "?\"}\n";
+      *entry = {dec};
+      exit->clear();
+      bool has_else = true;
+      for (size_t i = 0; i < s->children.size(); i++) {
+        std::string label = s->kind == StepKind::When ? (i == 0 ? "then" : "else") : s->case_keys[i];
+        if (!s->children[i]) {
+          has_else = false;
+          continue;
+        }
+        std::vector<std::string> en, ex;
+        graph_mermaid(s->children[i].get(), out, &en, &ex, anon);
+        for (auto& e : en) *out += "  " + dec + " -- " + label + " --> " + e + "\n";
+        exit->insert(exit->end(), ex.begin(), ex.end());
+      }
+      if (!has_else) exit->push_back(dec);
+      return;
+    }
+  }
+}
+
+int cmd_graph(const Args& a) {
+  if (a.positional.size() != 1) {
+    fprintf(stderr, "usage: orchrun graph FILE [--format mermaid|dot]\n");
+    return kExitUsage;
+  }
+  std::string fmt = a.get("--format", "mermaid");
+  if (fmt != "mermaid" && fmt != "dot") {
+    fprintf(stderr, "orchrun: --format must be mermaid or dot\n");
+    return kExitUsage;
+  }
+  LoadOptions lo;
+  std::string err;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  std::vector<Diagnostic> diags;
+  auto p = load_pipeline_file(a.positional[0], lo, &diags);
+  if (!p) {
+    print_diags(diags, style_for(stderr));
+    return kExitUsage;
+  }
+  std::string body;
+  std::vector<std::string> en, ex;
+  int anon = 0;
+  graph_mermaid(p->root.get(), &body, &en, &ex, &anon);
+  if (fmt == "mermaid") {
+    printf("flowchart TD\n  start([\"%s\"])\n%s", p->name.c_str(), body.c_str());
+    for (auto& e : en) printf("  start --> %s\n", e.c_str());
+  } else {
+    // The Mermaid edges translate directly to DOT.
+    printf("digraph \"%s\" {\n  rankdir=TB;\n", p->name.c_str());
+    std::stringstream ss(body);
+    std::string line;
+    while (std::getline(ss, line)) {
+      auto arrow = line.find(" --> ");
+      auto lab = line.find(" -- ");
+      if (arrow != std::string::npos && lab != std::string::npos && lab < arrow) {
+        std::string from = line.substr(2, lab - 2);
+        std::string label = line.substr(lab + 4, arrow - lab - 4);
+        printf("  %s -> %s [label=\"%s\"];\n", from.c_str(), line.substr(arrow + 5).c_str(),
+               label.c_str());
+      } else if (arrow != std::string::npos) {
+        printf("  %s -> %s;\n", line.substr(2, arrow - 2).c_str(), line.substr(arrow + 5).c_str());
+      } else {
+        auto q1 = line.find('"'), q2 = line.rfind('"');
+        auto sp = line.find_first_of("[{(", 2);
+        if (q1 != std::string::npos && q2 > q1 && sp != std::string::npos)
+          printf("  %s [label=\"%s\"];\n", line.substr(2, sp - 2).c_str(),
+                 line.substr(q1 + 1, q2 - q1 - 1).c_str());
+      }
+    }
+    printf("}\n");
+  }
+  return kExitOk;
+}
+
+// --- runs ---------------------------------------------------------------------------------
+
+json run_json(const RunRow& r) {
+  json j{{"id", r.id},
+         {"trace_id", r.trace_id},
+         {"pipeline", r.pipeline},
+         {"version", r.version},
+         {"status", r.status},
+         {"source", r.source},
+         {"created_at", iso8601_ms(r.created_at)},
+         {"attempts", r.attempts}};
+  if (r.finished_at) {
+    j["finished_at"] = iso8601_ms(r.finished_at);
+    j["duration_ms"] = r.finished_at - r.started_at;
+  }
+  if (!r.input.empty()) j["input"] = parse_json(r.input, nullptr);
+  if (!r.output.empty()) j["output"] = parse_json(r.output, nullptr);
+  if (!r.error_type.empty())
+    j["error"] = {{"type", r.error_type}, {"message", r.error_message}, {"node", r.error_node},
+                  {"retryable", r.retryable}};
+  return j;
+}
+
+int cmd_runs(const Args& a) {
+  std::string err;
+  auto store = open_store(a, true, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  RunFilter f;
+  f.status = a.get("--status");
+  static const std::vector<std::string> kStatuses = {"queued", "running", "awaiting_approval",
+                                                     "succeeded", "failed", "cancelled"};
+  if (!f.status.empty() && std::find(kStatuses.begin(), kStatuses.end(), f.status) == kStatuses.end()) {
+    fprintf(stderr, "orchrun: --status must be one of queued, running, awaiting_approval, "
+                    "succeeded, failed, cancelled\n");
+    return kExitUsage;
+  }
+  f.pipeline = a.get("--pipeline");
+  if (a.has("--since")) {
+    auto ms = parse_duration_ms(a.get("--since"), &err);
+    if (!ms) {
+      fprintf(stderr, "orchrun: --since: %s\n", err.c_str());
+      return kExitUsage;
+    }
+    f.since_ms = wall_ms() - *ms;
+  }
+  if (a.has("--limit")) {
+    f.limit = atoi(a.get("--limit").c_str());
+    if (f.limit <= 0) {
+      fprintf(stderr, "orchrun: --limit must be a positive number\n");
+      return kExitUsage;
+    }
+  }
+  auto runs = store->list_runs(f);
+  if (a.has("--json")) {
+    json arr = json::array();
+    for (auto& r : runs) arr.push_back(run_json(r));
+    printf("%s\n", dump_json(arr, 2).c_str());
+    return kExitOk;
+  }
+  Style st = style_for(stdout);
+  if (runs.empty()) {
+    printf("no runs%s in %s\n", (f.status.empty() && f.pipeline.empty() && !f.since_ms) ? "" : " match",
+           store->path().c_str());
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "ERROR"}};
+  for (auto& r : runs) {
+    std::string dur = r.finished_at ? format_duration_ms(r.finished_at - r.started_at) : "-";
+    std::string errs = r.error_type.empty() ? "" : (r.error_node.empty() ? "" : r.error_node + ": ") +
+                                                       first_line(r.error_message, 60);
+    rows.push_back({r.id, r.pipeline + " v" + std::to_string(r.version),
+                    std::string(status_symbol(r.status)) + " " + st.status(r.status),
+                    local_time(r.created_at), dur, errs});
+  }
+  print_table(stdout, rows, st);
+  return kExitOk;
+}
+
+// --- inspect ------------------------------------------------------------------------------
+
+int cmd_inspect(const Args& a) {
+  if (a.positional.size() != 1) {
+    fprintf(stderr, "usage: orchrun inspect RUN_ID [--json]\n");
+    return kExitUsage;
+  }
+  std::string err;
+  auto store = open_store(a, true, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  auto run = store->find_run(a.positional[0], &err);
+  if (!run) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  auto nodes = store->node_runs(run->id);
+  auto events = store->events(run->id);
+  if (a.has("--json")) {
+    json j = run_json(*run);
+    json ns = json::array();
+    for (auto& n : nodes) {
+      json e{{"node", n.node_id},        {"attempt", n.attempt},
+             {"kind", n.kind},           {"status", n.status},
+             {"started_at", iso8601_ms(n.started_at)},
+             {"duration_ms", n.duration_ms}};
+      if (!n.output.empty()) e["output"] = parse_json(n.output, nullptr);
+      if (!n.error_type.empty())
+        e["error"] = {{"type", n.error_type}, {"message", n.error_message},
+                      {"retryable", n.retryable}, {"traceback", n.traceback}};
+      ns.push_back(e);
+    }
+    j["nodes"] = ns;
+    json evs = json::array();
+    for (auto& e : events) {
+      json x{{"ts", iso8601_ms(e.ts)}, {"kind", e.kind}, {"trace_id", e.trace_id}};
+      if (!e.node.empty()) {
+        x["node"] = e.node;
+        x["attempt"] = e.attempt;
+      }
+      if (!e.data.empty()) x["data"] = parse_json(e.data, nullptr);
+      evs.push_back(x);
+    }
+    j["events"] = evs;
+    printf("%s\n", dump_json(j, 2).c_str());
+    return kExitOk;
+  }
+  Style st = style_for(stdout);
+  int64_t t0 = run->started_at ? run->started_at : run->created_at;
+  int64_t t1 = run->finished_at ? run->finished_at : wall_ms();
+  printf("%s %s  %s v%d\n", st.bold("run").c_str(), run->id.c_str(), run->pipeline.c_str(),
+         run->version);
+  printf("  status    %s %s\n", status_symbol(run->status), st.status(run->status).c_str());
+  printf("  trace     %s\n", run->trace_id.c_str());
+  printf("  started   %s   duration %s%s\n", local_time(t0).c_str(),
+         format_duration_ms(t1 - t0).c_str(), run->finished_at ? "" : " (still running)");
+  printf("  source    %s   input %s\n", run->source.c_str(), first_line(run->input, 100).c_str());
+  if (!run->error_type.empty())
+    printf("  error     %s [%s] %s\n", st.red(run->error_node.empty() ? "" : run->error_node + ":").c_str(),
+           run->error_type.c_str(), first_line(run->error_message, 300).c_str());
+  printf("\n");
+  // Timeline: one row per attempt with a bar placed on the run's time axis.
+  const int kBar = 30;
+  int64_t span = std::max<int64_t>(1, t1 - t0);
+  std::vector<std::vector<std::string>> rows = {
+      {"NODE", "ATTEMPT", "STATUS", "START", "DURATION", "TIMELINE", "ERROR"}};
+  for (auto& n : nodes) {
+    int64_t start = n.started_at - t0;
+    int64_t dur = n.finished_at ? n.finished_at - n.started_at : t1 - n.started_at;
+    int a0 = static_cast<int>(std::clamp<int64_t>(start * kBar / span, 0, kBar - 1));
+    int len = static_cast<int>(std::max<int64_t>(1, dur * kBar / span));
+    len = std::min(len, kBar - a0);
+    std::string bar = std::string(a0, ' ');
+    for (int i = 0; i < len; i++) bar += "█";
+    bar += std::string(kBar - a0 - len, ' ');
+    std::string status = std::string(status_symbol(n.status)) + " " + st.status(n.status);
+    std::string e;
+    if (!n.error_type.empty() && n.status != "skipped")
+      e = "[" + n.error_type + (n.status == "failed" ? (n.retryable ? ", retryable" : ", not retryable") : "") +
+          "] " + first_line(n.error_message, 80);
+    else if (n.status == "skipped")
+      e = n.error_message;
+    std::string att = std::to_string(n.attempt) + (n.kind == "body" ? "" : " " + n.kind);
+    rows.push_back({n.node_id, att, status, "+" + format_duration_ms(start),
+                    n.status == "skipped" ? "-" : format_duration_ms(dur),
+                    n.status == "skipped" ? std::string(kBar, ' ') : st.cyan("|" + bar + "|"), e});
+  }
+  print_table(stdout, rows, st);
+  // Tracebacks of failed attempts, and logs.
+  bool printed = false;
+  for (auto& n : nodes) {
+    if (n.status != "failed" || n.traceback.empty()) continue;
+    if (!printed) printf("\n%s\n", st.bold("failures").c_str());
+    printed = true;
+    printf("  %s attempt %d: %s\n", n.node_id.c_str(), n.attempt, n.error_message.c_str());
+    std::stringstream ss(n.traceback);
+    std::string line;
+    while (std::getline(ss, line)) printf("    %s\n", st.dim(line).c_str());
+  }
+  bool logs = false;
+  for (auto& e : events) {
+    if (e.kind != "log") continue;
+    if (!logs) printf("\n%s\n", st.bold("logs").c_str());
+    logs = true;
+    json d = parse_json(e.data, nullptr);
+    printf("  +%-8s %-5s %s: %s\n", format_duration_ms(e.ts - t0).c_str(),
+           d.value("level", "info").c_str(), e.node.c_str(), d.value("message", "").c_str());
+  }
+  // Slowest nodes: where the time went.
+  std::vector<const NodeRunRow*> slow;
+  for (auto& n : nodes)
+    if (n.status != "skipped" && n.kind != "decision") slow.push_back(&n);
+  std::sort(slow.begin(), slow.end(),
+            [](auto* x, auto* y) { return x->duration_ms > y->duration_ms; });
+  if (slow.size() > 1) {
+    printf("\n%s\n", st.bold("slowest").c_str());
+    for (size_t i = 0; i < std::min<size_t>(3, slow.size()); i++)
+      printf("  %-24s %s (attempt %d)\n", slow[i]->node_id.c_str(),
+             format_duration_ms(slow[i]->duration_ms).c_str(), slow[i]->attempt);
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // A child that closes its stdin early must not kill us with SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
+  Args a = parse_args(argc, argv);
+  if (a.has("--version")) {
+    printf("orchrun %s\n", ORCHRUN_VERSION);
+    return kExitOk;
+  }
+  if (a.has("--help") || (a.command.empty() && a.errors.empty())) {
+    fputs(kUsage, a.command.empty() && !a.has("--help") ? stderr : stdout);
+    return a.has("--help") ? kExitOk : kExitUsage;
+  }
+  if (!a.errors.empty()) {
+    for (auto& e : a.errors) fprintf(stderr, "orchrun: %s\n", e.c_str());
+    fprintf(stderr, "run 'orchrun --help' for usage\n");
+    return kExitUsage;
+  }
+  if (a.command == "run") return cmd_run(a);
+  if (a.command == "validate") return cmd_validate(a);
+  if (a.command == "graph") return cmd_graph(a);
+  if (a.command == "runs") return cmd_runs(a);
+  if (a.command == "inspect") return cmd_inspect(a);
+  return kExitUsage;
+}
+
+}  // namespace orch::cli

@@ -1,0 +1,235 @@
+#include "runtime/drivers/process.h"
+
+#include <signal.h>
+
+#include <cstring>
+
+namespace orch {
+
+void Capture::append(const char* data, size_t n) {
+  total_ += n;
+  if (head_.size() < half_) {
+    size_t take = std::min(n, half_ - head_.size());
+    head_.append(data, take);
+    data += take;
+    n -= take;
+  }
+  if (n == 0) return;
+  tail_.append(data, n);
+  // Trim in chunks so that appends stay amortised O(n).
+  if (tail_.size() > 2 * half_ + 4096) tail_.erase(0, tail_.size() - half_);
+}
+
+std::string Capture::text() const {
+  std::string tail = tail_.size() > half_ ? tail_.substr(tail_.size() - half_) : tail_;
+  uint64_t kept = head_.size() + tail.size();
+  if (total_ <= kept) return head_ + tail;
+  return head_ + "\n[... " + std::to_string(total_ - kept) + " bytes omitted ...]\n" + tail;
+}
+
+Process::Process(uv_loop_t* loop, ProcessTable* table, const ProcessSpec& spec)
+    : loop_(loop),
+      table_(table),
+      stdin_data_(spec.stdin_data),
+      timeout_ms_(spec.timeout_ms),
+      kill_grace_ms_(spec.kill_grace_ms),
+      start_ns_(uv_hrtime()) {
+  result_.out = Capture(spec.max_capture);
+  result_.err = Capture(spec.max_capture);
+}
+
+Process::~Process() {
+  if (table_) table_->live_.erase(this);
+}
+
+Process* Process::spawn(uv_loop_t* loop, ProcessTable* table, const ProcessSpec& spec,
+                        DoneFn on_done, std::string* err, std::string* code) {
+  if (spec.argv.empty()) {
+    *err = "empty command";
+    *code = "EINVAL";
+    return nullptr;
+  }
+  auto* p = new Process(loop, table, spec);
+  p->on_done_ = std::move(on_done);
+  uv_pipe_init(loop, &p->out_, 0);
+  uv_pipe_init(loop, &p->err_, 0);
+  uv_pipe_init(loop, &p->in_, 0);
+  uv_timer_init(loop, &p->timer_);
+  p->out_.data = p->err_.data = p->in_.data = p->timer_.data = p->proc_.data = p;
+  p->open_handles_ = 5;
+
+  std::vector<char*> argv;
+  for (auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  if (spec.set_env) {
+    for (auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+  }
+  uv_stdio_container_t stdio[3];
+  if (spec.has_stdin) {
+    stdio[0].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_READABLE_PIPE);
+    stdio[0].data.stream = reinterpret_cast<uv_stream_t*>(&p->in_);
+  } else {
+    stdio[0].flags = UV_IGNORE;  // /dev/null
+  }
+  stdio[1].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
+  stdio[1].data.stream = reinterpret_cast<uv_stream_t*>(&p->out_);
+  stdio[2].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
+  stdio[2].data.stream = reinterpret_cast<uv_stream_t*>(&p->err_);
+
+  uv_process_options_t opts{};
+  opts.file = argv[0];
+  opts.args = argv.data();
+  opts.env = spec.set_env ? envp.data() : nullptr;
+  opts.cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
+  // DETACHED = setsid(): the child leads its own process group, so a timeout or a cancel can
+  // signal everything it started, not just the shell.
+  opts.flags = UV_PROCESS_DETACHED;
+  opts.stdio_count = 3;
+  opts.stdio = stdio;
+  opts.exit_cb = [](uv_process_t* h, int64_t status, int sig) {
+    static_cast<Process*>(h->data)->on_exit(status, sig);
+  };
+  int rc = uv_spawn(loop, &p->proc_, &opts);
+  if (rc != 0) {
+    *err = std::string(uv_err_name(rc)) + ": " + uv_strerror(rc);
+    *code = uv_err_name(rc);
+    // uv_spawn initialised the process handle even on failure; close everything.
+    p->on_done_ = nullptr;
+    p->finished_ = true;
+    p->exited_ = true;
+    p->close_handles();
+    return nullptr;
+  }
+  p->result_.pid = p->proc_.pid;
+  if (table) table->live_.insert(p);
+
+  auto alloc = [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
+    buf->base = new char[suggested];
+    buf->len = suggested;
+  };
+  auto on_read = [](uv_stream_t* s, ssize_t n, const uv_buf_t* buf) {
+    auto* self = static_cast<Process*>(s->data);
+    bool is_out = s == reinterpret_cast<uv_stream_t*>(&self->out_);
+    if (n > 0) (is_out ? self->result_.out : self->result_.err).append(buf->base, n);
+    delete[] buf->base;
+    if (n < 0) {  // EOF or error: this stream is done
+      uv_read_stop(s);
+      (is_out ? self->out_eof_ : self->err_eof_) = true;
+      self->maybe_finish();
+    }
+  };
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&p->out_), alloc, on_read);
+  uv_read_start(reinterpret_cast<uv_stream_t*>(&p->err_), alloc, on_read);
+
+  if (spec.has_stdin) {
+    uv_buf_t b = uv_buf_init(p->stdin_data_.data(), static_cast<unsigned>(p->stdin_data_.size()));
+    p->write_req_.data = p;
+    int wrc = uv_write(&p->write_req_, reinterpret_cast<uv_stream_t*>(&p->in_), &b, 1,
+                       [](uv_write_t* req, int) {
+                         // Done (or EPIPE because the child did not read it): close stdin so the
+                         // child sees EOF.
+                         auto* self = static_cast<Process*>(req->data);
+                         auto* h = reinterpret_cast<uv_handle_t*>(&self->in_);
+                         if (!uv_is_closing(h))
+                           uv_close(h, [](uv_handle_t* hh) {
+                             static_cast<Process*>(hh->data)->handle_closed();
+                           });
+                       });
+    if (wrc != 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(&p->in_),
+               [](uv_handle_t* hh) { static_cast<Process*>(hh->data)->handle_closed(); });
+    }
+  } else {
+    uv_close(reinterpret_cast<uv_handle_t*>(&p->in_),
+             [](uv_handle_t* hh) { static_cast<Process*>(hh->data)->handle_closed(); });
+  }
+
+  if (p->timeout_ms_ > 0) {
+    uv_timer_start(
+        &p->timer_,
+        [](uv_timer_t* t) {
+          auto* self = static_cast<Process*>(t->data);
+          self->result_.timed_out = true;
+          self->terminate(self->kill_grace_ms_);
+        },
+        p->timeout_ms_, 0);
+  }
+  return p;
+}
+
+void Process::terminate(int64_t grace_ms) {
+  if (exited_) return;
+  if (grace_ms <= 0 || killing_) {
+    uv_kill(-result_.pid, SIGKILL);
+    return;
+  }
+  killing_ = true;
+  uv_kill(-result_.pid, SIGTERM);
+  uv_timer_stop(&timer_);
+  uv_timer_start(
+      &timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Process*>(t->data);
+        if (!self->exited_) uv_kill(-self->result_.pid, SIGKILL);
+      },
+      static_cast<uint64_t>(grace_ms), 0);
+}
+
+void Process::detach(int64_t grace_ms) {
+  on_done_ = nullptr;
+  terminate(grace_ms);
+}
+
+void Process::on_exit(int64_t status, int sig) {
+  exited_ = true;
+  result_.exit_code = status;
+  result_.term_signal = sig;
+  result_.duration_ms = static_cast<int64_t>((uv_hrtime() - start_ns_) / 1000000);
+  // Whatever else the child started is still in its group; if it keeps our pipes open we do
+  // not wait for it forever: 250 ms after the leader exits, the result is final.
+  uv_timer_stop(&timer_);
+  uv_timer_start(
+      &timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Process*>(t->data);
+        self->out_eof_ = self->err_eof_ = true;
+        self->maybe_finish();
+      },
+      250, 0);
+  maybe_finish();
+}
+
+void Process::maybe_finish() {
+  if (finished_ || !exited_ || !out_eof_ || !err_eof_) return;
+  finished_ = true;
+  if (on_done_) {
+    auto cb = std::move(on_done_);
+    on_done_ = nullptr;
+    cb(result_);
+  }
+  close_handles();
+}
+
+void Process::close_handles() {
+  auto closer = [](uv_handle_t* h) { static_cast<Process*>(h->data)->handle_closed(); };
+  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&proc_), reinterpret_cast<uv_handle_t*>(&out_),
+                         reinterpret_cast<uv_handle_t*>(&err_), reinterpret_cast<uv_handle_t*>(&in_),
+                         reinterpret_cast<uv_handle_t*>(&timer_)}) {
+    if (!uv_is_closing(h)) uv_close(h, closer);
+  }
+}
+
+void Process::handle_closed() {
+  if (--open_handles_ == 0 && finished_) delete this;
+}
+
+void ProcessTable::kill_all() {
+  for (Process* p : live_) {
+    p->on_done_ = nullptr;
+    p->terminate(0);
+  }
+}
+
+}  // namespace orch

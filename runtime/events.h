@@ -1,0 +1,27 @@
+// What happens in a run, as one record shape: stored in the events table, shown by the live
+// view, and (later) streamed to API clients. Every event carries the trace and run it belongs to.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace orch {
+
+struct Event {
+  int64_t ts = 0;         // unix ms
+  std::string kind;       // run.started, node.started, node.succeeded, node.failed, ...
+  std::string run_id;
+  std::string trace_id;
+  std::string pipeline;
+  int version = 0;
+  std::string node;       // node path ("gather/metrics"); empty for run events
+  int attempt = 0;        // 0 for run events
+  std::string data;       // a JSON object
+};
+
+class EventSink {
+ public:
+  virtual ~EventSink() = default;
+  virtual void on_event(const Event& e) = 0;
+};
+
+}  // namespace orch

@@ -1,0 +1,90 @@
+// A compiled pipeline: a tree of steps with stable ids, validated, holding references to the
+// Lua functions it runs. Built by bindings/compile.cc; executed by the scheduler.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bindings/lua_ref.h"
+#include "bindings/lua_state.h"
+
+namespace orch {
+
+enum class StepKind { Node, Seq, Parallel, When, Switch };
+const char* step_kind_name(StepKind k);
+
+struct RetryPolicy {
+  int max_attempts = 1;       // total attempts, including the first
+  bool exponential = true;    // else fixed
+  int64_t base_ms = 500;
+  int64_t cap_ms = 30000;
+  bool jitter = true;         // "full jitter": a uniform delay in [0, computed]
+  // The delay before attempt `next_attempt` (2 for the first retry). `unit` in [0,1) is the
+  // random draw, passed in so tests can pin it.
+  int64_t delay_ms(int next_attempt, double unit) const;
+};
+
+struct Trigger {
+  std::string type;  // webhook | schedule | manual
+  std::string spec;  // its options as JSON, for serve and for display
+  int line = 0;
+};
+
+struct Step {
+  StepKind kind = StepKind::Node;
+  std::string id;    // as written; empty for an anonymous seq
+  std::string path;  // stable id: parent ids joined with '/' ("gather/metrics")
+  int line = 0;
+  std::string description;
+
+  // Node
+  LuaRef fn;
+  LuaRef fallback;
+  LuaRef skip_if;
+  RetryPolicy retry;
+  int64_t timeout_ms = 0;  // per attempt; 0 = none
+  bool optional = false;
+  std::string concurrency_key;
+
+  // Parallel: join = 0 means all; -1 any; n > 0 means n branches.
+  int join = 0;
+  int max_concurrency = 0;  // 0 = unlimited
+
+  // When / Switch
+  LuaRef cond;  // when: condition; switch: selector
+  // Seq/Parallel: the steps. When: [then, else]; an absent else is null.
+  // Switch: one per case, in case_keys order.
+  std::vector<std::unique_ptr<Step>> children;
+  std::vector<std::string> case_keys;
+};
+
+struct Pipeline {
+  // Declared first so that it is destroyed last: every LuaRef below needs the state.
+  std::unique_ptr<LuaEngine> engine;
+  std::string name, description, file, source, sha256;
+  std::vector<std::string> tags;
+  std::vector<Trigger> triggers;
+  std::unique_ptr<Step> root;  // a Seq
+  std::unordered_map<std::string, Step*> by_path;
+  int node_count = 0;  // leaf nodes
+
+  ~Pipeline() {
+    // Release the refs while the state is alive, then the state.
+    root.reset();
+    engine.reset();
+  }
+};
+
+// file:line: message
+struct Diagnostic {
+  std::string file;
+  int line = 0;
+  std::string message;
+  std::string str() const {
+    return line > 0 ? file + ":" + std::to_string(line) + ": " + message : file + ": " + message;
+  }
+};
+
+}  // namespace orch

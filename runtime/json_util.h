@@ -1,0 +1,16 @@
+// Small helpers around nlohmann::json for the runtime's own records.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace orch {
+
+using json = nlohmann::json;
+
+// Serialises with invalid UTF-8 replaced (U+FFFD) rather than throwing: stored records must
+// never fail to be written because a process printed binary garbage.
+std::string dump_json(const json& j, int indent = -1);
+// Parses text; returns a discarded value (is_discarded()) on error and sets *err.
+json parse_json(const std::string& text, std::string* err);
+
+}  // namespace orch

@@ -1,0 +1,106 @@
+// The scheduler: the only code that moves a run from node to node.
+//
+// One libuv loop. Every state change goes to the store inside an open transaction; work that
+// follows from it (the next node, a parent step noticing a child finished, a coroutine whose
+// driver answered) is queued and run by the pump, which commits first. So writes made in one
+// loop turn are committed together, and a node's success is durable before anything that
+// depends on it starts.
+#pragma once
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/drivers/process.h"
+#include "runtime/events.h"
+#include "runtime/graph.h"
+#include "runtime/loop.h"
+#include "runtime/store/store.h"
+
+namespace orch {
+
+struct RunOptions {
+  std::string input_json = "{}";  // must be valid JSON (the CLI checks it)
+  std::string source = "cli";
+  std::string environment;
+};
+
+struct RunSummary {
+  std::string run_id, trace_id, pipeline, status;
+  int version = 0;
+  int64_t duration_ms = 0;
+  std::string error_type, error_message, error_node;
+  std::string output_json;
+  int nodes_succeeded = 0, nodes_failed = 0, nodes_skipped = 0, nodes_cancelled = 0;
+  int attempts = 0;  // node attempts, all nodes
+};
+
+class Run;
+class Exec;
+
+class Scheduler : public TaskHost {
+ public:
+  Scheduler(Loop* loop, Store* store);
+  ~Scheduler() override;
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  void add_sink(EventSink* sink) { sinks_.push_back(sink); }
+  // Called once a run has finished and its final state is committed.
+  std::function<void(const RunSummary&)> on_run_finished;
+
+  // Stores the definition (new version if the source changed) and starts a run of it.
+  // Returns the run id, or "" with *err.
+  std::string start_run(Pipeline* p, const RunOptions& opts, std::string* err);
+  // Cancels a run: pending operations stop, child processes are signalled, the run and its
+  // unfinished nodes are recorded as cancelled.
+  void cancel_run(const std::string& run_id, const std::string& reason);
+  void cancel_all(const std::string& reason);
+  size_t active_runs() const { return runs_.size(); }
+  // Set when the store failed; the scheduler has then stopped every run.
+  const std::string& fatal_error() const { return fatal_; }
+
+  // TaskHost
+  uv_loop_t* loop() override { return loop_->get(); }
+  ProcessTable* processes() override { return &processes_; }
+  void resume(Task* task, int nargs) override;
+  void log(Task* task, std::string_view level, std::string_view message,
+           const std::string& fields_json) override;
+
+  // Used by the Exec classes.
+  Store* store() { return store_; }
+  void defer(std::function<void()> fn);
+  void emit(Run* run, const char* kind, const std::string& node, int attempt, std::string data);
+  Task* new_task(Run* run, void* owner, const std::string& node);
+  void drop_task(Task* t);
+  // Resumes t now (only from the pump). Calls the owner back when the coroutine has finished.
+  void run_task(Task* t, int nargs);
+  double random_unit();
+  void run_finished(Run* run);
+
+ private:
+  void pump();
+  void fail_fatal();
+
+  Loop* loop_;
+  Store* store_;
+  ProcessTable processes_;
+  std::vector<EventSink*> sinks_;
+  std::unordered_map<std::string, std::unique_ptr<Run>> runs_;
+  std::vector<std::unique_ptr<Run>> finished_runs_;  // freed at the end of the pump
+  std::vector<std::function<void()>> queue_;
+  std::unordered_map<uint64_t, Task*> tasks_;
+  uint64_t next_task_id_ = 1;
+  uv_check_t* check_;
+  uv_idle_t* idle_;
+  std::mt19937_64 rng_;
+  std::string fatal_;
+  bool pumping_ = false;
+};
+
+}  // namespace orch

@@ -1,0 +1,81 @@
+// Schema history. Never edit a migration that has shipped; add a new one.
+#include "runtime/store/store.h"
+
+namespace orch {
+
+const std::vector<const char*>& store_migrations() {
+  static const std::vector<const char*> m = {
+      // 1: definitions, runs, node attempts, events.
+      R"sql(
+CREATE TABLE definitions(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  source TEXT NOT NULL,
+  path TEXT,
+  loaded_at INTEGER NOT NULL,
+  active INTEGER NOT NULL DEFAULT 1,
+  UNIQUE(name, version),
+  UNIQUE(name, sha256));
+CREATE TABLE runs(
+  id TEXT PRIMARY KEY,
+  trace_id TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK(status IN ('queued','running','awaiting_approval','succeeded',
+                                         'failed','cancelled')),
+  source TEXT NOT NULL,
+  environment TEXT,
+  input TEXT,
+  output TEXT,
+  error_type TEXT,
+  error_message TEXT,
+  error_node TEXT,
+  retryable INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 1,
+  created_at INTEGER NOT NULL,
+  started_at INTEGER,
+  finished_at INTEGER,
+  parent_run TEXT,
+  idempotency_key TEXT,
+  owner_pid INTEGER);
+CREATE INDEX runs_created ON runs(created_at DESC, id DESC);
+CREATE INDEX runs_status ON runs(status, created_at DESC);
+CREATE INDEX runs_pipeline ON runs(pipeline, created_at DESC);
+CREATE UNIQUE INDEX runs_idempotency ON runs(pipeline, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+CREATE TABLE node_runs(
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  kind TEXT NOT NULL DEFAULT 'body',
+  status TEXT NOT NULL CHECK(status IN ('pending','running','succeeded','failed','skipped',
+                                         'cancelled')),
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER,
+  duration_ms INTEGER,
+  output TEXT,
+  error_type TEXT,
+  error_message TEXT,
+  traceback TEXT,
+  retryable INTEGER,
+  PRIMARY KEY(run_id, node_id, attempt)) WITHOUT ROWID;
+CREATE TABLE events(
+  id INTEGER PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  trace_id TEXT NOT NULL,
+  ts INTEGER NOT NULL,
+  kind TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  version INTEGER,
+  node_id TEXT,
+  attempt INTEGER,
+  data TEXT);
+CREATE INDEX events_run ON events(run_id, id);
+)sql",
+  };
+  return m;
+}
+
+}  // namespace orch

@@ -1,0 +1,518 @@
+#include "runtime/store/store.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace orch {
+namespace {
+
+void bind_text(sqlite3_stmt* st, int i, const std::string& s, bool null_if_empty = true) {
+  if (s.empty() && null_if_empty)
+    sqlite3_bind_null(st, i);
+  else
+    sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+}
+void bind_int(sqlite3_stmt* st, int i, int64_t v, bool null_if_zero = false) {
+  if (v == 0 && null_if_zero)
+    sqlite3_bind_null(st, i);
+  else
+    sqlite3_bind_int64(st, i, v);
+}
+std::string col_text(sqlite3_stmt* st, int i) {
+  const unsigned char* t = sqlite3_column_text(st, i);
+  return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(st, i)) : "";
+}
+
+const char* kRunCols =
+    "id, trace_id, pipeline, version, status, source, environment, input, output, error_type, "
+    "error_message, error_node, retryable, attempts, created_at, started_at, finished_at, "
+    "parent_run, idempotency_key, owner_pid";
+
+RunRow read_run(sqlite3_stmt* st) {
+  RunRow r;
+  r.id = col_text(st, 0);
+  r.trace_id = col_text(st, 1);
+  r.pipeline = col_text(st, 2);
+  r.version = sqlite3_column_int(st, 3);
+  r.status = col_text(st, 4);
+  r.source = col_text(st, 5);
+  r.environment = col_text(st, 6);
+  r.input = col_text(st, 7);
+  r.output = col_text(st, 8);
+  r.error_type = col_text(st, 9);
+  r.error_message = col_text(st, 10);
+  r.error_node = col_text(st, 11);
+  r.retryable = sqlite3_column_int(st, 12) != 0;
+  r.attempts = sqlite3_column_int(st, 13);
+  r.created_at = sqlite3_column_int64(st, 14);
+  r.started_at = sqlite3_column_int64(st, 15);
+  r.finished_at = sqlite3_column_int64(st, 16);
+  r.parent_run = col_text(st, 17);
+  r.idempotency_key = col_text(st, 18);
+  r.owner_pid = sqlite3_column_int64(st, 19);
+  return r;
+}
+
+bool exec_sql(sqlite3* db, const char* sql, std::string* err) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+    *err = msg ? msg : sqlite3_errmsg(db);
+    sqlite3_free(msg);
+    return false;
+  }
+  return true;
+}
+
+int pragma_int(sqlite3* db, const char* sql, std::string* err) {
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
+    *err = sqlite3_errmsg(db);
+    return -1;
+  }
+  int v = 0;
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    v = sqlite3_column_int(st, 0);
+  else if (rc != SQLITE_DONE) {
+    *err = sqlite3_errmsg(db);
+    v = -1;
+  }
+  sqlite3_finalize(st);
+  return v;
+}
+
+}  // namespace
+
+Stmt::Stmt(sqlite3* db, const char* sql, std::string* err) {
+  if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr) != SQLITE_OK) {
+    *err = std::string(sqlite3_errmsg(db)) + " in: " + sql;
+    st_ = nullptr;
+  }
+}
+Stmt::~Stmt() {
+  if (st_) sqlite3_finalize(st_);
+}
+
+std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& opts,
+                                   std::string* err) {
+  std::unique_ptr<Store> s(new Store());
+  s->path_ = path;
+  std::error_code ec;
+  auto parent = std::filesystem::path(path).parent_path();
+  if (!opts.read_only && !parent.empty() && !std::filesystem::exists(parent, ec)) {
+    std::filesystem::create_directories(parent, ec);
+    if (ec) {
+      *err = "cannot create directory " + parent.string() + " for database: " + ec.message();
+      return nullptr;
+    }
+  }
+  int flags = opts.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+  if (sqlite3_open_v2(path.c_str(), &s->db_, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
+    *err = "cannot open database " + path + ": " +
+           (s->db_ ? sqlite3_errmsg(s->db_) : "out of memory");
+    return nullptr;
+  }
+  sqlite3_extended_result_codes(s->db_, 1);
+  sqlite3_busy_timeout(s->db_, 5000);
+  std::string e;
+  // Reading the schema is the first thing that fails on a file that is not a database.
+  int app_id = pragma_int(s->db_, "PRAGMA application_id", &e);
+  if (app_id < 0) {
+    *err = path + ": not an orchrun database (" + e + ")";
+    return nullptr;
+  }
+  int tables = pragma_int(s->db_, "SELECT count(*) FROM sqlite_master", &e);
+  if (tables < 0) {
+    *err = path + ": not an orchrun database (" + e + ")";
+    return nullptr;
+  }
+  if (tables > 0 && app_id != kApplicationId) {
+    *err = path + ": not an orchrun database (it is a SQLite file with other tables; "
+                  "refusing to modify it)";
+    return nullptr;
+  }
+  if (!opts.read_only) {
+    const char* setup = opts.synchronous_full
+                            ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                            : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
+    if (!exec_sql(s->db_, setup, &e)) {
+      *err = path + ": " + e;
+      return nullptr;
+    }
+    if (!s->migrate(&e)) {
+      *err = path + ": " + e;
+      return nullptr;
+    }
+  } else {
+    s->schema_version_ = pragma_int(s->db_, "PRAGMA user_version", &e);
+  }
+  return s;
+}
+
+Store::~Store() {
+  if (in_tx_) commit();
+  stmts_.clear();
+  if (db_) sqlite3_close_v2(db_);
+}
+
+bool Store::migrate(std::string* err) {
+  int v = pragma_int(db_, "PRAGMA user_version", err);
+  if (v < 0) return false;
+  const auto& migs = store_migrations();
+  if (v > static_cast<int>(migs.size())) {
+    *err = "database schema version " + std::to_string(v) + " is newer than this orchrun (" +
+           std::to_string(migs.size()) + "); upgrade orchrun";
+    return false;
+  }
+  for (int i = v; i < static_cast<int>(migs.size()); ++i) {
+    // Each migration is atomic with its version bump.
+    std::string sql = std::string("BEGIN IMMEDIATE;") + migs[i] +
+                      "PRAGMA user_version=" + std::to_string(i + 1) + ";" +
+                      "PRAGMA application_id=" + std::to_string(kApplicationId) + ";COMMIT;";
+    if (!exec_sql(db_, sql.c_str(), err)) {
+      std::string ignored;
+      exec_sql(db_, "ROLLBACK", &ignored);
+      *err = "migration to schema version " + std::to_string(i + 1) + " failed: " + *err;
+      return false;
+    }
+  }
+  schema_version_ = static_cast<int>(migs.size());
+  return true;
+}
+
+void Store::fail(const std::string& what) {
+  if (error_.empty()) error_ = what + ": " + sqlite3_errmsg(db_);
+}
+
+bool Store::begin() {
+  if (in_tx_) return true;
+  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    fail("begin transaction");
+    return false;
+  }
+  in_tx_ = true;
+  return true;
+}
+
+void Store::commit() {
+  if (!in_tx_) return;
+  in_tx_ = false;
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    fail("commit");
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return;
+  }
+  commits_++;
+}
+
+sqlite3_stmt* Store::prepare(const char* key, const char* sql) {
+  auto it = stmts_.find(key);
+  if (it == stmts_.end()) {
+    std::string err;
+    auto st = std::make_unique<Stmt>(db_, sql, &err);
+    if (!*st) {
+      if (error_.empty()) error_ = "prepare: " + err;
+      return nullptr;
+    }
+    it = stmts_.emplace(key, std::move(st)).first;
+  }
+  sqlite3_stmt* st = it->second->get();
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  return st;
+}
+
+std::optional<DefinitionRow> Store::upsert_definition(const std::string& name,
+                                                      const std::string& sha256,
+                                                      const std::string& source,
+                                                      const std::string& path, int64_t now) {
+  static const char* kFind =
+      "SELECT id, version, loaded_at FROM definitions WHERE name=?1 AND sha256=?2";
+  static const char* kIns =
+      "INSERT INTO definitions(name, version, sha256, source, path, loaded_at) VALUES(?1, "
+      "(SELECT coalesce(max(version),0)+1 FROM definitions WHERE name=?1), ?2, ?3, ?4, ?5) "
+      "RETURNING id, version";
+  if (!begin()) return std::nullopt;
+  DefinitionRow d;
+  d.name = name;
+  d.sha256 = sha256;
+  d.path = path;
+  sqlite3_stmt* st = prepare(kFind, kFind);
+  if (!st) return std::nullopt;
+  bind_text(st, 1, name);
+  bind_text(st, 2, sha256);
+  if (sqlite3_step(st) == SQLITE_ROW) {
+    d.id = sqlite3_column_int64(st, 0);
+    d.version = sqlite3_column_int(st, 1);
+    d.loaded_at = sqlite3_column_int64(st, 2);
+    sqlite3_reset(st);
+    return d;
+  }
+  st = prepare(kIns, kIns);
+  if (!st) return std::nullopt;
+  bind_text(st, 1, name);
+  bind_text(st, 2, sha256);
+  bind_text(st, 3, source, false);
+  bind_text(st, 4, path);
+  bind_int(st, 5, now);
+  if (sqlite3_step(st) != SQLITE_ROW) {
+    fail("insert definition");
+    return std::nullopt;
+  }
+  d.id = sqlite3_column_int64(st, 0);
+  d.version = sqlite3_column_int(st, 1);
+  d.loaded_at = now;
+  sqlite3_reset(st);
+  return d;
+}
+
+void Store::insert_run(const RunRow& r) {
+  static const char* kSql =
+      "INSERT INTO runs(id, trace_id, pipeline, version, status, source, environment, input, "
+      "attempts, created_at, started_at, parent_run, idempotency_key, owner_pid) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, r.id);
+  bind_text(st, 2, r.trace_id);
+  bind_text(st, 3, r.pipeline);
+  bind_int(st, 4, r.version);
+  bind_text(st, 5, r.status);
+  bind_text(st, 6, r.source);
+  bind_text(st, 7, r.environment);
+  bind_text(st, 8, r.input);
+  bind_int(st, 9, r.attempts);
+  bind_int(st, 10, r.created_at);
+  bind_int(st, 11, r.started_at, true);
+  bind_text(st, 12, r.parent_run);
+  bind_text(st, 13, r.idempotency_key);
+  bind_int(st, 14, r.owner_pid, true);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("insert run " + r.id);
+}
+
+void Store::set_run_status(const std::string& run_id, const std::string& status, int64_t ts) {
+  static const char* kSql =
+      "UPDATE runs SET status=?2, started_at=coalesce(started_at, ?3) WHERE id=?1";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, run_id);
+  bind_text(st, 2, status);
+  bind_int(st, 3, ts);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("update run " + run_id);
+}
+
+void Store::finish_run(const std::string& run_id, const std::string& status,
+                       const std::string& output, const std::string& error_type,
+                       const std::string& error_message, const std::string& error_node,
+                       bool retryable, int64_t finished_at) {
+  static const char* kSql =
+      "UPDATE runs SET status=?2, output=?3, error_type=?4, error_message=?5, error_node=?6, "
+      "retryable=?7, finished_at=?8 WHERE id=?1";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, run_id);
+  bind_text(st, 2, status);
+  bind_text(st, 3, output);
+  bind_text(st, 4, error_type);
+  bind_text(st, 5, error_message);
+  bind_text(st, 6, error_node);
+  if (error_type.empty())
+    sqlite3_bind_null(st, 7);
+  else
+    bind_int(st, 7, retryable ? 1 : 0);
+  bind_int(st, 8, finished_at);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("finish run " + run_id);
+}
+
+void Store::insert_node_attempt(const std::string& run_id, const std::string& node_id,
+                                int attempt, const std::string& kind, int64_t started_at) {
+  static const char* kSql =
+      "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at) "
+      "VALUES(?1,?2,?3,?4,'running',?5)";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, run_id);
+  bind_text(st, 2, node_id);
+  bind_int(st, 3, attempt);
+  bind_text(st, 4, kind);
+  bind_int(st, 5, started_at);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("insert node attempt " + node_id);
+}
+
+void Store::finish_node_attempt(const NodeRunRow& r) {
+  static const char* kSql =
+      "UPDATE node_runs SET status=?4, finished_at=?5, duration_ms=?6, output=?7, "
+      "error_type=?8, error_message=?9, traceback=?10, retryable=?11 "
+      "WHERE run_id=?1 AND node_id=?2 AND attempt=?3";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, r.run_id);
+  bind_text(st, 2, r.node_id);
+  bind_int(st, 3, r.attempt);
+  bind_text(st, 4, r.status);
+  bind_int(st, 5, r.finished_at);
+  bind_int(st, 6, r.duration_ms);
+  bind_text(st, 7, r.output);
+  bind_text(st, 8, r.error_type);
+  bind_text(st, 9, r.error_message);
+  bind_text(st, 10, r.traceback);
+  if (r.error_type.empty())
+    sqlite3_bind_null(st, 11);
+  else
+    bind_int(st, 11, r.retryable ? 1 : 0);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
+}
+
+void Store::insert_node_final(const NodeRunRow& r) {
+  static const char* kSql =
+      "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, finished_at, "
+      "duration_ms, output, error_type, error_message) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, r.run_id);
+  bind_text(st, 2, r.node_id);
+  bind_int(st, 3, r.attempt);
+  bind_text(st, 4, r.kind.empty() ? std::string("body") : r.kind);
+  bind_text(st, 5, r.status);
+  bind_int(st, 6, r.started_at);
+  bind_int(st, 7, r.finished_at);
+  bind_int(st, 8, r.duration_ms);
+  bind_text(st, 9, r.output);
+  bind_text(st, 10, r.error_type);
+  bind_text(st, 11, r.error_message);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("insert node row " + r.node_id);
+}
+
+void Store::insert_event(const Event& e) {
+  static const char* kSql =
+      "INSERT INTO events(run_id, trace_id, ts, kind, pipeline, version, node_id, attempt, data) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, e.run_id);
+  bind_text(st, 2, e.trace_id);
+  bind_int(st, 3, e.ts);
+  bind_text(st, 4, e.kind);
+  bind_text(st, 5, e.pipeline);
+  bind_int(st, 6, e.version);
+  bind_text(st, 7, e.node);
+  if (e.node.empty())
+    sqlite3_bind_null(st, 8);
+  else
+    bind_int(st, 8, e.attempt);
+  bind_text(st, 9, e.data);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("insert event " + e.kind);
+}
+
+std::vector<RunRow> Store::list_runs(const RunFilter& f) {
+  std::string sql = std::string("SELECT ") + kRunCols + " FROM runs WHERE 1=1";
+  if (!f.status.empty()) sql += " AND status=?1";
+  if (!f.pipeline.empty()) sql += " AND pipeline=?2";
+  if (f.since_ms > 0) sql += " AND created_at>=?3";
+  sql += " ORDER BY created_at DESC, id DESC LIMIT ?4";
+  std::vector<RunRow> out;
+  std::string err;
+  Stmt st(db_, sql.c_str(), &err);
+  if (!st) return out;
+  if (!f.status.empty()) bind_text(st.get(), 1, f.status);
+  if (!f.pipeline.empty()) bind_text(st.get(), 2, f.pipeline);
+  if (f.since_ms > 0) bind_int(st.get(), 3, f.since_ms);
+  bind_int(st.get(), 4, f.limit > 0 ? f.limit : -1);
+  while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(read_run(st.get()));
+  return out;
+}
+
+std::optional<RunRow> Store::find_run(const std::string& id_or_prefix, std::string* err) {
+  std::string sql = std::string("SELECT ") + kRunCols +
+                    " FROM runs WHERE id >= ?1 AND id < ?1 || 'zzzz' ORDER BY id LIMIT 2";
+  std::string e;
+  Stmt st(db_, sql.c_str(), &e);
+  if (!st) {
+    *err = e;
+    return std::nullopt;
+  }
+  std::string key = id_or_prefix;
+  for (auto& c : key) c = static_cast<char>(toupper(static_cast<unsigned char>(c)));
+  bind_text(st.get(), 1, key, false);
+  std::vector<RunRow> rows;
+  while (sqlite3_step(st.get()) == SQLITE_ROW) {
+    RunRow r = read_run(st.get());
+    if (r.id.compare(0, key.size(), key) == 0) rows.push_back(std::move(r));
+  }
+  if (rows.empty()) {
+    *err = "no run with id '" + id_or_prefix + "' in " + path_;
+    return std::nullopt;
+  }
+  if (rows.size() > 1 && rows[0].id != key) {
+    *err = "run id prefix '" + id_or_prefix + "' is ambiguous; give more characters";
+    return std::nullopt;
+  }
+  return rows[0];
+}
+
+std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
+  const char* sql =
+      "SELECT run_id, node_id, attempt, kind, status, started_at, finished_at, duration_ms, "
+      "output, error_type, error_message, traceback, retryable FROM node_runs WHERE run_id=?1 "
+      "ORDER BY started_at, node_id, attempt";
+  std::vector<NodeRunRow> out;
+  std::string err;
+  Stmt st(db_, sql, &err);
+  if (!st) return out;
+  bind_text(st.get(), 1, run_id);
+  while (sqlite3_step(st.get()) == SQLITE_ROW) {
+    NodeRunRow r;
+    r.run_id = col_text(st.get(), 0);
+    r.node_id = col_text(st.get(), 1);
+    r.attempt = sqlite3_column_int(st.get(), 2);
+    r.kind = col_text(st.get(), 3);
+    r.status = col_text(st.get(), 4);
+    r.started_at = sqlite3_column_int64(st.get(), 5);
+    r.finished_at = sqlite3_column_int64(st.get(), 6);
+    r.duration_ms = sqlite3_column_int64(st.get(), 7);
+    r.output = col_text(st.get(), 8);
+    r.error_type = col_text(st.get(), 9);
+    r.error_message = col_text(st.get(), 10);
+    r.traceback = col_text(st.get(), 11);
+    r.retryable = sqlite3_column_int(st.get(), 12) != 0;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+std::vector<Event> Store::events(const std::string& run_id) {
+  const char* sql =
+      "SELECT ts, kind, run_id, trace_id, pipeline, version, node_id, attempt, data FROM events "
+      "WHERE run_id=?1 ORDER BY id";
+  std::vector<Event> out;
+  std::string err;
+  Stmt st(db_, sql, &err);
+  if (!st) return out;
+  bind_text(st.get(), 1, run_id);
+  while (sqlite3_step(st.get()) == SQLITE_ROW) {
+    Event e;
+    e.ts = sqlite3_column_int64(st.get(), 0);
+    e.kind = col_text(st.get(), 1);
+    e.run_id = col_text(st.get(), 2);
+    e.trace_id = col_text(st.get(), 3);
+    e.pipeline = col_text(st.get(), 4);
+    e.version = sqlite3_column_int(st.get(), 5);
+    e.node = col_text(st.get(), 6);
+    e.attempt = sqlite3_column_int(st.get(), 7);
+    e.data = col_text(st.get(), 8);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+}  // namespace orch

@@ -1,0 +1,143 @@
+// The SQLite store: definitions, runs, node attempts and events.
+//
+// Writes never block on a commit one by one: the first write opens a transaction and the
+// scheduler calls commit() once per wave of work (group commit), always before it starts
+// anything that depends on what was written. Write methods do not throw; the first failure is
+// kept (failed()/error()) and the scheduler stops the run loudly rather than run on unrecorded.
+#pragma once
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "runtime/events.h"
+
+namespace orch {
+
+struct StoreOptions {
+  bool synchronous_full = false;  // fsync on every commit (power-loss safe) instead of NORMAL
+  bool read_only = false;
+};
+
+struct RunRow {
+  std::string id, trace_id, pipeline;
+  int version = 0;
+  std::string status, source, environment, input, output;
+  std::string error_type, error_message, error_node;
+  bool retryable = false;
+  int attempts = 1;
+  int64_t created_at = 0, started_at = 0, finished_at = 0;
+  std::string parent_run, idempotency_key;
+  int64_t owner_pid = 0;
+};
+
+struct NodeRunRow {
+  std::string run_id, node_id;
+  int attempt = 0;
+  std::string kind, status;
+  int64_t started_at = 0, finished_at = 0, duration_ms = 0;
+  std::string output, error_type, error_message, traceback;
+  bool retryable = false;
+};
+
+struct RunFilter {
+  std::string status, pipeline;
+  int64_t since_ms = 0;  // created_at >= since
+  int limit = 50;
+};
+
+struct DefinitionRow {
+  int64_t id = 0;
+  std::string name, sha256, path;
+  int version = 0;
+  int64_t loaded_at = 0;
+};
+
+// A cached prepared statement.
+class Stmt {
+ public:
+  Stmt() = default;
+  Stmt(sqlite3* db, const char* sql, std::string* err);
+  ~Stmt();
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+  sqlite3_stmt* get() { return st_; }
+  explicit operator bool() const { return st_ != nullptr; }
+
+ private:
+  sqlite3_stmt* st_ = nullptr;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) and migrates the database. On failure returns nullptr and sets
+  // *err to a message that names the path and the problem.
+  static std::unique_ptr<Store> open(const std::string& path, const StoreOptions& opts,
+                                     std::string* err);
+  ~Store();
+
+  const std::string& path() const { return path_; }
+  int schema_version() const { return schema_version_; }
+  bool failed() const { return !error_.empty(); }
+  const std::string& error() const { return error_; }
+
+  // Group commit: writes join the open transaction; commit() ends it.
+  void commit();
+  bool in_transaction() const { return in_tx_; }
+  uint64_t commits() const { return commits_; }
+
+  // Definitions: the same (name, sha256) keeps its version; new source gets max+1.
+  std::optional<DefinitionRow> upsert_definition(const std::string& name, const std::string& sha256,
+                                                 const std::string& source,
+                                                 const std::string& path, int64_t now);
+
+  void insert_run(const RunRow& r);
+  void set_run_status(const std::string& run_id, const std::string& status, int64_t ts);
+  void finish_run(const std::string& run_id, const std::string& status, const std::string& output,
+                  const std::string& error_type, const std::string& error_message,
+                  const std::string& error_node, bool retryable, int64_t finished_at);
+
+  void insert_node_attempt(const std::string& run_id, const std::string& node_id, int attempt,
+                           const std::string& kind, int64_t started_at);
+  void finish_node_attempt(const NodeRunRow& r);
+  // A node that never ran (skipped by skip_if or by an untaken branch is not recorded; a
+  // skip_if skip is): one row with status 'skipped'.
+  void insert_node_final(const NodeRunRow& r);
+
+  void insert_event(const Event& e);
+
+  // Reads (used by the CLI and tests).
+  std::vector<RunRow> list_runs(const RunFilter& f);
+  // Finds a run by full id or by a unique prefix. nullopt + *err when none or ambiguous.
+  std::optional<RunRow> find_run(const std::string& id_or_prefix, std::string* err);
+  std::vector<NodeRunRow> node_runs(const std::string& run_id);
+  std::vector<Event> events(const std::string& run_id);
+
+  sqlite3* db() { return db_; }
+
+ private:
+  Store() = default;
+  bool migrate(std::string* err);
+  bool begin();
+  sqlite3_stmt* prepare(const char* key, const char* sql);
+  void fail(const std::string& what);
+
+  sqlite3* db_ = nullptr;
+  std::string path_;
+  std::string error_;
+  int schema_version_ = 0;
+  bool in_tx_ = false;
+  uint64_t commits_ = 0;
+  std::unordered_map<const char*, std::unique_ptr<Stmt>> stmts_;
+};
+
+// The migrations, in order; migration i takes the schema from version i to i+1.
+const std::vector<const char*>& store_migrations();
+// 'ORCH' in PRAGMA application_id marks a database as orchrun's.
+constexpr int kApplicationId = 0x4f524348;
+
+}  // namespace orch

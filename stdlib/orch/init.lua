@@ -1,0 +1,150 @@
+-- orch: the pipeline language.
+--
+-- Every constructor here only builds a table describing a step; nothing runs at load time.
+-- Each table is marked with `__orch = <kind>` and remembers where it was written
+-- (`__src`, `__line`) so that the C++ compiler can report errors as file:line.
+-- Argument checking is left to the compiler on purpose: it sees the whole pipeline and reports
+-- every problem at once instead of stopping at the first.
+local core = require "orch.core"
+
+local M = { _VERSION = core.version }
+
+local getinfo = debug.getinfo
+
+-- Where the pipeline author called us: `level` frames above the constructor.
+local function where(level)
+  local info = getinfo(level + 1, "Sl")
+  if not info then return "?", 0 end
+  local src = info.source or "?"
+  if src:sub(1, 1) == "@" then src = src:sub(2) end
+  return src, info.currentline or 0
+end
+
+local function step(kind, t, level)
+  t.__orch = kind
+  t.__src, t.__line = where((level or 1) + 2)
+  return t
+end
+
+--- o.pipeline "name" { steps..., description=..., triggers=..., defaults=... }
+--- or o.pipeline { name = "name", ... }
+function M.pipeline(name_or_spec)
+  if type(name_or_spec) == "table" then
+    local spec = name_or_spec
+    spec.__name = spec.name
+    spec.name = nil
+    return step("pipeline", spec)
+  end
+  local src, line = where(2)
+  return function(spec)
+    if type(spec) ~= "table" then
+      error(("o.pipeline %q must be followed by a table of steps, got %s")
+            :format(tostring(name_or_spec), type(spec)), 2)
+    end
+    spec.__orch, spec.__src, spec.__line = "pipeline", src, line
+    spec.__name = name_or_spec
+    return spec
+  end
+end
+
+--- o.node(id, function(ctx, input) ... return {...} end, { retry=, timeout=, optional=, ... })
+function M.node(id, fn, opts)
+  return step("node", { id = id, fn = fn, opts = opts, __nargs = select("#", id, fn, opts) })
+end
+
+--- o.seq { steps... } or o.seq("id", { steps... })
+function M.seq(id, steps)
+  if type(id) == "table" and steps == nil then
+    return step("seq", { children = id })
+  end
+  return step("seq", { id = id, children = steps })
+end
+
+--- o.parallel("id", { branches... }, { join = "all" | "any" | n, max = k })
+function M.parallel(id, branches, opts)
+  return step("parallel", { id = id, children = branches, opts = opts })
+end
+
+--- o.when("id", function(ctx, input) return cond end, then_step [, else_step])
+function M.when(id, cond, then_step, else_step)
+  return step("when", { id = id, cond = cond, ["then"] = then_step, ["else"] = else_step,
+                        __nargs = select("#", id, cond, then_step, else_step) })
+end
+
+--- o.switch("id", function(ctx, input) return key end, { key = step, ..., default = step })
+function M.switch(id, selector, cases)
+  return step("switch", { id = id, selector = selector, cases = cases })
+end
+
+-- Triggers: declarations read by `orchrun serve`; a one-shot run ignores them.
+function M.webhook(opts) return step("trigger", { type = "webhook", opts = opts }) end
+function M.schedule(expr)
+  if type(expr) == "table" then return step("trigger", { type = "schedule", opts = expr }) end
+  return step("trigger", { type = "schedule", opts = { cron = expr } })
+end
+function M.manual(opts) return step("trigger", { type = "manual", opts = opts or {} }) end
+
+-- Async calls: each yields the node's coroutine until a libuv callback resumes it.
+M.sleep = core.sleep
+
+--- o.exec { "prog", "arg", ..., cwd=, env=, env_clear=, stdin=, timeout=, kill_grace=,
+---          check=, max_output= }  or  o.exec "shell command"  or  o.exec { sh = "..." }
+--- Returns { code, signal, stdout, stderr, duration_ms, timed_out, truncated, ok, pid }, or
+--- nil, message, code when the process cannot be started. With check = true, anything but a
+--- clean exit raises instead (a retryable error).
+function M.exec(spec)
+  local res, err, code = core.exec(spec)
+  if type(spec) == "table" and spec.check then
+    local what = spec.sh or table.concat(spec, " ")
+    if not res then
+      M.fail(("exec %s: %s"):format(what, err), { type = "exec", retryable = false })
+    end
+    if not res.ok then
+      local why = res.timed_out and "timed out"
+        or (res.signal ~= 0 and ("was killed by signal " .. res.signal))
+        or ("exited with code " .. res.code)
+      local tail = res.stderr ~= "" and res.stderr or res.stdout
+      if #tail > 2000 then tail = "..." .. tail:sub(-2000) end
+      M.fail(("command '%s' %s%s"):format(what, why, tail ~= "" and (": " .. tail) or ""),
+             { type = "exec", retryable = true, details = { code = res.code, signal = res.signal } })
+    end
+  end
+  return res, err, code
+end
+
+--- o.fail(message [, { retryable = false, type = "..." }]) raises a structured error.
+function M.fail(message, opts)
+  opts = opts or {}
+  error({ __orch_error = true, message = tostring(message),
+          retryable = opts.retryable, type = opts.type, details = opts.details }, 2)
+end
+
+--- The logger given to node bodies as ctx.log (and available as o.log):
+--- ctx.log("message" [, fields]), ctx.log.warn("message" [, fields]); debug, info, warn, error.
+local function level_fn(level)
+  return function(a, b, c)
+    -- Tolerate method-call style (ctx.log:warn("x")).
+    if type(a) == "table" and getmetatable(a) == M.__logger_mt then a, b = b, c end
+    core.log(level, a, b)
+  end
+end
+M.__logger_mt = {
+  __call = function(_, msg, fields) core.log("info", msg, fields) end,
+}
+M.logger = setmetatable({ debug = level_fn("debug"), info = level_fn("info"),
+                          warn = level_fn("warn"), error = level_fn("error") }, M.__logger_mt)
+M.log = M.logger
+
+--- Parses "250ms", "5s", 1.5 ... into milliseconds.
+M.duration_ms = core.duration_ms
+M.now_ms = core.now_ms
+
+M.json = {
+  encode = core.json_encode,
+  decode = core.json_decode,
+  null = core.null,
+  -- Marks a table as a JSON array, so that an empty one encodes as [] and not {}.
+  array = function(t) return setmetatable(t or {}, core.array_mt) end,
+}
+
+return M
