@@ -108,6 +108,8 @@ class LuaEngine {
 int luaopen_orch_core(lua_State* L);
 // Adds core.exec to the table on top of the stack.
 void register_exec(lua_State* L);
+// Adds core.read_file and core.write_file.
+void register_fs(lua_State* L);
 // Builds the sandbox environment table and pushes it.
 void push_sandbox_env(lua_State* L, const SandboxOptions& opts);
 

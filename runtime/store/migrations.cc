@@ -49,6 +49,7 @@ CREATE TABLE node_runs(
   run_id TEXT NOT NULL,
   node_id TEXT NOT NULL,
   attempt INTEGER NOT NULL,
+  seq INTEGER NOT NULL,
   kind TEXT NOT NULL DEFAULT 'body',
   status TEXT NOT NULL CHECK(status IN ('pending','running','succeeded','failed','skipped',
                                          'cancelled')),

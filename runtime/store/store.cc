@@ -66,16 +66,16 @@ bool exec_sql(sqlite3* db, const char* sql, std::string* err) {
   return true;
 }
 
-int pragma_int(sqlite3* db, const char* sql, std::string* err) {
+int64_t pragma_int(sqlite3* db, const char* sql, std::string* err) {
   sqlite3_stmt* st = nullptr;
   if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
     *err = sqlite3_errmsg(db);
     return -1;
   }
-  int v = 0;
+  int64_t v = 0;
   int rc = sqlite3_step(st);
   if (rc == SQLITE_ROW)
-    v = sqlite3_column_int(st, 0);
+    v = sqlite3_column_int64(st, 0);
   else if (rc != SQLITE_DONE) {
     *err = sqlite3_errmsg(db);
     v = -1;
@@ -119,12 +119,12 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
   sqlite3_busy_timeout(s->db_, 5000);
   std::string e;
   // Reading the schema is the first thing that fails on a file that is not a database.
-  int app_id = pragma_int(s->db_, "PRAGMA application_id", &e);
+  int64_t app_id = pragma_int(s->db_, "PRAGMA application_id", &e);
   if (app_id < 0) {
     *err = path + ": not an orchrun database (" + e + ")";
     return nullptr;
   }
-  int tables = pragma_int(s->db_, "SELECT count(*) FROM sqlite_master", &e);
+  int64_t tables = pragma_int(s->db_, "SELECT count(*) FROM sqlite_master", &e);
   if (tables < 0) {
     *err = path + ": not an orchrun database (" + e + ")";
     return nullptr;
@@ -147,7 +147,12 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
       return nullptr;
     }
   } else {
-    s->schema_version_ = pragma_int(s->db_, "PRAGMA user_version", &e);
+    s->schema_version_ = static_cast<int>(pragma_int(s->db_, "PRAGMA user_version", &e));
+  }
+  if (s->schema_version_ > 0) {
+    // Node rows are numbered in the order they were written, across runs and processes.
+    int64_t seq = pragma_int(s->db_, "SELECT coalesce(max(seq), 0) FROM node_runs", &e);
+    s->node_seq_ = seq > 0 ? static_cast<uint64_t>(seq) : 0;
   }
   return s;
 }
@@ -159,7 +164,7 @@ Store::~Store() {
 }
 
 bool Store::migrate(std::string* err) {
-  int v = pragma_int(db_, "PRAGMA user_version", err);
+  int v = static_cast<int>(pragma_int(db_, "PRAGMA user_version", err));
   if (v < 0) return false;
   const auto& migs = store_migrations();
   if (v > static_cast<int>(migs.size())) {
@@ -333,8 +338,8 @@ void Store::finish_run(const std::string& run_id, const std::string& status,
 void Store::insert_node_attempt(const std::string& run_id, const std::string& node_id,
                                 int attempt, const std::string& kind, int64_t started_at) {
   static const char* kSql =
-      "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at) "
-      "VALUES(?1,?2,?3,?4,'running',?5)";
+      "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, seq) "
+      "VALUES(?1,?2,?3,?4,'running',?5,?6)";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -343,6 +348,7 @@ void Store::insert_node_attempt(const std::string& run_id, const std::string& no
   bind_int(st, 3, attempt);
   bind_text(st, 4, kind);
   bind_int(st, 5, started_at);
+  bind_int(st, 6, static_cast<int64_t>(++node_seq_));
   if (sqlite3_step(st) != SQLITE_DONE) fail("insert node attempt " + node_id);
 }
 
@@ -374,7 +380,8 @@ void Store::finish_node_attempt(const NodeRunRow& r) {
 void Store::insert_node_final(const NodeRunRow& r) {
   static const char* kSql =
       "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, finished_at, "
-      "duration_ms, output, error_type, error_message) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)";
+      "duration_ms, output, error_type, error_message, seq) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -389,6 +396,7 @@ void Store::insert_node_final(const NodeRunRow& r) {
   bind_text(st, 9, r.output);
   bind_text(st, 10, r.error_type);
   bind_text(st, 11, r.error_message);
+  bind_int(st, 12, static_cast<int64_t>(++node_seq_));
   if (sqlite3_step(st) != SQLITE_DONE) fail("insert node row " + r.node_id);
 }
 
@@ -464,7 +472,7 @@ std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
   const char* sql =
       "SELECT run_id, node_id, attempt, kind, status, started_at, finished_at, duration_ms, "
       "output, error_type, error_message, traceback, retryable FROM node_runs WHERE run_id=?1 "
-      "ORDER BY started_at, node_id, attempt";
+      "ORDER BY seq";
   std::vector<NodeRunRow> out;
   std::string err;
   Stmt st(db_, sql, &err);

@@ -132,6 +132,7 @@ class Store {
   int schema_version_ = 0;
   bool in_tx_ = false;
   uint64_t commits_ = 0;
+  uint64_t node_seq_ = 0;
   std::unordered_map<const char*, std::unique_ptr<Stmt>> stmts_;
 };
 

@@ -112,6 +112,11 @@ function M.exec(spec)
   return res, err, code
 end
 
+--- o.fs.read(path [, {max_bytes=}]) -> text | nil, message, code
+--- o.fs.write(path, text [, {mkdirs=true, mode=420}]) -> bytes | nil, message, code
+--- Both run off the loop thread; a write replaces the file atomically.
+M.fs = { read = core.read_file, write = core.write_file }
+
 --- o.fail(message [, { retryable = false, type = "..." }]) raises a structured error.
 function M.fail(message, opts)
   opts = opts or {}

@@ -1,0 +1,169 @@
+// core.read_file / core.write_file: file I/O for node bodies without blocking the loop. The
+// work runs on libuv's thread pool; the coroutine yields until it is done. Writes are atomic
+// (a temporary file renamed over the target), so a reader never sees half a report.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "bindings/lua_state.h"
+
+namespace orch {
+namespace {
+
+struct FsJob {
+  uv_work_t req{};
+  Task* task = nullptr;  // null once the task was cancelled
+  TaskHost* host = nullptr;
+  bool write = false;
+  bool mkdirs = false;
+  int mode = 0644;
+  std::string path, data;
+  std::string err, code;  // set by the worker on failure
+  size_t max_bytes = 64u << 20;
+};
+
+void set_errno(FsJob* j, const std::string& what) {
+  j->code = strerrorname_np(errno) ? strerrorname_np(errno) : "EIO";
+  j->err = what + " " + j->path + ": " + strerror(errno);
+}
+
+void do_read(FsJob* j) {
+  int fd = open(j->path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return set_errno(j, "cannot open");
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      set_errno(j, "cannot read");
+      break;
+    }
+    if (n == 0) break;
+    j->data.append(buf, static_cast<size_t>(n));
+    if (j->data.size() > j->max_bytes) {
+      j->err = "file " + j->path + " is larger than max_bytes (" + std::to_string(j->max_bytes) + ")";
+      j->code = "EFBIG";
+      break;
+    }
+  }
+  close(fd);
+}
+
+void do_write(FsJob* j) {
+  std::filesystem::path target(j->path);
+  if (j->mkdirs && target.has_parent_path()) {
+    std::error_code ec;
+    std::filesystem::create_directories(target.parent_path(), ec);
+    if (ec) {
+      j->err = "cannot create directory " + target.parent_path().string() + ": " + ec.message();
+      j->code = "EIO";
+      return;
+    }
+  }
+  std::string tmp = j->path + ".tmp." + std::to_string(getpid());
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, j->mode);
+  if (fd < 0) return set_errno(j, "cannot create");
+  size_t off = 0;
+  while (off < j->data.size()) {
+    ssize_t n = ::write(fd, j->data.data() + off, j->data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      set_errno(j, "cannot write");
+      close(fd);
+      unlink(tmp.c_str());
+      return;
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (close(fd) != 0 || rename(tmp.c_str(), j->path.c_str()) != 0) {
+    set_errno(j, "cannot write");
+    unlink(tmp.c_str());
+  }
+}
+
+int start_job(lua_State* L, FsJob* j) {
+  Task* t = require_task(L, j->write ? "o.fs.write" : "o.fs.read");
+  j->task = t;
+  j->host = LuaEngine::from(L)->host();
+  j->req.data = j;
+  uv_queue_work(
+      j->host->loop(), &j->req,
+      [](uv_work_t* r) {
+        auto* job = static_cast<FsJob*>(r->data);
+        job->write ? do_write(job) : do_read(job);
+      },
+      [](uv_work_t* r, int) {
+        auto* job = static_cast<FsJob*>(r->data);
+        if (Task* task = job->task) {
+          task->waiting = false;
+          task->cancel_hook = nullptr;
+          lua_State* co = task->co;
+          int n;
+          if (!job->err.empty()) {
+            lua_pushnil(co);
+            lua_pushlstring(co, job->err.data(), job->err.size());
+            lua_pushlstring(co, job->code.data(), job->code.size());
+            n = 3;
+          } else if (job->write) {
+            lua_pushnumber(co, static_cast<lua_Number>(job->data.size()));
+            n = 1;
+          } else {
+            lua_pushlstring(co, job->data.data(), job->data.size());
+            n = 1;
+          }
+          job->host->resume(task, n);
+        }
+        delete job;
+      });
+  t->waiting = true;
+  // A thread-pool job cannot be stopped midway; a cancelled task just stops listening.
+  t->cancel_hook = [j] { j->task = nullptr; };
+  return lua_yield(L, 0);
+}
+
+int l_read_file(lua_State* L) {
+  const char* path = luaL_checkstring(L, 1);
+  auto* j = new FsJob();
+  j->path = path;
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "max_bytes");
+    if (lua_isnumber(L, -1)) j->max_bytes = static_cast<size_t>(lua_tonumber(L, -1));
+    lua_pop(L, 1);
+  }
+  return start_job(L, j);
+}
+
+int l_write_file(lua_State* L) {
+  const char* path = luaL_checkstring(L, 1);
+  size_t n;
+  const char* data = luaL_checklstring(L, 2, &n);
+  auto* j = new FsJob();
+  j->write = true;
+  j->path = path;
+  j->data.assign(data, n);
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "mkdirs");
+    j->mkdirs = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 3, "mode");
+    if (lua_isnumber(L, -1)) j->mode = static_cast<int>(lua_tointeger(L, -1));
+    lua_pop(L, 1);
+  }
+  return start_job(L, j);
+}
+
+}  // namespace
+
+void register_fs(lua_State* L) {
+  lua_pushcfunction(L, l_read_file);
+  lua_setfield(L, -2, "read_file");
+  lua_pushcfunction(L, l_write_file);
+  lua_setfield(L, -2, "write_file");
+}
+
+}  // namespace orch
