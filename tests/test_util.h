@@ -1,0 +1,86 @@
+// Shared test helpers: temporary directories, running the real binary, reading the store,
+// and an in-process harness that runs a pipeline on a real loop with a real SQLite file.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/pipeline_loader.h"
+#include "runtime/events.h"
+#include "runtime/loop.h"
+#include "runtime/scheduler.h"
+#include "runtime/store/store.h"
+
+namespace orch::test {
+
+// A fresh directory under $TMPDIR, removed (recursively) at the end of the test.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+void write_file(const std::string& path, const std::string& content);
+std::string read_file(const std::string& path);
+
+struct CmdResult {
+  int exit_code = -1;  // 128+N when killed by signal N
+  std::string out, err;
+  double seconds = 0;
+};
+// Runs argv (argv[0] is a path or found in PATH) with extra environment entries (KEY=VALUE),
+// in `cwd` if given, killing it after timeout_s.
+CmdResult run_cmd(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
+                  const std::string& cwd = "", int timeout_s = 60);
+// Runs the real orchrun binary with --db <db> appended when db is non-empty.
+CmdResult orchrun(std::vector<std::string> args, const std::string& db,
+                  const std::vector<std::string>& env = {}, const std::string& cwd = "");
+std::string orchrun_bin();
+std::string source_dir();
+
+// Query a database file with a separate connection. Values come back as text ("" for NULL).
+std::vector<std::vector<std::string>> query(const std::string& db, const std::string& sql);
+int64_t query_int(const std::string& db, const std::string& sql);
+std::string query_str(const std::string& db, const std::string& sql);
+
+// Collects every event the scheduler emits.
+struct EventLog : EventSink {
+  std::vector<Event> events;
+  void on_event(const Event& e) override { events.push_back(e); }
+  int count(const std::string& kind, const std::string& node = "") const;
+};
+
+// Runs pipelines in-process: a real loop, a real store in a temp dir, the real scheduler.
+class Harness {
+ public:
+  Harness();
+  ~Harness();
+  // Loads `source` as a pipeline file named test.lua (REQUIREs that it is valid), runs it to
+  // the end and returns the summary. input_json is the pipeline input.
+  RunSummary run(const std::string& source, const std::string& input_json = "{}");
+  // Loads without running; returns diagnostics (empty when valid).
+  static std::vector<Diagnostic> diagnose(const std::string& source,
+                                          const SandboxOptions& sb = {});
+  // Closes the loop and returns the names of handles that were still open (should be none).
+  std::vector<std::string> close();
+
+  TempDir dir;
+  std::string db_path;
+  std::unique_ptr<Store> store;
+  EventLog log;
+  double last_seconds = 0;
+  // Called once the run has started (e.g. to schedule a cancel).
+  std::function<void(Scheduler&, const std::string& run_id)> on_started;
+
+ private:
+  std::vector<std::unique_ptr<Pipeline>> pipelines_;
+  std::unique_ptr<Loop> loop_;
+};
+
+}  // namespace orch::test
