@@ -8,6 +8,7 @@
 #pragma once
 #include <uv.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -24,7 +25,7 @@ class Capture {
   // The text kept; when truncated, a marker line says how many bytes were left out.
   std::string text() const;
   uint64_t total() const { return total_; }
-  bool truncated() const { return total_ > head_.size() + tail_.size(); }
+  bool truncated() const { return total_ > head_.size() + std::min(tail_.size(), half_); }
 
  private:
   size_t half_;

@@ -1,0 +1,161 @@
+// The store: schema and migrations, refusing foreign files, group commit, lookups.
+#include <sqlite3.h>
+
+#include <catch2/catch.hpp>
+
+#include "runtime/store/store.h"
+#include "test_util.h"
+
+using namespace orch;
+using namespace orch::test;
+
+static std::unique_ptr<Store> open_ok(const std::string& path) {
+  std::string err;
+  auto s = Store::open(path, StoreOptions{}, &err);
+  INFO(err);
+  REQUIRE(s);
+  return s;
+}
+
+TEST_CASE("a new database gets the current schema, WAL mode and orchrun's application id",
+          "[store]") {
+  TempDir d;
+  auto s = open_ok(d.file("sub/dir/o.db"));  // parent directories are created
+  CHECK(s->schema_version() == static_cast<int>(store_migrations().size()));
+  CHECK(query_str(d.file("sub/dir/o.db"), "pragma journal_mode") == "wal");
+  CHECK(query_int(d.file("sub/dir/o.db"), "pragma application_id") == kApplicationId);
+  CHECK(query_int(d.file("sub/dir/o.db"), "pragma user_version") == s->schema_version());
+}
+
+TEST_CASE("reopening keeps data and does not migrate twice", "[store]") {
+  TempDir d;
+  {
+    auto s = open_ok(d.file("o.db"));
+    RunRow r;
+    r.id = "01TEST";
+    r.trace_id = "t";
+    r.pipeline = "p";
+    r.version = 1;
+    r.status = "running";
+    r.source = "cli";
+    r.created_at = 1;
+    s->insert_run(r);
+    s->commit();
+  }
+  auto s = open_ok(d.file("o.db"));
+  std::string err;
+  auto r = s->find_run("01test", &err);  // case-insensitive prefix
+  REQUIRE(r);
+  CHECK(r->pipeline == "p");
+}
+
+TEST_CASE("files that are not orchrun databases are refused and left unchanged", "[store]") {
+  TempDir d;
+  std::string err;
+  SECTION("garbage bytes") {
+    std::string garbage(4096, 'x');
+    write_file(d.file("g.db"), garbage);
+    CHECK_FALSE(Store::open(d.file("g.db"), StoreOptions{}, &err));
+    CHECK(err.find("not an orchrun database") != std::string::npos);
+    CHECK(err.find(d.file("g.db")) != std::string::npos);
+    CHECK(read_file(d.file("g.db")) == garbage);
+  }
+  SECTION("another application's SQLite file") {
+    sqlite3* db;
+    REQUIRE(sqlite3_open(d.file("other.db").c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "create table foo(x); insert into foo values(42);", nullptr, nullptr,
+                         nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    CHECK_FALSE(Store::open(d.file("other.db"), StoreOptions{}, &err));
+    CHECK(err.find("not an orchrun database") != std::string::npos);
+    CHECK(query_int(d.file("other.db"), "select x from foo") == 42);
+    CHECK(query_int(d.file("other.db"), "select count(*) from sqlite_master") == 1);
+  }
+  SECTION("a schema newer than this binary") {
+    { auto s = open_ok(d.file("new.db")); }
+    sqlite3* db;
+    REQUIRE(sqlite3_open(d.file("new.db").c_str(), &db) == SQLITE_OK);
+    REQUIRE(sqlite3_exec(db, "pragma user_version=999", nullptr, nullptr, nullptr) == SQLITE_OK);
+    sqlite3_close(db);
+    CHECK_FALSE(Store::open(d.file("new.db"), StoreOptions{}, &err));
+    CHECK(err.find("newer than this orchrun") != std::string::npos);
+  }
+}
+
+TEST_CASE("writes stay invisible to other connections until commit", "[store]") {
+  TempDir d;
+  auto s = open_ok(d.file("o.db"));
+  Event e;
+  e.ts = 1;
+  e.kind = "run.started";
+  e.run_id = "R";
+  e.trace_id = "T";
+  e.pipeline = "p";
+  for (int i = 0; i < 100; i++) s->insert_event(e);
+  CHECK(s->in_transaction());
+  CHECK(query_int(d.file("o.db"), "select count(*) from events") == 0);
+  uint64_t before = s->commits();
+  s->commit();
+  CHECK(s->commits() == before + 1);
+  CHECK(query_int(d.file("o.db"), "select count(*) from events") == 100);
+  CHECK_FALSE(s->failed());
+}
+
+TEST_CASE("definitions: same source keeps its version, new source gets the next", "[store]") {
+  TempDir d;
+  auto s = open_ok(d.file("o.db"));
+  auto a = s->upsert_definition("p", "sha-a", "src a", "p.lua", 1);
+  auto b = s->upsert_definition("p", "sha-a", "src a", "p.lua", 2);
+  auto c = s->upsert_definition("p", "sha-b", "src b", "p.lua", 3);
+  auto other = s->upsert_definition("q", "sha-b", "src b", "q.lua", 3);
+  REQUIRE(a);
+  REQUIRE(b);
+  REQUIRE(c);
+  REQUIRE(other);
+  CHECK(a->version == 1);
+  CHECK(b->version == 1);
+  CHECK(c->version == 2);
+  CHECK(other->version == 1);
+}
+
+TEST_CASE("run lookup by prefix: unique, ambiguous, missing", "[store]") {
+  TempDir d;
+  auto s = open_ok(d.file("o.db"));
+  for (const char* id : {"01AAA1", "01AAA2", "01BBB1"}) {
+    RunRow r;
+    r.id = id;
+    r.trace_id = "t";
+    r.pipeline = "p";
+    r.status = "succeeded";
+    r.source = "cli";
+    r.created_at = 5;
+    s->insert_run(r);
+  }
+  s->commit();
+  std::string err;
+  CHECK(s->find_run("01B", &err)->id == "01BBB1");
+  CHECK(s->find_run("01AAA2", &err)->id == "01AAA2");
+  CHECK_FALSE(s->find_run("01A", &err));
+  CHECK(err.find("ambiguous") != std::string::npos);
+  CHECK_FALSE(s->find_run("01C", &err));
+  CHECK(err.find("no run") != std::string::npos);
+  RunFilter f;
+  f.status = "succeeded";
+  CHECK(s->list_runs(f).size() == 3);
+  f.limit = 2;
+  CHECK(s->list_runs(f).size() == 2);
+}
+
+TEST_CASE("a status the schema does not allow is a store failure, not silent", "[store]") {
+  TempDir d;
+  auto s = open_ok(d.file("o.db"));
+  RunRow r;
+  r.id = "X";
+  r.trace_id = "t";
+  r.pipeline = "p";
+  r.status = "exploded";
+  r.source = "cli";
+  s->insert_run(r);
+  CHECK(s->failed());
+  CHECK(s->error().find("insert run X") != std::string::npos);
+}
