@@ -7,6 +7,7 @@
 #include <set>
 
 #include "bindings/pipeline_loader.h"
+#include "runtime/json_util.h"
 #include "test_util.h"
 
 using namespace orch;
@@ -700,7 +701,7 @@ return o.pipeline "paths" {
   // Without defaults: one attempt, no timeout.
   CHECK(p->by_path.at("start")->retry.max_attempts == 1);
   CHECK(p->by_path.at("start")->timeout_ms == 0);
-  CHECK(p->by_path.at("start")->fn);
+  CHECK_FALSE(p->by_path.at("start")->fn.empty());
 }
 
 TEST_CASE("compile: pipeline defaults apply to nodes unless overridden", "[compile]") {

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Benchmarks: builds orchrun in release mode (build-bench/) and prints each figure beside its
+# floor on this machine. Run after scripts/setup.sh. Figures only; nothing here fails on timing.
+#   bench/run.sh            # 5 runs per figure
+#   RUNS=9 bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${RUNS:-5}"
+B=build-bench
+cmake -S . -B "$B" -G Ninja -DCMAKE_BUILD_TYPE=Release -DORCHRUN_TESTS=OFF >/dev/null
+cmake --build "$B" --target bench >/dev/null
+TMP="$(mktemp -d)"
+trap 'rm -rf "$TMP"' EXIT
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)] " (min " a[1] ", max " a[NR] ")"}'; }
+
+echo "orchrun benchmarks — $(nproc) cores, $(uname -sr), $RUNS runs each (median, min, max)"
+echo
+
+echo "## cold start"
+echo -n "orchrun --version           : "; "$B/bench/measure" "$RUNS" -- "$B/orchrun" --version
+echo -n "orchrun examples/hello.lua  : "; "$B/bench/measure" "$RUNS" -- "$B/orchrun" examples/hello.lua --db "$TMP/hello.db" --quiet
+echo
+
+echo "## chain of 10,000 trivial nodes, persistence on (one commit per node)"
+for i in $(seq "$RUNS"); do
+  rm -f "$TMP/chain.db"*
+  "$B/orchrun" bench/pipelines/chain.lua --db "$TMP/chain.db" --quiet --json |
+    awk -F: '/"duration_ms"/ {gsub(/[ ,]/,"",$2); printf "%.0f\n", 10000/($2/1000)}'
+done | { echo -n "orchrun nodes/s             : "; median; }
+for i in $(seq "$RUNS"); do
+  rm -f "$TMP/floor.db"*
+  "$B/bench/sqlite_floor" "$TMP/floor.db" 10000 | sed 's/.*"nodes_per_s":\([0-9]*\).*/\1/'
+done | { echo -n "floor (same rows, C++) n/s  : "; median; }
