@@ -49,9 +49,10 @@ Options:
   --allow LIBS     let pipelines use io, os, ffi or debug (comma-separated); off by default
   --sync full      fsync every commit (survives power loss, not only a crash of orchrun)
   --progress MODE  tty | plain | none (default: tty on a terminal, plain otherwise)
+  --quiet          no live view, and no summary unless the run fails (then on stderr)
 
-Exit codes: 0 succeeded, 1 run failed, 2 usage error or invalid pipeline,
-            3 store or internal error, 130 interrupted.
+Exit codes: 0 succeeded, 1 run failed, 2 usage error, invalid pipeline or unknown run,
+            3 store or internal error, 130/143 interrupted by SIGINT/SIGTERM.
 )";
 
 struct Args {
@@ -111,6 +112,22 @@ Args parse_args(int argc, char** argv) {
     else
       a.command = "run";  // orchrun FILE.lua
   }
+  // An option that the command does not take is a mistake worth saying, not ignoring.
+  static const std::map<std::string, std::vector<std::string>> kAllowed = {
+      {"run", {"--input", "--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
+      {"validate", {"--json", "--allow"}},
+      {"graph", {"--format", "--allow"}},
+      {"runs", {"--db", "--json", "--status", "--pipeline", "--since", "--limit"}},
+      {"inspect", {"--db", "--json"}}};
+  auto allowed = kAllowed.find(a.command);
+  if (allowed != kAllowed.end()) {
+    for (const auto& [k, v] : a.opts) {
+      if (k == "--help" || k == "--version") continue;
+      const auto& ok = allowed->second;
+      if (std::find(ok.begin(), ok.end(), k) == ok.end())
+        a.errors.push_back("orchrun " + a.command + " does not take " + k);
+    }
+  }
   return a;
 }
 
@@ -159,6 +176,16 @@ std::unique_ptr<Store> open_store(const Args& a, bool read_only, std::string* er
   return Store::open(path, so, err);
 }
 
+// " --db PATH" for hints, quoted for the shell when needed.
+std::string db_hint(const Args& a) {
+  if (!a.has("--db")) return "";
+  std::string p = a.get("--db");
+  if (p.find_first_of(" \t'\"$`\\") == std::string::npos) return " --db " + p;
+  std::string q = "'";
+  for (char c : p) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return " --db " + q + "'";
+}
+
 void print_diags(const std::vector<Diagnostic>& diags, const Style& st) {
   for (const auto& d : diags) fprintf(stderr, "%s %s\n", st.red("error:").c_str(), d.str().c_str());
 }
@@ -199,6 +226,11 @@ int cmd_run(const Args& a) {
     json j = parse_json(input, &err);
     if (j.is_discarded()) {
       fprintf(stderr, "orchrun: %s is not valid JSON: %s\n", where.c_str(), err.c_str());
+      return kExitUsage;
+    }
+    if (!j.is_object()) {
+      fprintf(stderr, "orchrun: %s must be a JSON object (the pipeline input, e.g. "
+                      "'{\"dry_run\": true}'), got %s\n", where.c_str(), j.type_name());
       return kExitUsage;
     }
     input = dump_json(j);
@@ -260,12 +292,14 @@ int cmd_run(const Args& a) {
             auto* in = static_cast<Interrupt*>(h->data);
             if (++in->count > 1) {
               fprintf(stderr, "\norchrun: interrupted again; exiting now\n");
-              _exit(kExitInterrupted);
+              in->sched->processes()->kill_all();
+              _exit(128 + signo);
             }
             in->signo = signo;
+            const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
             fprintf(stderr, "\norchrun: %s: cancelling the run (press Ctrl-C again to force)\n",
-                    strsignal(signo));
-            in->sched->cancel_all(std::string("interrupted by ") + strsignal(signo));
+                    name);
+            in->sched->cancel_all(std::string("interrupted by ") + name);
           },
           signos[i]);
       uv_unref(reinterpret_cast<uv_handle_t*>(&sigs[i]));
@@ -294,7 +328,9 @@ int cmd_run(const Args& a) {
       if (summary.nodes_skipped) counts += ", " + std::to_string(summary.nodes_skipped) + " skipped";
       if (summary.nodes_cancelled)
         counts += ", " + std::to_string(summary.nodes_cancelled) + " cancelled";
-      if (progress != "none" || !json_out) {
+      bool quiet = a.has("--quiet");
+      if (quiet && summary.status != "succeeded") human = stderr;
+      if (!json_out && (!quiet || summary.status != "succeeded")) {
         std::string head = summary.status == "succeeded" ? st.green("✓ succeeded")
                            : summary.status == "failed"  ? st.red("✗ failed")
                                                          : st.yellow("⊘ " + summary.status);
@@ -307,7 +343,7 @@ int cmd_run(const Args& a) {
                   first_line(summary.error_message, 400).c_str());
         fprintf(human, "  run %s  trace %s\n  details: orchrun inspect %s%s\n",
                 summary.run_id.c_str(), summary.trace_id.c_str(), summary.run_id.c_str(),
-                a.has("--db") ? (" --db " + a.get("--db")).c_str() : "");
+                db_hint(a).c_str());
       }
       if (json_out) {
         json j{{"run_id", summary.run_id},       {"trace_id", summary.trace_id},
@@ -324,8 +360,9 @@ int cmd_run(const Args& a) {
                         {"node", summary.error_node}};
         printf("%s\n", dump_json(j, 2).c_str());
       }
+      // Interrupted: 128 + the signal, as shells report it (130 for SIGINT, 143 for SIGTERM).
       exit_code = summary.status == "succeeded" ? kExitOk
-                  : intr.count > 0               ? kExitInterrupted
+                  : intr.count > 0               ? 128 + intr.signo
                                                  : kExitFailed;
     }
     view.reset();
@@ -562,9 +599,13 @@ int cmd_runs(const Args& a) {
     f.since_ms = wall_ms() - *ms;
   }
   if (a.has("--limit")) {
-    f.limit = atoi(a.get("--limit").c_str());
+    std::string l = a.get("--limit");
+    char* end = nullptr;
+    long v = strtol(l.c_str(), &end, 10);
+    f.limit = (end && *end == '\0' && !l.empty() && v > 0 && v <= 1000000) ? static_cast<int>(v) : 0;
     if (f.limit <= 0) {
-      fprintf(stderr, "orchrun: --limit must be a positive number\n");
+      fprintf(stderr, "orchrun: --limit must be a whole number between 1 and 1000000, got '%s'\n",
+              l.c_str());
       return kExitUsage;
     }
   }
@@ -600,6 +641,10 @@ int cmd_runs(const Args& a) {
 int cmd_inspect(const Args& a) {
   if (a.positional.size() != 1) {
     fprintf(stderr, "usage: orchrun inspect RUN_ID [--json]\n");
+    return kExitUsage;
+  }
+  if (a.positional[0].size() < 4) {
+    fprintf(stderr, "orchrun: give the run id or at least its first 4 characters\n");
     return kExitUsage;
   }
   std::string err;
@@ -734,6 +779,9 @@ int main(int argc, char** argv) {
     fputs(kUsage, a.command.empty() && !a.has("--help") ? stderr : stdout);
     return a.has("--help") ? kExitOk : kExitUsage;
   }
+  // An empty --db would make SQLite use a private temporary database: the run would "succeed"
+  // and leave no record anywhere.
+  if (a.has("--db") && a.get("--db").empty()) a.errors.push_back("--db needs a non-empty path");
   if (!a.errors.empty()) {
     for (auto& e : a.errors) fprintf(stderr, "orchrun: %s\n", e.c_str());
     fprintf(stderr, "run 'orchrun --help' for usage\n");

@@ -20,9 +20,12 @@ local function where(level)
   return src, info.currentline or 0
 end
 
-local function step(kind, t, level)
+-- Marks `t` as a step of `kind`, written where the constructor was called from. Callers must
+-- not tail-call this (`return step(...)`): LuaJIT drops the constructor's frame on a tail
+-- call and the line would be lost. They write `local s = step(...) return s`.
+local function step(kind, t)
   t.__orch = kind
-  t.__src, t.__line = where((level or 1) + 2)
+  t.__src, t.__line = where(3)
   return t
 end
 
@@ -33,7 +36,8 @@ function M.pipeline(name_or_spec)
     local spec = name_or_spec
     spec.__name = spec.name
     spec.name = nil
-    return step("pipeline", spec)
+    local s = step("pipeline", spec)
+    return s
   end
   local src, line = where(2)
   return function(spec)
@@ -49,40 +53,56 @@ end
 
 --- o.node(id, function(ctx, input) ... return {...} end, { retry=, timeout=, optional=, ... })
 function M.node(id, fn, opts)
-  return step("node", { id = id, fn = fn, opts = opts, __nargs = select("#", id, fn, opts) })
+  local s = step("node", { id = id, fn = fn, opts = opts, __nargs = select("#", id, fn, opts) })
+  return s
 end
 
 --- o.seq { steps... } or o.seq("id", { steps... })
 function M.seq(id, steps)
   if type(id) == "table" and steps == nil then
-    return step("seq", { children = id })
+    local s = step("seq", { children = id })
+    return s
   end
-  return step("seq", { id = id, children = steps })
+  local s = step("seq", { id = id, children = steps })
+  return s
 end
 
 --- o.parallel("id", { branches... }, { join = "all" | "any" | n, max = k })
 function M.parallel(id, branches, opts)
-  return step("parallel", { id = id, children = branches, opts = opts })
+  local s = step("parallel", { id = id, children = branches, opts = opts })
+  return s
 end
 
 --- o.when("id", function(ctx, input) return cond end, then_step [, else_step])
 function M.when(id, cond, then_step, else_step)
-  return step("when", { id = id, cond = cond, ["then"] = then_step, ["else"] = else_step,
-                        __nargs = select("#", id, cond, then_step, else_step) })
+  local s = step("when", { id = id, cond = cond, ["then"] = then_step, ["else"] = else_step,
+                           __nargs = select("#", id, cond, then_step, else_step) })
+  return s
 end
 
 --- o.switch("id", function(ctx, input) return key end, { key = step, ..., default = step })
 function M.switch(id, selector, cases)
-  return step("switch", { id = id, selector = selector, cases = cases })
+  local s = step("switch", { id = id, selector = selector, cases = cases })
+  return s
 end
 
 -- Triggers: declarations read by `orchrun serve`; a one-shot run ignores them.
-function M.webhook(opts) return step("trigger", { type = "webhook", opts = opts }) end
-function M.schedule(expr)
-  if type(expr) == "table" then return step("trigger", { type = "schedule", opts = expr }) end
-  return step("trigger", { type = "schedule", opts = { cron = expr } })
+function M.webhook(opts)
+  local s = step("trigger", { type = "webhook", opts = opts })
+  return s
 end
-function M.manual(opts) return step("trigger", { type = "manual", opts = opts or {} }) end
+function M.schedule(expr)
+  if type(expr) == "table" then
+    local s = step("trigger", { type = "schedule", opts = expr })
+    return s
+  end
+  local s = step("trigger", { type = "schedule", opts = { cron = expr } })
+  return s
+end
+function M.manual(opts)
+  local s = step("trigger", { type = "manual", opts = opts or {} })
+  return s
+end
 
 -- Async calls: each yields the node's coroutine until a libuv callback resumes it.
 M.sleep = core.sleep

@@ -461,6 +461,16 @@ TEST_CASE("bad command lines and bad pipelines exit 2 and write nothing", "[cli]
     CHECK(r.exit_code == 2);
     CHECK(contains(r.err, "--db"));
   }
+  SECTION("an empty --db path") {
+    // SQLite would quietly use a throw-away temporary database: the run must not "succeed".
+    for (auto args : {std::vector<std::string>{hello, "--db="},
+                      std::vector<std::string>{hello, "--db", ""}}) {
+      auto r = orchrun(args, "");
+      INFO(r.out << r.err);
+      CHECK(r.exit_code == 2);
+      CHECK(contains(r.err, "--db"));
+    }
+  }
   SECTION("two pipeline files") {
     auto r = orchrun({hello, hello}, db);
     CHECK(r.exit_code == 2);
@@ -699,6 +709,23 @@ TEST_CASE("runs and inspect read back what was stored", "[cli]") {
     CHECK(contains(r.out, retries_id));
     CHECK(contains(r.out, "flaky"));
   }
+  SECTION("inspect by a lowercase prefix, and an ambiguous prefix") {
+    std::string lower = retries_id;
+    for (auto& c : lower) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    auto r = orchrun({"inspect", lower.substr(0, lower.size() - 1), "--json"}, db);
+    INFO(r.err);
+    CHECK(r.exit_code == 0);
+    if (r.exit_code == 0) CHECK(parse_or_fail(r.out).at("id") == retries_id);
+    // Runs made within the same second share their leading (time) characters.
+    size_t k = 0;
+    while (k < hello_id.size() && hello_id[k] == retries_id[k]) k++;
+    REQUIRE(k >= 1);
+    r = orchrun({"inspect", retries_id.substr(0, k)}, db);
+    INFO(r.err);
+    CHECK(r.exit_code != 0);
+    CHECK(r.out.empty());
+    CHECK(contains(r.err, "ambiguous"));
+  }
   SECTION("inspect of an unknown id") {
     auto r = orchrun({"inspect", "NOSUCHRUN0000"}, db);
     INFO(r.err);
@@ -740,7 +767,7 @@ TEST_CASE("ORCHRUN_DB is used when --db is absent, and --db wins over it", "[cli
   CHECK(query_int(envdb, "select count(*) from runs") == 1);
 }
 
-TEST_CASE("--version, --help and no arguments", "[cli]") {
+TEST_CASE("the version and help flags, and no arguments", "[cli]") {
   auto v = orchrun({"--version"}, "");
   CHECK(v.exit_code == 0);
   CHECK(v.out == std::string("orchrun ") + ORCHRUN_VERSION + "\n");
