@@ -31,7 +31,8 @@ int64_t RetryPolicy::delay_ms(int next_attempt, double unit) const {
 
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
   std::string best;
-  size_t best_d = 3;
+  // Within 2 edits, or a third of the word's length for longer words ("retries" -> "retry").
+  size_t best_d = std::max<size_t>(2, (word.size() + 2) / 3) + 1;
   for (const auto& c : candidates) {
     std::vector<size_t> prev(c.size() + 1), cur(c.size() + 1);
     for (size_t j = 0; j <= c.size(); j++) prev[j] = j;
@@ -103,7 +104,8 @@ class Compiler {
   }
 
   // Reports string keys of table `t` not in `known` (keys starting with "__" are internal).
-  void check_keys(int t, const std::vector<std::string>& known, int line, const std::string& what) {
+  void check_keys(int t, const std::vector<std::string>& known, int line, const std::string& what,
+                  bool list_ok = false) {
     lua_pushnil(L_);
     while (lua_next(L_, t)) {
       lua_pop(L_, 1);
@@ -118,6 +120,9 @@ class Compiler {
         }
       } else if (lua_type(L_, -1) != LUA_TNUMBER) {
         error(line, what + ": option keys must be strings");
+      } else if (!list_ok) {
+        error(line, what + ": options are name = value pairs, but a list entry was given (known: " +
+                        join(known) + ")");
       }
     }
   }
@@ -225,6 +230,9 @@ class Compiler {
       return;
     }
     int line = line_of(idx, 0);
+    // `return o.pipeline { ... }` is a tail call: the frame that would tell the line is gone.
+    // The first line that calls o.pipeline is where it is.
+    if (line == 0) line = find_line(p_->source, "pipeline");
     lua_getfield(L_, idx, "__name");
     if (lua_type(L_, -1) != LUA_TSTRING) {
       error(line, std::string("pipeline name must be a string, got ") + luaL_typename(L_, -1));
@@ -236,7 +244,7 @@ class Compiler {
     }
     lua_pop(L_, 1);
     std::string what = "pipeline '" + p_->name + "'";
-    check_keys(idx, {"description", "triggers", "defaults", "tags"}, line, what);
+    check_keys(idx, {"description", "triggers", "defaults", "tags"}, line, what, true);
     p_->description = str_field(idx, "description");
 
     lua_getfield(L_, idx, "tags");
@@ -273,7 +281,10 @@ class Compiler {
     lua_pop(L_, 1);
 
     lua_getfield(L_, idx, "triggers");
-    if (lua_istable(L_, -1)) compile_triggers(lua_gettop(L_), line);
+    if (kind_of(lua_gettop(L_)) == "trigger")  // would be read as an empty list
+      error(line, what + ": triggers must be a list: triggers = { o." + str_field(-1, "type") +
+                      "... }");
+    else if (lua_istable(L_, -1)) compile_triggers(lua_gettop(L_), line);
     else if (!lua_isnil(L_, -1)) error(line, what + ": triggers must be a list");
     lua_pop(L_, 1);
 
@@ -320,7 +331,10 @@ class Compiler {
           if (c != ' ' && !in) fields++;
           in = c != ' ';
         }
-        if (cron.empty() || (cron[0] != '@' && fields != 5))
+        static const std::vector<std::string> kMacros = {
+            "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"};
+        bool macro = std::find(kMacros.begin(), kMacros.end(), cron) != kMacros.end();
+        if (!macro && (cron.empty() || cron[0] == '@' || fields != 5))
           error(tr.line, "o.schedule: '" + cron +
                              "' is not a cron expression (five fields, or @hourly/@daily/@weekly)");
       }
@@ -331,6 +345,15 @@ class Compiler {
   }
 
   int count_array(int t) { return static_cast<int>(lua_objlen(L_, t)); }
+
+  static int find_line(const std::string& src, const std::string& word) {
+    int line = 1;
+    for (size_t i = 0; i < src.size(); i++) {
+      if (src[i] == '\n') line++;
+      if (src.compare(i, word.size(), word) == 0 && i > 0 && src[i - 1] == '.') return line;
+    }
+    return 0;
+  }
 
   // Compiles the array part of table `t` as the children of `parent`.
   void compile_children(int t, int line, const std::string& prefix, const std::string& what,
@@ -515,7 +538,7 @@ class Compiler {
       } else if (lua_type(L_, -1) == LUA_TNUMBER) {
         double j = lua_tonumber(L_, -1);
         if (j < 1 || std::floor(j) != j || (n > 0 && j > n))
-          error(line, what + ": join = " + std::to_string(static_cast<long long>(j)) +
+          error(line, what + ": join = " + std::string(lua_tostring(L_, -1)) +
                           " must be between 1 and the number of branches (" + std::to_string(n) +
                           ")");
         else

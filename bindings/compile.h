@@ -14,7 +14,7 @@ namespace orch {
 bool compile_pipeline(lua_State* L, int idx, const std::string& file, Pipeline* out,
                       std::vector<Diagnostic>* diags);
 
-// Closest candidate within edit distance 2, or "".
+// Closest candidate within a small edit distance (grows with the word), or "".
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates);
 
 }  // namespace orch

@@ -2,6 +2,8 @@
 
 #include <luajit.h>
 
+#include <cstring>
+
 #include "bindings/convert.h"
 #include "bindings/embedded.h"
 
@@ -12,12 +14,38 @@ const char kEngineKey[] = "orch.engine";
 
 // Stops node bodies that run past their deadline without yielding. LuaJIT keeps one hook per
 // global state, so this sees every coroutine; it acts only while a task with a deadline runs.
+// "file:line: " of the Lua code the hook interrupted (luaL_error's own position is the hook).
+void push_hook_where(lua_State* L) {
+  lua_Debug ar;
+  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+    lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+  else
+    lua_pushliteral(L, "");
+}
+
+// The sandbox's pcall/xpcall/coroutine.resume recognise the timeout text and pass the error
+// on, so a node cannot swallow its own timeout (see sandbox.cc).
 void deadline_hook(lua_State* L, lua_Debug*) {
   LuaEngine* e = LuaEngine::from(L);
-  if (!e || !e->current || e->current->deadline_ns == 0) return;
-  if (uv_hrtime() >= e->current->deadline_ns) {
-    e->current->timed_out = true;
-    luaL_error(L, "timeout: node ran past its deadline without yielding");
+  if (!e) return;
+  if (e->current) {
+    if (e->current->deadline_ns == 0) return;
+    if (uv_hrtime() >= e->current->deadline_ns) {
+      e->current->timed_out = true;
+      push_hook_where(L);
+      lua_pushliteral(L, "timeout: node ran past its deadline without yielding");
+      lua_concat(L, 2);
+      lua_error(L);
+    }
+    return;
+  }
+  // Loading a pipeline file only builds a graph; a file that keeps computing is a mistake.
+  if (e->load_deadline_ns != 0 && uv_hrtime() >= e->load_deadline_ns) {
+    push_hook_where(L);
+    lua_pushfstring(L, "loading took longer than %d ms (an endless loop at the top level of the "
+                       "file?)", static_cast<int>(e->options().load_limit_ms));
+    lua_concat(L, 2);
+    lua_error(L);
   }
 }
 
@@ -119,7 +147,7 @@ bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::stri
                                    std::string* err, std::string* traceback) {
   int base = lua_gettop(L_);
   if (!source.empty() && source[0] == LUA_SIGNATURE[0]) {
-    *err = chunkname + ": precompiled bytecode is not accepted; give the Lua source";
+    *err = "precompiled bytecode is not accepted; give the Lua source";
     return false;
   }
   if (luaL_loadbuffer(L_, source.data(), source.size(), ("@" + chunkname).c_str()) != 0) {
@@ -131,7 +159,10 @@ bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::stri
   lua_setfenv(L_, -2);
   lua_pushcfunction(L_, traceback_handler);
   lua_insert(L_, -2);
-  if (lua_pcall(L_, 0, 1, base + 1) != 0) {
+  load_deadline_ns = uv_hrtime() + opts_.load_limit_ms * 1000000ull;
+  int rc = lua_pcall(L_, 0, 1, base + 1);
+  load_deadline_ns = 0;
+  if (rc != 0) {
     std::string full = lua_tostring(L_, -1) ? lua_tostring(L_, -1) : "error";
     auto nl = full.find("\nstack traceback:");
     *err = full.substr(0, nl);
@@ -143,11 +174,28 @@ bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::stri
   return true;
 }
 
+// "file:line: " of the innermost frame outside the embedded stdlib (o.exec is a Lua wrapper),
+// so that an error names the pipeline author's line.
+static void push_user_where(lua_State* L) {
+  lua_Debug ar;
+  for (int level = 1; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline > 0 && strncmp(ar.source, "@stdlib/", 8) != 0) {
+      lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+  lua_pushliteral(L, "");
+}
+
 Task* require_task(lua_State* L, const char* fname) {
   LuaEngine* e = LuaEngine::from(L);
   Task* t = e ? e->task_of(L) : nullptr;
   if (!t || !e->host()) {
-    luaL_error(L, "%s can only be called inside a node body while the pipeline runs", fname);
+    push_user_where(L);
+    lua_pushfstring(L, "%s can only be called inside a node body while the pipeline runs", fname);
+    lua_concat(L, 2);
+    lua_error(L);
     return nullptr;
   }
   if (t->waiting) {

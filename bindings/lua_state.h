@@ -24,6 +24,8 @@ struct SandboxOptions {
   bool allow_os = false;
   bool allow_ffi = false;
   bool allow_debug = false;
+  // How long running a pipeline file (building its graph) may take.
+  uint64_t load_limit_ms = 10000;
   // The JIT compiler is off by default: compiled traces skip the count hook, and the hook is
   // what stops a node body that loops without yielding once its timeout has passed.
   bool jit = false;
@@ -88,6 +90,8 @@ class LuaEngine {
   }
   // The task being resumed right now (the count hook checks its deadline).
   Task* current = nullptr;
+  // While a pipeline file's chunk runs: when loading must have finished.
+  uint64_t load_deadline_ns = 0;
 
   const SandboxOptions& options() const { return opts_; }
 

@@ -30,6 +30,29 @@ env.string = copy(string, { dump = true })
 env.table = copy(table)
 env.math = copy(math)
 env.coroutine = copy(coroutine)
+
+-- The deadline hook stops a node that runs past its timeout by raising an error; pcall,
+-- xpcall and coroutine.resume must not swallow it, or `while true do pcall(f) end` would spin
+-- forever (the loop thread never gets back to the scheduler). They pass it on instead.
+local DEADLINE = "node ran past its deadline without yielding"
+local function is_deadline(e)
+  return type(e) == "string" and e:find(DEADLINE, 1, true) ~= nil
+end
+local function pass_deadline(ok, ...)
+  if not ok and is_deadline((...)) then error((...), 0) end
+  return ok, ...
+end
+-- (Locals named like the originals, so that argument errors still name them.)
+local pcall, xpcall, resume = pcall, xpcall, coroutine.resume
+env.pcall = function(f, ...) return pass_deadline(pcall(f, ...)) end
+env.xpcall = function(f, handler, ...)
+  if type(handler) ~= "function" then return pass_deadline(xpcall(f, handler, ...)) end
+  return pass_deadline(xpcall(f, function(e)
+    if is_deadline(e) then return e end
+    return handler(e)
+  end, ...))
+end
+env.coroutine.resume = function(co, ...) return pass_deadline(resume(co, ...)) end
 env.bit = copy(bit)
 env.os = { time = os.time, clock = os.clock, date = os.date, difftime = os.difftime }
 

@@ -294,9 +294,13 @@ class NodeExec : public Exec, public TaskOwner {
     lua_State* co = t->co;
     if (status != 0) {
       ErrorInfo e = error_from(L, co, t->timed_out);
-      if (t->timed_out)
-        e.message = "timed out after " + format_duration_ms(step_->timeout_ms) +
-                    " (the node did not yield; it was stopped by the deadline hook)";
+      if (t->timed_out) {
+        // The hook's message starts with where the body was when it was stopped.
+        std::string where = e.message.substr(0, e.message.find("timeout: node ran past"));
+        if (where.size() > 2) where = " at " + where.substr(0, where.size() - 2);
+        e.message = "timed out after " + format_duration_ms(step_->timeout_ms) + where +
+                    " (the body kept running without yielding; stopped by the deadline hook)";
+      }
       drop();
       failure(e);
       return;

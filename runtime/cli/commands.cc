@@ -767,9 +767,22 @@ int cmd_inspect(const Args& a) {
 
 }  // namespace
 
+int dispatch(int argc, char** argv);
+
 int main(int argc, char** argv) {
   // A child that closes its stdin early must not kill us with SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
+  try {
+    return dispatch(argc, argv);
+  } catch (const std::exception& e) {
+    // Internals report errors as values; this is the last line for what slipped through
+    // (e.g. a JSON type error on a hand-edited store).
+    fprintf(stderr, "orchrun: internal error: %s\n", e.what());
+    return kExitInternal;
+  }
+}
+
+int dispatch(int argc, char** argv) {
   Args a = parse_args(argc, argv);
   if (a.has("--version")) {
     printf("orchrun %s\n", ORCHRUN_VERSION);

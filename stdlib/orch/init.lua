@@ -52,8 +52,9 @@ function M.pipeline(name_or_spec)
 end
 
 --- o.node(id, function(ctx, input) ... return {...} end, { retry=, timeout=, optional=, ... })
-function M.node(id, fn, opts)
-  local s = step("node", { id = id, fn = fn, opts = opts, __nargs = select("#", id, fn, opts) })
+function M.node(...)
+  local id, fn, opts = ...
+  local s = step("node", { id = id, fn = fn, opts = opts, __nargs = select("#", ...) })
   return s
 end
 
@@ -74,9 +75,10 @@ function M.parallel(id, branches, opts)
 end
 
 --- o.when("id", function(ctx, input) return cond end, then_step [, else_step])
-function M.when(id, cond, then_step, else_step)
+function M.when(...)
+  local id, cond, then_step, else_step = ...
   local s = step("when", { id = id, cond = cond, ["then"] = then_step, ["else"] = else_step,
-                           __nargs = select("#", id, cond, then_step, else_step) })
+                           __nargs = select("#", ...) })
   return s
 end
 

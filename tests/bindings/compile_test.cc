@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <set>
 
+#include "bindings/compile.h"
 #include "bindings/pipeline_loader.h"
 #include "runtime/json_util.h"
 #include "test_util.h"
@@ -104,6 +105,19 @@ return o.pipeline "p" {
   CHECK(contains(d2[0].message, "known: "));
 }
 
+TEST_CASE("compile: did_you_mean", "[compile]") {
+  const std::vector<std::string> opts = {"retry", "timeout", "optional", "fallback", "skip_if",
+                                         "description"};
+  CHECK(did_you_mean("retries", opts) == "retry");
+  CHECK(did_you_mean("rety", opts) == "retry");
+  CHECK(did_you_mean("timout", opts) == "timeout");
+  CHECK(did_you_mean("Timeout", opts) == "timeout");
+  CHECK(did_you_mean("skipif", opts) == "skip_if");
+  CHECK(did_you_mean("colour", opts) == "");
+  CHECK(did_you_mean("x", opts) == "");
+  CHECK(did_you_mean("retry", {}) == "");
+}
+
 TEST_CASE("compile: the line is where the o.node call starts, even across lines", "[compile]") {
   const std::string src = R"(local o = require "orch"
 return o.pipeline "p" {
@@ -157,6 +171,9 @@ TEST_CASE("compile: options of the wrong type", "[compile]") {
       {"{ fallback = \"default\" }", "fallback must be a function(ctx, input, err), got a string"},
       {"{ skip_if = 1 }", "skip_if must be a function(ctx, input) or a boolean, got a number"},
       {"\"fast\"", "node 'a': options must be a table, got a string"},
+      // A list entry is not an option (it used to be ignored: retry = { 3 } meant one attempt).
+      {"{ 3 }", "node 'a': options are name = value pairs, but a list entry was given"},
+      {"{ retry = { 3 } }", "node 'a' retry: options are name = value pairs, but a list entry was given"},
   };
   for (const auto& c : cases) {
     const std::string src = std::string("local o = require \"orch\"\n") +
@@ -322,6 +339,7 @@ TEST_CASE("compile: parallel join out of range or misspelt", "[compile]") {
       {"{ max = 0 }", "max must be a whole number of branches >= 1"},
       {"{ joins = \"all\" }", "parallel 'fan': unknown option 'joins' (did you mean 'join'?)"},
       {"\"all\"", "parallel 'fan': options must be a table {join=, max=}"},
+      {"{ \"any\" }", "parallel 'fan': options are name = value pairs, but a list entry was given"},
   };
   for (const auto& c : cases) {
     const std::string src = std::string("local o = require \"orch\"\n") +
@@ -424,12 +442,15 @@ return o.pipeline "my pipeline" {
   auto d = Harness::diagnose(src);
   expect_one(d, 2, "pipeline name 'my pipeline' is invalid");
 
+  // The table form. (Not `return o.pipeline { ... }`: that is a tail call, after which Lua no
+  // longer knows the caller's line.)
   const std::string src2 = R"(local o = require "orch"
 
-return o.pipeline {
+local p = o.pipeline {
   name = 42,
   o.node("a", function() return {} end),
 }
+return p
 )";
   auto d2 = Harness::diagnose(src2);
   expect_one(d2, 3, "pipeline name must be a string, got number");
@@ -497,11 +518,9 @@ return o.pipeline "p" {
   CHECK(has_diag(d2, 2, "pipeline 'p': tags must be strings"));
 }
 
-// o.node(id, fn, opts) has three parameters; a fourth argument (e.g. options split in two
-// tables) is silently dropped today because stdlib/orch/init.lua counts its *parameters*
-// (select("#", id, fn, opts) is always 3), so compile.cc's "extra arguments" check never fires.
-// Marked !shouldfail until init.lua passes the real argument count.
-TEST_CASE("compile: extra arguments to o.node", "[compile][!shouldfail]") {
+// o.node(id, fn, opts) and o.when(id, cond, then, else): a further argument (e.g. options split
+// in two tables) must be reported, not silently dropped.
+TEST_CASE("compile: extra arguments to o.node and o.when", "[compile]") {
   const std::string src = R"(local o = require "orch"
 return o.pipeline "p" {
   o.node("a", function() return {} end),
@@ -510,6 +529,15 @@ return o.pipeline "p" {
 )";
   auto d = Harness::diagnose(src);
   expect_one(d, 4, "node 'b': o.node takes (id, function, options); extra arguments given");
+
+  const std::string src2 = R"(local o = require "orch"
+local function ok() return {} end
+return o.pipeline "p" {
+  o.when("w", true, o.node("x", ok), o.node("y", ok), o.node("z", ok)),
+}
+)";
+  auto d2 = Harness::diagnose(src2);
+  expect_one(d2, 4, "when 'w': o.when takes (id, condition, then_step [, else_step])");
 }
 
 TEST_CASE("compile: several errors in one file are all reported, sorted by line", "[compile]") {
@@ -576,10 +604,8 @@ return o.pipeline "p" {
   o.node("a", function() return {} end),
 }
 )";
-  // A single trigger instead of a list: its entries are not triggers.
-  auto d2 = Harness::diagnose(src2);
-  INFO(all_of(d2));
-  CHECK(!d2.empty());
+  // A single trigger instead of a list (it used to be read as an empty list, and ignored).
+  expect_one(Harness::diagnose(src2), 2, "pipeline 'p': triggers must be a list: triggers = { o.manual... }");
 
   const std::string src3 = R"(local o = require "orch"
 return o.pipeline "p" {
@@ -765,4 +791,31 @@ return o.pipeline "p" {
   REQUIRE(d.size() == 2);
   CHECK(has_diag(d, 2, "pipeline 'p' defaults: retry must be a whole number of attempts"));
   CHECK(has_diag(d, 2, "pipeline 'p' defaults.timeout: invalid duration 'soon'"));
+}
+
+TEST_CASE("compile: the table form of o.pipeline keeps its line despite the tail call",
+          "[compile]") {
+  auto d = orch::test::Harness::diagnose(R"(local o = require "orch"
+
+return o.pipeline { name = "bad name",
+  o.node("a", function() end),
+})");
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].line == 3);
+  CHECK(d[0].message.find("pipeline name 'bad name' is invalid") != std::string::npos);
+}
+
+TEST_CASE("compile: bytecode is refused with one clear message", "[compile]") {
+  auto d = orch::test::Harness::diagnose(std::string("\x1bLJ\x02garbage"));
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].str() == "test.lua: precompiled bytecode is not accepted; give the Lua source");
+}
+
+TEST_CASE("compile: a file that loops forever at load time is stopped", "[compile]") {
+  orch::SandboxOptions sb;
+  sb.load_limit_ms = 200;
+  auto d = orch::test::Harness::diagnose("local o = require 'orch'\nwhile true do end\n", sb);
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].line == 2);
+  CHECK(d[0].message.find("loading took longer than 200 ms") != std::string::npos);
 }

@@ -5,6 +5,7 @@
 
 #include <lua.hpp>
 
+#include "runtime/json_util.h"
 #include "test_util.h"
 
 using namespace orch;
@@ -129,7 +130,14 @@ TEST_CASE("sandbox: bytecode cannot be loaded, only text", "[sandbox]") {
   // Text still loads, in the sandbox (strict globals apply inside).
   expect_ok("local f = assert(load('return 1 + 1')); assert(f() == 2)");
   expect_ok("local f = assert(loadstring('return 40 + 2')); assert(f() == 42)");
-  expect_error_at_line2("local f = assert(load('return io')); f()", "unknown global 'io'");
+  {
+    // An error inside loaded text is located in that chunk.
+    auto d = Harness::diagnose(with_line2("local f = assert(load('return io')); f()"));
+    INFO(all_of(d));
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].line == 0);
+    CHECK(contains(d[0].message, "[string \"return io\"]:1: unknown global 'io'"));
+  }
   // The file itself may not be bytecode.
   std::string file_bc;
   {
@@ -245,5 +253,84 @@ return o.pipeline "spin" {
   CHECK(h.last_seconds >= 0.19);
   CHECK(h.last_seconds < 2.0);
   CHECK(query_str(h.db_path, "select count(*) from node_runs where node_id='after'") == "0");
+  CHECK(h.close().empty());
+}
+
+// Each body catches the deadline error in a different way and would spin again; without the
+// sandbox passing the error on, the loop thread would never get back to the scheduler. The
+// outer loops give up after 3 s of CPU so that a regression fails instead of hanging.
+TEST_CASE("sandbox: pcall, xpcall and coroutine.resume cannot swallow the timeout",
+          "[sandbox]") {
+  const char* bodies[] = {
+      "local spin = function() while true do end end\n"
+      "    while os.clock() < give_up do pcall(spin) end",
+      "local spin = function() while true do end end\n"
+      "    while os.clock() < give_up do xpcall(spin, function(e) return 'swallowed' end) end",
+      "local spin = function() while true do end end\n"
+      "    while os.clock() < give_up do coroutine.resume(coroutine.create(spin)) end",
+      "local spin = function() while true do end end\n"
+      "    while os.clock() < give_up do pcall(pcall, spin) end",
+  };
+  for (const char* body : bodies) {
+    Harness h;
+    std::string src = std::string("local o = require \"orch\"\n") +
+                      "return o.pipeline \"spin\" {\n"
+                      "  o.node(\"spin\", function()\n"
+                      "    local give_up = os.clock() + 3\n"
+                      "    " + body + "\n"
+                      "    return { escaped = true }\n"
+                      "  end, { timeout = \"200ms\" }),\n"
+                      "}\n";
+    INFO(src);
+    auto s = h.run(src);
+    INFO(s.status << " " << s.error_type << ": " << s.error_message);
+    CHECK(s.status == "failed");
+    CHECK(s.error_type == "timeout");
+    CHECK(h.last_seconds < 2.0);
+    CHECK(h.close().empty());
+  }
+}
+
+TEST_CASE("sandbox: pcall, xpcall and coroutines still work as usual in node bodies",
+          "[sandbox]") {
+  Harness h;
+  auto s = h.run(R"(local o = require "orch"
+return o.pipeline "p" {
+  o.node("a", function()
+    local ok1, e1 = pcall(error, "plain")
+    local ok2, e2 = pcall(o.fail, "structured", { type = "mine" })
+    local ok3, e3 = xpcall(function() error("x", 0) end, function(e) return "handled " .. e end)
+    local ok4, a, b = pcall(function(x, y) return x + y, "two" end, 40, 2)
+    local ok5, e5 = pcall(function() o.sleep("20ms"); error("after sleep", 0) end)
+    local co = coroutine.create(function(v) local w = coroutine.yield(v + 1); return w * 2 end)
+    local _, first = coroutine.resume(co, 1)
+    local _, second = coroutine.resume(co, 10)
+    local ok6, e6 = coroutine.resume(coroutine.create(function() error("in co", 0) end))
+    local ok7, e7 = pcall(xpcall, function() end, nil)
+    return { ok1 = ok1, e1 = e1, ok2 = ok2, e2type = e2.type, ok3 = ok3, e3 = e3, ok4 = ok4,
+             a = a, b = b, ok5 = ok5, e5 = e5, first = first, second = second, ok6 = ok6,
+             e6 = e6, ok7 = ok7, e7 = e7 }
+  end, { timeout = "5s" }),
+})");
+  INFO(s.error_message);
+  REQUIRE(s.status == "succeeded");
+  auto out = parse_json(s.output_json, nullptr);
+  CHECK(out["ok1"] == false);
+  CHECK(out["e1"] == "plain");
+  CHECK(out["ok2"] == false);
+  CHECK(out["e2type"] == "mine");
+  CHECK(out["ok3"] == false);
+  CHECK(out["e3"] == "handled x");
+  CHECK(out["ok4"] == true);
+  CHECK(out["a"] == 42);
+  CHECK(out["b"] == "two");
+  CHECK(out["ok5"] == false);
+  CHECK(out["e5"] == "after sleep");
+  CHECK(out["first"] == 2);
+  CHECK(out["second"] == 20);
+  CHECK(out["ok6"] == false);
+  CHECK(out["e6"] == "in co");
+  CHECK(out["ok7"] == false);
+  CHECK(contains(out["e7"].get<std::string>(), "bad argument #2 to 'xpcall'"));
   CHECK(h.close().empty());
 }
