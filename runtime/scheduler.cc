@@ -98,6 +98,12 @@ class Run {
   bool finished = false;
   std::string cancel_reason;
   RunSummary summary;
+  // Resumed runs: what the store already says about each node (attempt rows, in order).
+  std::unordered_map<std::string, std::vector<NodeRunRow>> history;
+  const std::vector<NodeRunRow>* history_of(const std::string& path) const {
+    auto it = history.find(path);
+    return it == history.end() ? nullptr : &it->second;
+  }
   lua_State* L() const { return p->engine->L(); }
 };
 
@@ -218,6 +224,7 @@ std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent
 void Exec::record_skipped_subtree(Step* st, const std::string& reason) {
   if (!st) return;
   if (st->kind == StepKind::Node) {
+    if (run_->history_of(st->path)) return;  // recorded before the run was resumed
     int64_t now = wall_ms();
     NodeRunRow r;
     r.run_id = run_->id;
@@ -242,6 +249,9 @@ class NodeExec : public Exec, public TaskOwner {
 
   void start(LuaRef in) override {
     input = std::move(in);
+    if (const auto* h = run_->history_of(step_->path)) {
+      if (replay(*h)) return;
+    }
     if (!step_->skip_if.empty()) {
       ErrorInfo e;
       if (!call_predicate(step_->skip_if, &e)) {
@@ -333,6 +343,67 @@ class NodeExec : public Exec, public TaskOwner {
   }
 
  private:
+  // Continues from what the store says about this node. Returns true when the node is settled
+  // (reused success, skip, final failure) or a new attempt has started.
+  bool replay(const std::vector<NodeRunRow>& rows) {
+    const NodeRunRow* fallback_row = nullptr;
+    int max_attempt = 0;
+    for (const auto& r : rows) {
+      max_attempt = std::max(max_attempt, r.attempt);
+      if (r.status == "succeeded") {
+        lua_State* L = run_->L();
+        json j = parse_json(r.output.empty() ? "{}" : r.output, nullptr);
+        push_json(L, j.is_discarded() ? json::object() : j);
+        LuaRef out = LuaRef::pop(L);
+        attempt_ = r.attempt;
+        run_->outputs.push(L);
+        lua_pushlstring(L, step_->id.data(), step_->id.size());
+        out.push(L);
+        lua_rawset(L, -3);
+        lua_pop(L, 1);
+        output = std::move(out);
+        run_->summary.nodes_succeeded++;
+        run_->summary.nodes_reused++;
+        s_->notify(run_, "node.reused", step_->path, r.attempt, "{}");
+        finish(Outcome::Succeeded);
+        return true;
+      }
+      if (r.status == "skipped") {
+        run_->summary.nodes_skipped++;
+        s_->notify(run_, "node.skipped", step_->path, r.attempt, R"({"reason":"skipped before the resume"})");
+        finish(Outcome::Skipped);
+        return true;
+      }
+      if (r.kind == "fallback") fallback_row = &r;
+      if (r.kind == "body" && r.status == "failed" && r.error_type != "interrupted") tries_++;
+    }
+    attempt_ = max_attempt;
+    const NodeRunRow& last = rows.back();
+    ErrorInfo e{last.error_type, last.error_message, step_->path, last.traceback, last.retryable, ""};
+    if (fallback_row) {
+      if (fallback_row->error_type == "interrupted") {
+        last_err_ = e;
+        begin_attempt(attempt_ + 1, true);
+      } else {
+        fail_final(e);
+      }
+      return true;
+    }
+    bool exhausted = tries_ >= step_->retry.max_attempts ||
+                     (last.status == "failed" && last.error_type != "interrupted" && !last.retryable);
+    if (exhausted) {
+      if (!step_->fallback.empty()) {
+        last_err_ = e;
+        begin_attempt(attempt_ + 1, true);
+      } else {
+        fail_final(e);
+      }
+      return true;
+    }
+    begin_attempt(attempt_ + 1, false);
+    return true;
+  }
+
   void begin_row(int attempt, const char* kind) {
     attempt_ = attempt;
     started_ms_ = wall_ms();
@@ -345,6 +416,7 @@ class NodeExec : public Exec, public TaskOwner {
 
   void begin_attempt(int attempt, bool fallback) {
     in_fallback_ = fallback;
+    if (!fallback) tries_++;
     begin_row(attempt, fallback ? "fallback" : "body");
     task_.reset(s_->new_task(run_, static_cast<TaskOwner*>(this), step_->path));
     lua_State* co = task_->co;
@@ -421,7 +493,7 @@ class NodeExec : public Exec, public TaskOwner {
   void failure(ErrorInfo e) {
     e.node = step_->path;
     finish_row("failed", "", e);
-    bool will_retry = !in_fallback_ && e.retryable && attempt_ < step_->retry.max_attempts;
+    bool will_retry = !in_fallback_ && e.retryable && tries_ < step_->retry.max_attempts;
     int64_t delay = will_retry ? step_->retry.delay_ms(attempt_ + 1, s_->random_unit()) : 0;
     json d{{"error_type", e.type}, {"message", e.message}, {"retryable", e.retryable},
            {"will_retry", will_retry}};
@@ -468,7 +540,8 @@ class NodeExec : public Exec, public TaskOwner {
 
   std::unique_ptr<Task> task_;
   std::unique_ptr<Timer> timeout_timer_, retry_timer_;
-  int attempt_ = 0;
+  int attempt_ = 0;  // the attempt row number (attempts interrupted by a crash included)
+  int tries_ = 0;    // body attempts that count against retry.max
   bool in_fallback_ = false;
   int64_t started_ms_ = 0;
   uint64_t started_ns_ = 0;
@@ -629,6 +702,25 @@ class BranchExec : public Exec {
   using Exec::Exec;
   void start(LuaRef in) override {
     input = std::move(in);
+    // A resumed run takes the branch it took before: the decision is part of the record.
+    if (const auto* h = run_->history_of(step_->path)) {
+      for (const auto& r : *h) {
+        if (r.status != "succeeded") continue;
+        json d = parse_json(r.output, nullptr);
+        int chosen = -1;
+        if (step_->kind == StepKind::When && d.is_object() && d.contains("branch"))
+          chosen = d["branch"] == "then" ? 0 : 1;
+        if (step_->kind == StepKind::Switch && d.is_object() && d.contains("case"))
+          for (size_t i = 0; i < step_->case_keys.size(); i++)
+            if (d["case"] == step_->case_keys[i]) chosen = static_cast<int>(i);
+        if (chosen >= 0) {
+          run_->summary.nodes_reused++;
+          s_->notify(run_, "node.reused", step_->path, r.attempt, r.output);
+          take(chosen);
+          return;
+        }
+      }
+    }
     ErrorInfo e;
     if (!call_predicate(step_->cond, &e)) {
       record_decision("failed", "", &e);
@@ -676,6 +768,10 @@ class BranchExec : public Exec {
       decision = {{"case", step_->case_keys[chosen]}, {"value", key}};
     }
     record_decision("succeeded", dump_json(decision), nullptr);
+    take(chosen);
+  }
+
+  void take(int chosen) {
     for (size_t i = 0; i < step_->children.size(); i++)
       if (static_cast<int>(i) != chosen)
         record_skipped_subtree(step_->children[i].get(), "branch not taken");
@@ -686,7 +782,7 @@ class BranchExec : public Exec {
       return;
     }
     child_ = make_exec(s_, run_, target, this);
-    child_->start(dup(L, input));
+    child_->start(dup(run_->L(), input));
   }
   void child_done(Exec* c) override {
     err = c->err;
@@ -847,6 +943,22 @@ void Scheduler::emit(Run* run, const char* kind, const std::string& node, int at
   for (auto* s : sinks_) s->on_event(e);
 }
 
+void Scheduler::notify(Run* run, const char* kind, const std::string& node, int attempt,
+                       std::string data) {
+  if (sinks_.empty()) return;
+  Event e;
+  e.ts = wall_ms();
+  e.kind = kind;
+  e.run_id = run->id;
+  e.trace_id = run->trace_id;
+  e.pipeline = run->p->name;
+  e.version = run->version;
+  e.node = node;
+  e.attempt = attempt;
+  e.data = std::move(data);
+  for (auto* s : sinks_) s->on_event(e);
+}
+
 void Scheduler::log(Task* task, std::string_view level, std::string_view message,
                     const std::string& fields_json) {
   if (!task || !task->owner) {
@@ -857,26 +969,15 @@ void Scheduler::log(Task* task, std::string_view level, std::string_view message
   static_cast<TaskOwner*>(task->owner)->task_log(level, message, fields_json);
 }
 
-std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::string* err) {
-  int64_t now = wall_ms();
-  auto def = store_->upsert_definition(p->name, p->sha256, p->source, p->file, now);
-  if (!def) {
-    *err = "store error: " + store_->error();
-    return "";
-  }
-  std::string perr;
-  json input = parse_json(opts.input_json, &perr);
-  if (input.is_discarded()) {
-    *err = "invalid input JSON: " + perr;
-    return "";
-  }
+Run* Scheduler::make_run(Pipeline* p, const std::string& id, const std::string& trace_id,
+                         int version, const json& input, int64_t started_ms) {
   auto run = std::make_unique<Run>();
   Run* r = run.get();
-  r->id = new_ulid(now);
-  r->trace_id = new_trace_id();
+  r->id = id;
+  r->trace_id = trace_id;
   r->p = p;
-  r->version = def->version;
-  r->started_ms = now;
+  r->version = version;
+  r->started_ms = started_ms;
   lua_State* L = p->engine->L();
   push_json(L, input);
   r->input = LuaRef::pop(L);
@@ -901,7 +1002,29 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
   lua_setfield(L, -2, "log");
   lua_setfield(L, -2, "__index");
   r->ctx_mt = LuaRef::pop(L);
+  r->summary.run_id = r->id;
+  r->summary.trace_id = r->trace_id;
+  r->summary.pipeline = p->name;
+  r->summary.version = r->version;
+  r->root = make_exec(this, r, p->root.get(), nullptr);
+  runs_[r->id] = std::move(run);
+  return r;
+}
 
+std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::string* err) {
+  int64_t now = wall_ms();
+  auto def = store_->upsert_definition(p->name, p->sha256, p->source, p->file, now);
+  if (!def) {
+    *err = "store error: " + store_->error();
+    return "";
+  }
+  std::string perr;
+  json input = parse_json(opts.input_json, &perr);
+  if (input.is_discarded()) {
+    *err = "invalid input JSON: " + perr;
+    return "";
+  }
+  Run* r = make_run(p, new_ulid(now), new_trace_id(), def->version, input, now);
   RunRow row;
   row.id = r->id;
   row.trace_id = r->trace_id;
@@ -913,25 +1036,60 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
   row.input = dump_json(input);
   row.created_at = now;
   row.started_at = now;
+  row.idempotency_key = opts.idempotency_key;
   row.owner_pid = getpid();
-  store_->insert_run(row);
+  bool duplicate = false;
+  store_->insert_run(row, &duplicate);
+  if (duplicate) {
+    *err = "duplicate idempotency key";
+    runs_.erase(r->id);
+    return "";
+  }
   emit(r, "run.started", "", 0,
        dump_json(json{{"source", opts.source}, {"file", p->file}, {"sha256", p->sha256}}));
-  r->summary.run_id = r->id;
-  r->summary.trace_id = r->trace_id;
-  r->summary.pipeline = p->name;
-  r->summary.version = r->version;
-  r->root = make_exec(this, r, p->root.get(), nullptr);
-  runs_[r->id] = std::move(run);
+  if (store_->failed()) {
+    *err = "store error: " + store_->error();
+    runs_.erase(r->id);
+    return "";
+  }
   defer([this, r] {
     LuaRef in = dup(r->L(), r->input);
     r->root->start(std::move(in));
   });
+  return r->id;
+}
+
+bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err) {
+  if (runs_.count(row.id)) {
+    *err = "run " + row.id + " is already active here";
+    return false;
+  }
+  std::string perr;
+  json input = parse_json(row.input.empty() ? "{}" : row.input, &perr);
+  if (input.is_discarded()) input = json::object();
+  int64_t now = wall_ms();
+  int interrupted = store_->mark_interrupted(row.id, now);
+  Run* r = make_run(p, row.id, row.trace_id, row.version, input,
+                    row.started_at ? row.started_at : row.created_at);
+  for (auto& n : store_->node_runs(row.id)) {
+    r->summary.attempts++;
+    r->history[n.node_id].push_back(std::move(n));
+  }
+  store_->set_run_status(row.id, "running", now);
+  emit(r, "run.resumed", "", 0,
+       dump_json(json{{"pid", getpid()}, {"previous_owner", row.owner_pid},
+                      {"interrupted_attempts", interrupted},
+                      {"nodes_with_history", r->history.size()}}));
   if (store_->failed()) {
     *err = "store error: " + store_->error();
-    return "";
+    runs_.erase(r->id);
+    return false;
   }
-  return r->id;
+  defer([this, r] {
+    LuaRef in = dup(r->L(), r->input);
+    r->root->start(std::move(in));
+  });
+  return true;
 }
 
 void Scheduler::run_finished(Run* r) {

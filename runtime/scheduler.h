@@ -19,6 +19,7 @@
 #include "runtime/drivers/process.h"
 #include "runtime/events.h"
 #include "runtime/graph.h"
+#include "runtime/json_util.h"
 #include "runtime/loop.h"
 #include "runtime/store/store.h"
 
@@ -28,6 +29,7 @@ struct RunOptions {
   std::string input_json = "{}";  // must be valid JSON (the CLI checks it)
   std::string source = "cli";
   std::string environment;
+  std::string idempotency_key;     // unique per pipeline when set
 };
 
 struct RunSummary {
@@ -38,6 +40,7 @@ struct RunSummary {
   std::string output_json;
   int nodes_succeeded = 0, nodes_failed = 0, nodes_skipped = 0, nodes_cancelled = 0;
   int attempts = 0;  // node attempts, all nodes
+  int nodes_reused = 0;  // resumed runs: nodes whose stored success was reused
 };
 
 class Run;
@@ -57,6 +60,11 @@ class Scheduler : public TaskHost {
   // Stores the definition (new version if the source changed) and starts a run of it.
   // Returns the run id, or "" with *err.
   std::string start_run(Pipeline* p, const RunOptions& opts, std::string* err);
+  // Continues an unfinished run of `p` (the definition the run started with) that this process
+  // has claimed: stored successes and decisions are reused, attempts left running by the
+  // process that stopped are recorded as interrupted, and what did not finish runs again.
+  // Returns false with *err when the run cannot be resumed.
+  bool resume_run(Pipeline* p, const RunRow& row, std::string* err);
   // Cancels a run: pending operations stop, child processes are signalled, the run and its
   // unfinished nodes are recorded as cancelled.
   void cancel_run(const std::string& run_id, const std::string& reason);
@@ -76,6 +84,8 @@ class Scheduler : public TaskHost {
   Store* store() { return store_; }
   void defer(std::function<void()> fn);
   void emit(Run* run, const char* kind, const std::string& node, int attempt, std::string data);
+  // Tells the sinks without storing (e.g. a stored success reused on resume).
+  void notify(Run* run, const char* kind, const std::string& node, int attempt, std::string data);
   Task* new_task(Run* run, void* owner, const std::string& node);
   void drop_task(Task* t);
   // Resumes t now (only from the pump). Calls the owner back when the coroutine has finished.
@@ -86,6 +96,8 @@ class Scheduler : public TaskHost {
  private:
   void pump();
   void fail_fatal();
+  Run* make_run(Pipeline* p, const std::string& id, const std::string& trace_id, int version,
+                const json& input, int64_t started_ms);
 
   Loop* loop_;
   Store* store_;

@@ -33,6 +33,10 @@ const char kUsage[] = R"(orchrun — workflow runtime for operations pipelines
 Usage:
   orchrun FILE.lua [--input JSON | --input @file.json] [--db PATH] [--json]
                                      run a pipeline once and exit (0 succeeded, 1 failed)
+  orchrun FILE.lua --idempotency-key KEY
+                                     start at most one run per pipeline and key
+  orchrun resume RUN_ID | --all      continue runs whose process stopped (crash, kill -9):
+                                     stored successes are reused, the rest runs again
   orchrun validate FILE...           load and check pipelines without running them
   orchrun graph FILE [--format mermaid|dot]
                                      print the pipeline's graph
@@ -72,7 +76,7 @@ Args parse_args(int argc, char** argv) {
       {"--input", true},  {"--db", true},     {"--json", false},   {"--allow", true},
       {"--status", true}, {"--pipeline", true}, {"--since", true}, {"--limit", true},
       {"--format", true}, {"--progress", true}, {"--sync", true},  {"--help", false},
-      {"--version", false}, {"--quiet", false}};
+      {"--version", false}, {"--quiet", false}, {"--idempotency-key", true}, {"--all", false}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -103,7 +107,8 @@ Args parse_args(int argc, char** argv) {
       a.positional.push_back(w);
     }
   }
-  static const std::vector<std::string> kCommands = {"run", "validate", "runs", "inspect", "graph"};
+  static const std::vector<std::string> kCommands = {"run", "validate", "runs", "inspect", "graph",
+                                                     "resume"};
   if (!a.positional.empty()) {
     for (const auto& c : kCommands)
       if (a.positional[0] == c) a.command = c;
@@ -114,7 +119,9 @@ Args parse_args(int argc, char** argv) {
   }
   // An option that the command does not take is a mistake worth saying, not ignoring.
   static const std::map<std::string, std::vector<std::string>> kAllowed = {
-      {"run", {"--input", "--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
+      {"run", {"--input", "--db", "--json", "--allow", "--progress", "--sync", "--quiet",
+               "--idempotency-key"}},
+      {"resume", {"--all", "--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
       {"validate", {"--json", "--allow"}},
       {"graph", {"--format", "--allow"}},
       {"runs", {"--db", "--json", "--status", "--pipeline", "--since", "--limit"}},
@@ -198,6 +205,179 @@ struct Interrupt {
   int signo = 0;
 };
 
+// Is `pid` a live orchrun process (so that its runs must not be taken over)?
+bool owner_alive(int64_t pid) {
+  if (pid <= 0 || pid == getpid()) return false;
+  if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+  char buf[4096];
+  std::string link = "/proc/" + std::to_string(pid) + "/exe";
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return errno == EACCES;  // a zombie has no exe: it is gone
+  std::string exe(buf, static_cast<size_t>(n));
+  std::string base = exe.substr(exe.rfind('/') + 1);
+  return base.rfind("orchrun", 0) == 0;
+}
+
+void print_summary(FILE* human, const RunSummary& summary, const Args& a) {
+  Style st = style_for(human);
+  std::string counts = std::to_string(summary.nodes_succeeded) + " succeeded";
+  if (summary.nodes_reused) counts += " (" + std::to_string(summary.nodes_reused) + " reused)";
+  if (summary.nodes_failed) counts += ", " + std::to_string(summary.nodes_failed) + " failed";
+  if (summary.nodes_skipped) counts += ", " + std::to_string(summary.nodes_skipped) + " skipped";
+  if (summary.nodes_cancelled)
+    counts += ", " + std::to_string(summary.nodes_cancelled) + " cancelled";
+  std::string head = summary.status == "succeeded" ? st.green("✓ succeeded")
+                     : summary.status == "failed"  ? st.red("✗ failed")
+                                                   : st.yellow("⊘ " + summary.status);
+  fprintf(human, "%s in %s  (%s v%d; nodes: %s; attempts: %d)\n", head.c_str(),
+          format_duration_ms(summary.duration_ms).c_str(), summary.pipeline.c_str(),
+          summary.version, counts.c_str(), summary.attempts);
+  if (!summary.error_type.empty())
+    fprintf(human, "  %s %s\n",
+            st.red(summary.error_node.empty() ? "error:" : "error in " + summary.error_node + ":")
+                .c_str(),
+            first_line(summary.error_message, 400).c_str());
+  fprintf(human, "  run %s  trace %s\n  details: orchrun inspect %s%s\n", summary.run_id.c_str(),
+          summary.trace_id.c_str(), summary.run_id.c_str(), db_hint(a).c_str());
+}
+
+json summary_json(const RunSummary& summary, const Store& store) {
+  json j{{"run_id", summary.run_id},         {"trace_id", summary.trace_id},
+         {"pipeline", summary.pipeline},     {"version", summary.version},
+         {"status", summary.status},         {"duration_ms", summary.duration_ms},
+         {"nodes_succeeded", summary.nodes_succeeded},
+         {"nodes_reused", summary.nodes_reused},
+         {"nodes_failed", summary.nodes_failed},
+         {"nodes_skipped", summary.nodes_skipped},
+         {"attempts", summary.attempts},     {"db", store.path()}};
+  if (!summary.output_json.empty()) j["output"] = parse_json(summary.output_json, nullptr);
+  if (!summary.error_type.empty())
+    j["error"] = {{"type", summary.error_type},
+                  {"message", summary.error_message},
+                  {"node", summary.error_node}};
+  return j;
+}
+
+// Runs the loop until every run that `start` started has finished: live view, Ctrl-C
+// handling, summaries. Returns the process exit code.
+int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
+          const std::function<int(Scheduler&)>& start) {
+  bool json_out = a.has("--json");
+  FILE* human = json_out ? stderr : stdout;
+  std::string progress = a.get("--progress", isatty(fileno(human)) ? "tty" : "plain");
+  if (a.has("--quiet")) progress = "none";
+  if (progress != "tty" && progress != "plain" && progress != "none") {
+    fprintf(stderr, "orchrun: --progress must be tty, plain or none\n");
+    return kExitUsage;
+  }
+  int exit_code = kExitInternal;
+  Loop loop;
+  Scheduler sched(&loop, store);
+  for (auto* p : pipelines) p->engine->set_host(&sched);
+  std::unique_ptr<LiveView> view;
+  if (progress != "none") {
+    view = std::make_unique<LiveView>(human, progress == "tty", loop.get());
+    sched.add_sink(view.get());
+  }
+  std::vector<RunSummary> done;
+  sched.on_run_finished = [&](const RunSummary& s) { done.push_back(s); };
+
+  // Ctrl-C: the first cancels the runs cleanly; a second one forces an exit.
+  Interrupt intr{&sched};
+  uv_signal_t sigs[2];
+  int signos[2] = {SIGINT, SIGTERM};
+  for (int i = 0; i < 2; i++) {
+    uv_signal_init(loop.get(), &sigs[i]);
+    sigs[i].data = &intr;
+    uv_signal_start(
+        &sigs[i],
+        [](uv_signal_t* h, int signo) {
+          auto* in = static_cast<Interrupt*>(h->data);
+          if (++in->count > 1) {
+            fprintf(stderr, "\norchrun: interrupted again; exiting now\n");
+            in->sched->processes()->kill_all();
+            _exit(128 + signo);
+          }
+          in->signo = signo;
+          const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
+          fprintf(stderr, "\norchrun: %s: cancelling (press Ctrl-C again to force)\n", name);
+          in->sched->cancel_all(std::string("interrupted by ") + name);
+        },
+        signos[i]);
+    uv_unref(reinterpret_cast<uv_handle_t*>(&sigs[i]));
+  }
+
+  int started = start(sched);
+  if (started > 0) loop.run();
+  if (view) view->finish();
+  for (auto& sg : sigs) uv_close(reinterpret_cast<uv_handle_t*>(&sg), nullptr);
+
+  if (!sched.fatal_error().empty()) {
+    fprintf(stderr, "orchrun: %s\n", sched.fatal_error().c_str());
+    exit_code = kExitInternal;
+  } else if (started > 0) {
+    bool quiet = a.has("--quiet");
+    bool all_ok = static_cast<int>(done.size()) == started;
+    for (auto& sm : done) all_ok = all_ok && sm.status == "succeeded";
+    for (auto& sm : done) {
+      if (json_out) continue;
+      if (quiet && sm.status == "succeeded") continue;
+      print_summary(quiet ? stderr : human, sm, a);
+    }
+    if (json_out) {
+      if (done.size() == 1 && a.command == "run") {
+        printf("%s\n", dump_json(summary_json(done[0], *store), 2).c_str());
+      } else {
+        json arr = json::array();
+        for (auto& sm : done) arr.push_back(summary_json(sm, *store));
+        printf("%s\n", dump_json(arr, 2).c_str());
+      }
+    }
+    // Interrupted: 128 + the signal, as shells report it (130 for SIGINT, 143 for SIGTERM).
+    exit_code = all_ok ? kExitOk : intr.count > 0 ? 128 + intr.signo : kExitFailed;
+  } else {
+    exit_code = started < 0 ? -started : kExitOk;
+  }
+  view.reset();
+  sched.cancel_all("shutdown");
+  for (auto* p : pipelines) p->engine->set_host(nullptr);
+  return exit_code;
+}
+
+std::string read_input(const Args& a, int* code) {
+  std::string input = "{}";
+  if (!a.has("--input")) return input;
+  input = a.get("--input");
+  std::string where = "--input";
+  if (!input.empty() && input[0] == '@') {
+    std::ifstream in(input.substr(1), std::ios::binary);
+    if (!in) {
+      fprintf(stderr, "orchrun: --input: cannot read %s: %s\n", input.substr(1).c_str(),
+              strerror(errno));
+      *code = kExitUsage;
+      return "";
+    }
+    where = input.substr(1);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    input = ss.str();
+  }
+  std::string err;
+  json j = parse_json(input, &err);
+  if (j.is_discarded()) {
+    fprintf(stderr, "orchrun: %s is not valid JSON: %s\n", where.c_str(), err.c_str());
+    *code = kExitUsage;
+    return "";
+  }
+  if (!j.is_object()) {
+    fprintf(stderr, "orchrun: %s must be a JSON object (the pipeline input, e.g. "
+                    "'{\"dry_run\": true}'), got %s\n", where.c_str(), j.type_name());
+    *code = kExitUsage;
+    return "";
+  }
+  return dump_json(j);
+}
+
 int cmd_run(const Args& a) {
   Style est = style_for(stderr);
   if (a.positional.size() != 1) {
@@ -205,36 +385,9 @@ int cmd_run(const Args& a) {
             a.positional.size(), "usage: orchrun FILE.lua [--input JSON] [--db PATH]\n");
     return kExitUsage;
   }
-  std::string file = a.positional[0];
-  std::string input = "{}";
-  if (a.has("--input")) {
-    input = a.get("--input");
-    std::string where = "--input";
-    if (!input.empty() && input[0] == '@') {
-      std::ifstream in(input.substr(1), std::ios::binary);
-      if (!in) {
-        fprintf(stderr, "orchrun: --input: cannot read %s: %s\n", input.substr(1).c_str(),
-                strerror(errno));
-        return kExitUsage;
-      }
-      where = input.substr(1);
-      std::stringstream ss;
-      ss << in.rdbuf();
-      input = ss.str();
-    }
-    std::string err;
-    json j = parse_json(input, &err);
-    if (j.is_discarded()) {
-      fprintf(stderr, "orchrun: %s is not valid JSON: %s\n", where.c_str(), err.c_str());
-      return kExitUsage;
-    }
-    if (!j.is_object()) {
-      fprintf(stderr, "orchrun: %s must be a JSON object (the pipeline input, e.g. "
-                      "'{\"dry_run\": true}'), got %s\n", where.c_str(), j.type_name());
-      return kExitUsage;
-    }
-    input = dump_json(j);
-  }
+  int code = 0;
+  std::string input = read_input(a, &code);
+  if (code) return code;
   LoadOptions lo;
   std::string err;
   if (!sandbox_from(a, &lo.sandbox, &err)) {
@@ -242,7 +395,7 @@ int cmd_run(const Args& a) {
     return kExitUsage;
   }
   std::vector<Diagnostic> diags;
-  auto pipeline = load_pipeline_file(file, lo, &diags);
+  auto pipeline = load_pipeline_file(a.positional[0], lo, &diags);
   if (!pipeline) {
     print_diags(diags, est);
     return kExitUsage;
@@ -252,128 +405,155 @@ int cmd_run(const Args& a) {
     fprintf(stderr, "orchrun: %s\n", err.c_str());
     return kExitInternal;
   }
-
-  bool json_out = a.has("--json");
-  FILE* human = json_out ? stderr : stdout;
-  std::string progress = a.get("--progress", isatty(fileno(human)) ? "tty" : "plain");
-  if (a.has("--quiet")) progress = "none";
-  if (progress != "tty" && progress != "plain" && progress != "none") {
-    fprintf(stderr, "orchrun: --progress must be tty, plain or none\n");
+  std::string key = a.get("--idempotency-key");
+  if (a.has("--idempotency-key") && key.empty()) {
+    fprintf(stderr, "orchrun: --idempotency-key needs a non-empty value\n");
     return kExitUsage;
   }
+  RunOptions ro;
+  ro.input_json = input;
+  ro.source = "cli";
+  ro.idempotency_key = key;
+  if (const char* env = getenv("ORCHRUN_ENV")) ro.environment = env;
 
-  int exit_code = kExitInternal;
-  {
-    Loop loop;
-    Scheduler sched(&loop, store.get());
-    pipeline->engine->set_host(&sched);
-    std::unique_ptr<LiveView> view;
-    if (progress != "none") {
-      view = std::make_unique<LiveView>(human, progress == "tty", loop.get());
-      sched.add_sink(view.get());
+  // The same pipeline and key: the existing run is the answer, not a new one.
+  auto existing = [&]() -> int {
+    auto prev = store->find_by_idempotency_key(pipeline->name, key);
+    if (!prev) return -1;
+    FILE* human = a.has("--json") ? stderr : stdout;
+    fprintf(human, "run %s already exists for idempotency key '%s' (status %s)\n",
+            prev->id.c_str(), key.c_str(), prev->status.c_str());
+    if (a.has("--json")) printf("%s\n", dump_json(json{{"run_id", prev->id}, {"status", prev->status}, {"existing", true}}, 2).c_str());
+    if (prev->status == "succeeded") return kExitOk;
+    if (prev->status == "failed" || prev->status == "cancelled") return kExitFailed;
+    if (owner_alive(prev->owner_pid)) {
+      fprintf(human, "  it is running in process %lld; not starting another\n",
+              static_cast<long long>(prev->owner_pid));
+      return kExitOk;
     }
-    RunSummary summary;
-    bool finished = false;
-    sched.on_run_finished = [&](const RunSummary& s) {
-      summary = s;
-      finished = true;
-    };
-
-    // Ctrl-C: the first cancels the run cleanly; a second one forces an exit.
-    Interrupt intr{&sched};
-    uv_signal_t sigs[2];
-    int signos[2] = {SIGINT, SIGTERM};
-    for (int i = 0; i < 2; i++) {
-      uv_signal_init(loop.get(), &sigs[i]);
-      sigs[i].data = &intr;
-      uv_signal_start(
-          &sigs[i],
-          [](uv_signal_t* h, int signo) {
-            auto* in = static_cast<Interrupt*>(h->data);
-            if (++in->count > 1) {
-              fprintf(stderr, "\norchrun: interrupted again; exiting now\n");
-              in->sched->processes()->kill_all();
-              _exit(128 + signo);
-            }
-            in->signo = signo;
-            const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
-            fprintf(stderr, "\norchrun: %s: cancelling the run (press Ctrl-C again to force)\n",
-                    name);
-            in->sched->cancel_all(std::string("interrupted by ") + name);
-          },
-          signos[i]);
-      uv_unref(reinterpret_cast<uv_handle_t*>(&sigs[i]));
-    }
-
-    RunOptions ro;
-    ro.input_json = input;
-    ro.source = "cli";
-    if (const char* env = getenv("ORCHRUN_ENV")) ro.environment = env;
-    std::string run_id = sched.start_run(pipeline.get(), ro, &err);
-    if (run_id.empty()) {
-      fprintf(stderr, "orchrun: %s\n", err.c_str());
-    } else {
-      loop.run();
-    }
-    if (view) view->finish();
-    for (auto& s : sigs) uv_close(reinterpret_cast<uv_handle_t*>(&s), nullptr);
-
-    if (!sched.fatal_error().empty()) {
-      fprintf(stderr, "orchrun: %s\n", sched.fatal_error().c_str());
-      exit_code = kExitInternal;
-    } else if (finished) {
-      Style st = style_for(human);
-      std::string counts = std::to_string(summary.nodes_succeeded) + " succeeded";
-      if (summary.nodes_failed) counts += ", " + std::to_string(summary.nodes_failed) + " failed";
-      if (summary.nodes_skipped) counts += ", " + std::to_string(summary.nodes_skipped) + " skipped";
-      if (summary.nodes_cancelled)
-        counts += ", " + std::to_string(summary.nodes_cancelled) + " cancelled";
-      bool quiet = a.has("--quiet");
-      if (quiet && summary.status != "succeeded") human = stderr;
-      if (!json_out && (!quiet || summary.status != "succeeded")) {
-        std::string head = summary.status == "succeeded" ? st.green("✓ succeeded")
-                           : summary.status == "failed"  ? st.red("✗ failed")
-                                                         : st.yellow("⊘ " + summary.status);
-        fprintf(human, "%s in %s  (%s v%d; nodes: %s; attempts: %d)\n", head.c_str(),
-                format_duration_ms(summary.duration_ms).c_str(), summary.pipeline.c_str(),
-                summary.version, counts.c_str(), summary.attempts);
-        if (!summary.error_type.empty())
-          fprintf(human, "  %s %s\n",
-                  st.red(summary.error_node.empty() ? "error:" : "error in " + summary.error_node + ":").c_str(),
-                  first_line(summary.error_message, 400).c_str());
-        fprintf(human, "  run %s  trace %s\n  details: orchrun inspect %s%s\n",
-                summary.run_id.c_str(), summary.trace_id.c_str(), summary.run_id.c_str(),
-                db_hint(a).c_str());
-      }
-      if (json_out) {
-        json j{{"run_id", summary.run_id},       {"trace_id", summary.trace_id},
-               {"pipeline", summary.pipeline},   {"version", summary.version},
-               {"status", summary.status},       {"duration_ms", summary.duration_ms},
-               {"nodes_succeeded", summary.nodes_succeeded},
-               {"nodes_failed", summary.nodes_failed},
-               {"nodes_skipped", summary.nodes_skipped}, {"attempts", summary.attempts},
-               {"db", store->path()}};
-        if (!summary.output_json.empty()) j["output"] = parse_json(summary.output_json, nullptr);
-        if (!summary.error_type.empty())
-          j["error"] = {{"type", summary.error_type},
-                        {"message", summary.error_message},
-                        {"node", summary.error_node}};
-        printf("%s\n", dump_json(j, 2).c_str());
-      }
-      // Interrupted: 128 + the signal, as shells report it (130 for SIGINT, 143 for SIGTERM).
-      exit_code = summary.status == "succeeded" ? kExitOk
-                  : intr.count > 0               ? 128 + intr.signo
-                                                 : kExitFailed;
-    }
-    view.reset();
-    // Scheduler and loop go out of scope here: handles close, leftovers are reported.
-    auto leaked = [&] {
-      sched.cancel_all("shutdown");
-      return 0;
-    }();
-    (void)leaked;
+    fprintf(human, "  its process is gone; resume it with: orchrun resume %s%s\n",
+            prev->id.c_str(), db_hint(a).c_str());
+    return kExitOk;
+  };
+  if (!key.empty()) {
+    int rc = existing();
+    if (rc >= 0) return rc;
   }
-  return exit_code;
+  bool lost_race = false;
+  int rc = drive(a, store.get(), {pipeline.get()}, [&](Scheduler& sched) {
+    std::string run_id = sched.start_run(pipeline.get(), ro, &err);
+    if (!run_id.empty()) return 1;
+    if (err == "duplicate idempotency key") {
+      lost_race = true;
+      return 0;
+    }
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return -kExitInternal;
+  });
+  if (lost_race) return existing();
+  return rc;
+}
+
+// --- resume ---------------------------------------------------------------------------------
+
+int cmd_resume(const Args& a) {
+  Style est = style_for(stderr);
+  bool all = a.has("--all");
+  if (all == !a.positional.empty() || a.positional.size() > 1) {
+    fprintf(stderr, "usage: orchrun resume RUN_ID | orchrun resume --all\n");
+    return kExitUsage;
+  }
+  std::string err;
+  LoadOptions lo;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  std::string path = a.get("--db", default_db_path());
+  if (access(path.c_str(), F_OK) != 0) {
+    fprintf(stderr, "orchrun: no database at %s (nothing to resume)\n", path.c_str());
+    return kExitUsage;
+  }
+  auto store = open_store(a, false, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  std::vector<RunRow> candidates;
+  if (all) {
+    for (auto& r : store->unfinished_runs())
+      if (!owner_alive(r.owner_pid)) candidates.push_back(r);
+    if (candidates.empty()) {
+      printf("nothing to resume in %s\n", store->path().c_str());
+      return kExitOk;
+    }
+  } else {
+    auto r = store->find_run(a.positional[0], &err);
+    if (!r) {
+      fprintf(stderr, "orchrun: %s\n", err.c_str());
+      return kExitUsage;
+    }
+    if (r->status != "running" && r->status != "queued") {
+      fprintf(stderr, "orchrun: run %s is %s; only unfinished runs can be resumed%s\n",
+              r->id.c_str(), r->status.c_str(),
+              r->status == "failed" ? " (a failed run is retried, not resumed)" : "");
+      return kExitUsage;
+    }
+    if (owner_alive(r->owner_pid)) {
+      fprintf(stderr, "orchrun: run %s is being run by process %lld; not taking it over\n",
+              r->id.c_str(), static_cast<long long>(r->owner_pid));
+      return kExitUsage;
+    }
+    candidates.push_back(*r);
+  }
+
+  // One pipeline per stored definition, loaded from the source the runs started with.
+  std::map<std::string, std::unique_ptr<Pipeline>> defs;
+  std::vector<std::pair<Pipeline*, RunRow>> todo;
+  int bad = 0;
+  for (auto& r : candidates) {
+    std::string k = r.pipeline + "@" + std::to_string(r.version);
+    if (!defs.count(k)) {
+      std::string file;
+      auto src = store->definition_source(r.pipeline, r.version, &file);
+      if (!src) {
+        fprintf(stderr, "orchrun: run %s: definition %s v%d is not in the store\n",
+                r.id.c_str(), r.pipeline.c_str(), r.version);
+        bad++;
+        continue;
+      }
+      std::vector<Diagnostic> diags;
+      auto p = load_pipeline_source(file.empty() ? r.pipeline + ".lua" : file, *src, lo, &diags);
+      if (!p) {
+        fprintf(stderr, "orchrun: run %s: its pipeline %s v%d no longer loads:\n",
+                r.id.c_str(), r.pipeline.c_str(), r.version);
+        print_diags(diags, est);
+        bad++;
+        continue;
+      }
+      defs[k] = std::move(p);
+    }
+    if (!store->claim_run(r.id, r.owner_pid, getpid())) {
+      fprintf(stderr, "orchrun: run %s was taken over by another process; skipping it\n",
+              r.id.c_str());
+      continue;
+    }
+    todo.emplace_back(defs[k].get(), r);
+  }
+  std::vector<Pipeline*> ps;
+  for (auto& [k, p] : defs) ps.push_back(p.get());
+  int rc = drive(a, store.get(), ps, [&](Scheduler& sched) {
+    int n = 0;
+    for (auto& [p, r] : todo) {
+      if (sched.resume_run(p, r, &err))
+        n++;
+      else
+        fprintf(stderr, "orchrun: run %s: %s\n", r.id.c_str(), err.c_str());
+    }
+    return n;
+  });
+  if (rc == kExitOk && bad) return kExitFailed;
+  return rc;
 }
 
 // --- validate -----------------------------------------------------------------------------
@@ -801,6 +981,7 @@ int dispatch(int argc, char** argv) {
     return kExitUsage;
   }
   if (a.command == "run") return cmd_run(a);
+  if (a.command == "resume") return cmd_resume(a);
   if (a.command == "validate") return cmd_validate(a);
   if (a.command == "graph") return cmd_graph(a);
   if (a.command == "runs") return cmd_runs(a);

@@ -23,7 +23,10 @@ LiveView::NodeLine& LiveView::line_for(const std::string& node) {
   auto it = index_.find(node);
   if (it != index_.end()) return lines_[it->second];
   index_[node] = lines_.size();
-  lines_.push_back(NodeLine{node, "pending"});
+  NodeLine l;
+  l.node = node;
+  l.status = "pending";
+  lines_.push_back(l);
   return lines_.back();
 }
 
@@ -31,9 +34,10 @@ void LiveView::on_event(const Event& e) {
   std::string err;
   json d = parse_json(e.data.empty() ? "{}" : e.data, &err);
   if (d.is_discarded()) d = json::object();
-  if (e.kind == "run.started") {
+  if (e.kind == "run.started" || e.kind == "run.resumed") {
     run_started_ns_ = uv_hrtime();
-    run_label_ = e.pipeline + " v" + std::to_string(e.version) + "  run " + e.run_id;
+    run_label_ = (e.kind == "run.resumed" ? "resuming " : "") + e.pipeline + " v" +
+                 std::to_string(e.version) + "  run " + e.run_id;
     fprintf(out_, "%s %s\n", st_.bold("▶").c_str(), st_.bold(run_label_).c_str());
     fflush(out_);
     return;
@@ -88,6 +92,11 @@ void LiveView::on_event(const Event& e) {
                          format_duration_ms(d.value("retry_in_ms", int64_t{0})) + ")"
                    : std::string("failed")) +
             ": [" + d.value("error_type", "error") + "] " + msg;
+  } else if (e.kind == "node.reused") {
+    l.status = "succeeded";
+    l.attempt = e.attempt;
+    l.note = "reused (stored before the resume)";
+    plain = "reused: its success was stored before the resume";
   } else if (e.kind == "node.skipped") {
     l.status = "skipped";
     l.note = d.value("reason", "");

@@ -274,7 +274,7 @@ std::optional<DefinitionRow> Store::upsert_definition(const std::string& name,
   return d;
 }
 
-void Store::insert_run(const RunRow& r) {
+void Store::insert_run(const RunRow& r, bool* duplicate) {
   static const char* kSql =
       "INSERT INTO runs(id, trace_id, pipeline, version, status, source, environment, input, "
       "attempts, created_at, started_at, parent_run, idempotency_key, owner_pid) "
@@ -296,7 +296,12 @@ void Store::insert_run(const RunRow& r) {
   bind_text(st, 12, r.parent_run);
   bind_text(st, 13, r.idempotency_key);
   bind_int(st, 14, r.owner_pid, true);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert run " + r.id);
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_CONSTRAINT_UNIQUE && duplicate && !r.idempotency_key.empty()) {
+    *duplicate = true;
+    return;
+  }
+  if (rc != SQLITE_DONE) fail("insert run " + r.id);
 }
 
 void Store::set_run_status(const std::string& run_id, const std::string& status, int64_t ts) {
@@ -420,6 +425,81 @@ void Store::insert_event(const Event& e) {
     bind_int(st, 8, e.attempt);
   bind_text(st, 9, e.data);
   if (sqlite3_step(st) != SQLITE_DONE) fail("insert event " + e.kind);
+}
+
+std::optional<std::string> Store::definition_source(const std::string& name, int version,
+                                                    std::string* path) {
+  std::string err;
+  Stmt st(db_, "SELECT source, path FROM definitions WHERE name=?1 AND version=?2", &err);
+  if (!st) return std::nullopt;
+  bind_text(st.get(), 1, name);
+  bind_int(st.get(), 2, version);
+  if (sqlite3_step(st.get()) != SQLITE_ROW) return std::nullopt;
+  if (path) *path = col_text(st.get(), 1);
+  return col_text(st.get(), 0);
+}
+
+bool Store::claim_run(const std::string& run_id, int64_t expected_owner, int64_t new_owner) {
+  commit();  // the claim must not ride along with other writes
+  if (!begin()) return false;
+  std::string err;
+  Stmt st(db_,
+          "UPDATE runs SET owner_pid=?3 WHERE id=?1 AND coalesce(owner_pid,0)=?2 "
+          "AND status IN ('queued','running')",
+          &err);
+  if (!st) {
+    fail("claim run " + run_id);
+    return false;
+  }
+  bind_text(st.get(), 1, run_id);
+  bind_int(st.get(), 2, expected_owner);
+  bind_int(st.get(), 3, new_owner);
+  bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  commit();
+  return ok;
+}
+
+int Store::mark_interrupted(const std::string& run_id, int64_t now) {
+  if (!begin()) return 0;
+  std::string err;
+  Stmt st(db_,
+          "UPDATE node_runs SET status='failed', error_type='interrupted', retryable=1, "
+          "error_message='interrupted: the process running this attempt stopped (crash, kill "
+          "or shutdown)', finished_at=?2, duration_ms=?2-started_at "
+          "WHERE run_id=?1 AND status='running'",
+          &err);
+  if (!st) {
+    fail("mark interrupted " + run_id);
+    return 0;
+  }
+  bind_text(st.get(), 1, run_id);
+  bind_int(st.get(), 2, now);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) fail("mark interrupted " + run_id);
+  return sqlite3_changes(db_);
+}
+
+std::vector<RunRow> Store::unfinished_runs() {
+  std::string sql = std::string("SELECT ") + kRunCols +
+                    " FROM runs WHERE status IN ('queued','running') ORDER BY created_at, id";
+  std::vector<RunRow> out;
+  std::string err;
+  Stmt st(db_, sql.c_str(), &err);
+  if (!st) return out;
+  while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(read_run(st.get()));
+  return out;
+}
+
+std::optional<RunRow> Store::find_by_idempotency_key(const std::string& pipeline,
+                                                     const std::string& key) {
+  std::string sql = std::string("SELECT ") + kRunCols +
+                    " FROM runs WHERE pipeline=?1 AND idempotency_key=?2";
+  std::string err;
+  Stmt st(db_, sql.c_str(), &err);
+  if (!st) return std::nullopt;
+  bind_text(st.get(), 1, pipeline);
+  bind_text(st.get(), 2, key);
+  if (sqlite3_step(st.get()) != SQLITE_ROW) return std::nullopt;
+  return read_run(st.get());
 }
 
 std::vector<RunRow> Store::list_runs(const RunFilter& f) {

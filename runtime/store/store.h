@@ -95,7 +95,9 @@ class Store {
                                                  const std::string& source,
                                                  const std::string& path, int64_t now);
 
-  void insert_run(const RunRow& r);
+  // With an idempotency key already used for this pipeline, sets *duplicate (if given) and
+  // writes nothing; that is not a store failure.
+  void insert_run(const RunRow& r, bool* duplicate = nullptr);
   void set_run_status(const std::string& run_id, const std::string& status, int64_t ts);
   void finish_run(const std::string& run_id, const std::string& status, const std::string& output,
                   const std::string& error_type, const std::string& error_message,
@@ -109,6 +111,20 @@ class Store {
   void insert_node_final(const NodeRunRow& r);
 
   void insert_event(const Event& e);
+
+  // --- Resume and idempotency ---
+  // The source of a stored definition. nullopt when there is none.
+  std::optional<std::string> definition_source(const std::string& name, int version,
+                                               std::string* path);
+  // Takes ownership of an unfinished run: succeeds only if its owner is still `expected`
+  // (compare-and-set, committed at once), so two processes cannot both resume it.
+  bool claim_run(const std::string& run_id, int64_t expected_owner, int64_t new_owner);
+  // Attempts left 'running' by a process that stopped are marked failed/interrupted.
+  int mark_interrupted(const std::string& run_id, int64_t now);
+  // Runs not finished: queued, running (awaiting_approval waits for a person).
+  std::vector<RunRow> unfinished_runs();
+  std::optional<RunRow> find_by_idempotency_key(const std::string& pipeline,
+                                                const std::string& key);
 
   // Reads (used by the CLI and tests).
   std::vector<RunRow> list_runs(const RunFilter& f);
