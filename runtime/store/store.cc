@@ -164,25 +164,34 @@ Store::~Store() {
 }
 
 bool Store::migrate(std::string* err) {
-  int v = static_cast<int>(pragma_int(db_, "PRAGMA user_version", err));
-  if (v < 0) return false;
   const auto& migs = store_migrations();
+  // Several processes may open a new database at once: the version is read and the
+  // migrations applied under one write lock, so exactly one of them migrates.
+  if (!exec_sql(db_, "BEGIN IMMEDIATE", err)) return false;
+  int v = static_cast<int>(pragma_int(db_, "PRAGMA user_version", err));
+  std::string ignored;
+  if (v < 0) {
+    exec_sql(db_, "ROLLBACK", &ignored);
+    return false;
+  }
   if (v > static_cast<int>(migs.size())) {
+    exec_sql(db_, "ROLLBACK", &ignored);
     *err = "database schema version " + std::to_string(v) + " is newer than this orchrun (" +
            std::to_string(migs.size()) + "); upgrade orchrun";
     return false;
   }
   for (int i = v; i < static_cast<int>(migs.size()); ++i) {
-    // Each migration is atomic with its version bump.
-    std::string sql = std::string("BEGIN IMMEDIATE;") + migs[i] +
-                      "PRAGMA user_version=" + std::to_string(i + 1) + ";" +
-                      "PRAGMA application_id=" + std::to_string(kApplicationId) + ";COMMIT;";
+    std::string sql = std::string(migs[i]) + "PRAGMA user_version=" + std::to_string(i + 1) +
+                      ";PRAGMA application_id=" + std::to_string(kApplicationId) + ";";
     if (!exec_sql(db_, sql.c_str(), err)) {
-      std::string ignored;
       exec_sql(db_, "ROLLBACK", &ignored);
       *err = "migration to schema version " + std::to_string(i + 1) + " failed: " + *err;
       return false;
     }
+  }
+  if (!exec_sql(db_, "COMMIT", err)) {
+    exec_sql(db_, "ROLLBACK", &ignored);
+    return false;
   }
   schema_version_ = static_cast<int>(migs.size());
   return true;

@@ -1,5 +1,7 @@
 // The store: schema and migrations, refusing foreign files, group commit, lookups.
 #include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -158,4 +160,29 @@ TEST_CASE("a status the schema does not allow is a store failure, not silent", "
   s->insert_run(r);
   CHECK(s->failed());
   CHECK(s->error().find("insert run X") != std::string::npos);
+}
+
+TEST_CASE("many processes opening a new database at once: one migrates, all succeed",
+          "[store]") {
+  TempDir d;
+  std::string path = d.file("race.db");
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 8; i++) {
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      std::string err;
+      auto s = Store::open(path, StoreOptions{}, &err);
+      _exit(s ? 0 : 1);
+    }
+    kids.push_back(pid);
+  }
+  int failed = 0;
+  for (pid_t k : kids) {
+    int status = 0;
+    waitpid(k, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) failed++;
+  }
+  CHECK(failed == 0);
+  CHECK(query_int(path, "pragma user_version") == static_cast<int>(store_migrations().size()));
 }
