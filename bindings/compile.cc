@@ -542,7 +542,7 @@ class Compiler {
                           " must be between 1 and the number of branches (" + std::to_string(n) +
                           ")");
         else
-          s->join = static_cast<int>(j) == n ? 0 : static_cast<int>(j);
+          s->join = static_cast<int>(j);  // n == count still means n successes (no optionals)
       } else if (!lua_isnil(L_, -1)) {
         error(line, what + ": join must be \"all\", \"any\" or a number");
       }

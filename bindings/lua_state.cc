@@ -6,6 +6,7 @@
 
 #include "bindings/convert.h"
 #include "bindings/embedded.h"
+#include "runtime/signals.h"
 
 namespace orch {
 namespace {
@@ -28,6 +29,13 @@ void push_hook_where(lua_State* L) {
 void deadline_hook(lua_State* L, lua_Debug*) {
   LuaEngine* e = LuaEngine::from(L);
   if (!e) return;
+  // Ctrl-C: stop whatever Lua code holds the loop; the loop then cancels the runs.
+  if (interrupt_requested()) {
+    push_hook_where(L);
+    lua_pushfstring(L, "interrupted by %s", interrupt_name());
+    lua_concat(L, 2);
+    lua_error(L);
+  }
   if (e->current) {
     if (e->current->deadline_ns == 0) return;
     if (uv_hrtime() >= e->current->deadline_ns) {
@@ -44,6 +52,14 @@ void deadline_hook(lua_State* L, lua_Debug*) {
     push_hook_where(L);
     lua_pushfstring(L, "loading took longer than %d ms (an endless loop at the top level of the "
                        "file?)", static_cast<int>(e->options().load_limit_ms));
+    lua_concat(L, 2);
+    lua_error(L);
+  }
+  // Conditions (when, switch, skip_if) run synchronously on the loop: they are bounded too.
+  if (e->predicate_deadline_ns != 0 && uv_hrtime() >= e->predicate_deadline_ns) {
+    push_hook_where(L);
+    lua_pushliteral(L, "timeout: condition ran past its deadline (conditions must be quick "
+                       "and must not wait)");
     lua_concat(L, 2);
     lua_error(L);
   }
@@ -90,6 +106,15 @@ bool LuaEngine::init(std::string* err) {
   lua_getglobal(L_, "string");
   lua_pushnil(L_);
   lua_setfield(L_, -2, "dump");
+  lua_pop(L_, 1);
+  // The string metatable is shared by every string; through getmetatable("") pipeline code
+  // could reach (and replace) the real string library that the runtime itself uses.
+  lua_pushliteral(L_, "");
+  if (lua_getmetatable(L_, -1)) {
+    lua_pushboolean(L_, 0);
+    lua_setfield(L_, -2, "__metatable");
+    lua_pop(L_, 1);
+  }
   lua_pop(L_, 1);
 
   // Embedded modules go to package.preload; the core module is C.
@@ -200,6 +225,17 @@ Task* require_task(lua_State* L, const char* fname) {
   }
   if (t->waiting) {
     luaL_error(L, "%s: the task is already waiting", fname);
+    return nullptr;
+  }
+  // Checked before any driver starts: a yield that fails after the operation has begun would
+  // leave a timer or a process pointing at a task that has moved on.
+  if (!lua_isyieldable(L)) {
+    push_user_where(L);
+    lua_pushfstring(L, "%s cannot wait here: it was called from inside a C function (a "
+                       "table.sort comparator, a gsub callback, a metamethod...); call it "
+                       "directly in the node body", fname);
+    lua_concat(L, 2);
+    lua_error(L);
     return nullptr;
   }
   return t;

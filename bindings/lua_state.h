@@ -92,6 +92,8 @@ class LuaEngine {
   Task* current = nullptr;
   // While a pipeline file's chunk runs: when loading must have finished.
   uint64_t load_deadline_ns = 0;
+  // While a condition (when/switch selector, skip_if) runs.
+  uint64_t predicate_deadline_ns = 0;
 
   const SandboxOptions& options() const { return opts_; }
 

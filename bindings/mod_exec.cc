@@ -167,6 +167,7 @@ int l_exec(lua_State* L) {
   std::string err, code;
   bool usage_error = false;
   Process* p = nullptr;
+  int64_t grace = 2000;
   {
     ProcessSpec spec;
     if (!read_spec(L, &spec, &err)) {
@@ -180,6 +181,7 @@ int l_exec(lua_State* L) {
         if (!lua_isnil(L, -1)) spec.kill_grace_ms = check_duration(L, -1, "o.exec kill_grace");
         lua_pop(L, 1);
       }
+      grace = spec.kill_grace_ms;
       p = Process::spawn(host->loop(), host->processes(), spec,
                          [t, host](ProcessResult& r) {
                            t->waiting = false;
@@ -202,7 +204,6 @@ int l_exec(lua_State* L) {
     lua_pushlstring(L, code.data(), code.size());
     return 3;
   }
-  int64_t grace = 2000;
   t->waiting = true;
   t->cancel_hook = [p, grace] { p->detach(grace); };
   return lua_yield(L, 0);

@@ -65,9 +65,11 @@ void do_write(FsJob* j) {
       return;
     }
   }
-  std::string tmp = j->path + ".tmp." + std::to_string(getpid());
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, j->mode);
-  if (fd < 0) return set_errno(j, "cannot create");
+  // A unique temporary file beside the target: concurrent writes to one path each land whole.
+  std::string tmp = j->path + ".tmp.XXXXXX";
+  int fd = mkostemp(tmp.data(), O_CLOEXEC);
+  if (fd < 0) return set_errno(j, "cannot create a temporary file for");
+  fchmod(fd, static_cast<mode_t>(j->mode));
   size_t off = 0;
   while (off < j->data.size()) {
     ssize_t n = ::write(fd, j->data.data() + off, j->data.size() - off);
@@ -80,14 +82,16 @@ void do_write(FsJob* j) {
     }
     off += static_cast<size_t>(n);
   }
-  if (close(fd) != 0 || rename(tmp.c_str(), j->path.c_str()) != 0) {
+  bool ok = fsync(fd) == 0;
+  ok = close(fd) == 0 && ok;
+  if (!ok || rename(tmp.c_str(), j->path.c_str()) != 0) {
     set_errno(j, "cannot write");
     unlink(tmp.c_str());
   }
 }
 
-int start_job(lua_State* L, FsJob* j) {
-  Task* t = require_task(L, j->write ? "o.fs.write" : "o.fs.read");
+// Takes ownership of j. Called only after require_task succeeded (it may raise).
+int start_job(lua_State* L, Task* t, FsJob* j) {
   j->task = t;
   j->host = LuaEngine::from(L)->host();
   j->req.data = j;
@@ -128,6 +132,7 @@ int start_job(lua_State* L, FsJob* j) {
 
 int l_read_file(lua_State* L) {
   const char* path = luaL_checkstring(L, 1);
+  Task* t = require_task(L, "o.fs.read");
   auto* j = new FsJob();
   j->path = path;
   if (lua_istable(L, 2)) {
@@ -135,13 +140,14 @@ int l_read_file(lua_State* L) {
     if (lua_isnumber(L, -1)) j->max_bytes = static_cast<size_t>(lua_tonumber(L, -1));
     lua_pop(L, 1);
   }
-  return start_job(L, j);
+  return start_job(L, t, j);
 }
 
 int l_write_file(lua_State* L) {
   const char* path = luaL_checkstring(L, 1);
   size_t n;
   const char* data = luaL_checklstring(L, 2, &n);
+  Task* t = require_task(L, "o.fs.write");
   auto* j = new FsJob();
   j->write = true;
   j->path = path;
@@ -154,7 +160,7 @@ int l_write_file(lua_State* L) {
     if (lua_isnumber(L, -1)) j->mode = static_cast<int>(lua_tointeger(L, -1));
     lua_pop(L, 1);
   }
-  return start_job(L, j);
+  return start_job(L, t, j);
 }
 
 }  // namespace

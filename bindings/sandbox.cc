@@ -35,8 +35,10 @@ env.coroutine = copy(coroutine)
 -- xpcall and coroutine.resume must not swallow it, or `while true do pcall(f) end` would spin
 -- forever (the loop thread never gets back to the scheduler). They pass it on instead.
 local DEADLINE = "node ran past its deadline without yielding"
+local find, type_ = string.find, type  -- captured: pipeline code cannot replace them here
 local function is_deadline(e)
-  return type(e) == "string" and e:find(DEADLINE, 1, true) ~= nil
+  return type_(e) == "string" and (find(e, DEADLINE, 1, true) ~= nil
+                                   or find(e, "interrupted by SIG", 1, true) ~= nil)
 end
 local function pass_deadline(ok, ...)
   if not ok and is_deadline((...)) then error((...), 0) end

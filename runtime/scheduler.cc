@@ -1,5 +1,7 @@
 #include "runtime/scheduler.h"
 
+#include "runtime/signals.h"
+
 #include <unistd.h>
 
 #include <cassert>
@@ -49,24 +51,32 @@ ErrorInfo error_from(lua_State* L, lua_State* co, bool timed_out) {
   ErrorInfo e;
   e.type = "error";
   e.retryable = true;
+  // Raw reads only: this runs outside any protected call, so an __index (or __tostring) from
+  // pipeline code must not run here (it could raise and panic the state, or loop forever).
+  auto raw = [co](const char* k) {
+    lua_pushstring(co, k);
+    lua_rawget(co, -2);
+  };
   if (lua_istable(co, -1)) {
-    lua_getfield(co, -1, "message");
-    e.message = lua_isstring(co, -1) ? lua_tostring(co, -1) : "error";
+    raw("message");
+    e.message = lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER
+                    ? lua_tostring(co, -1)
+                    : "(error object is a table without a message)";
     lua_pop(co, 1);
-    lua_getfield(co, -1, "retryable");
+    raw("retryable");
     if (lua_isboolean(co, -1)) e.retryable = lua_toboolean(co, -1);
     lua_pop(co, 1);
-    lua_getfield(co, -1, "type");
-    if (lua_isstring(co, -1)) e.type = lua_tostring(co, -1);
+    raw("type");
+    if (lua_type(co, -1) == LUA_TSTRING) e.type = lua_tostring(co, -1);
     lua_pop(co, 1);
-    lua_getfield(co, -1, "details");
+    raw("details");
     if (lua_istable(co, -1)) {
       json j;
       std::string err;
       if (lua_to_json(co, lua_gettop(co), &j, &err)) e.details = dump_json(j);
     }
     lua_pop(co, 1);
-  } else if (lua_isstring(co, -1)) {
+  } else if (lua_type(co, -1) == LUA_TSTRING || lua_type(co, -1) == LUA_TNUMBER) {
     e.message = lua_tostring(co, -1);
   } else {
     e.message = std::string("(error object is a ") + luaL_typename(co, -1) + " value)";
@@ -173,7 +183,13 @@ class Exec {
     lua_insert(L, base);
     push_ctx(L, step_->path, 0);
     input.push(L);
-    if (lua_pcall(L, 2, 1, base) != 0) {
+    // A condition is bounded by its step's timeout, or 10 s.
+    LuaEngine* eng = run_->p->engine.get();
+    uint64_t limit_ms = step_->timeout_ms > 0 ? static_cast<uint64_t>(step_->timeout_ms) : 10000;
+    eng->predicate_deadline_ns = uv_hrtime() + limit_ms * 1000000;
+    int rc = lua_pcall(L, 2, 1, base);
+    eng->predicate_deadline_ns = 0;
+    if (rc != 0) {
       std::string m = lua_isstring(L, -1) ? lua_tostring(L, -1) : "error in condition";
       auto nl = m.find("\nstack traceback:");
       e->type = "error";
@@ -192,10 +208,13 @@ class Exec {
   void record_decision(const std::string& status, const std::string& output,
                        const ErrorInfo* e) {
     int64_t now = wall_ms();
+    int attempt = 1;
+    if (const auto* h = run_->history_of(step_->path))
+      for (const auto& x : *h) attempt = std::max(attempt, x.attempt + 1);
     NodeRunRow r;
     r.run_id = run_->id;
     r.node_id = step_->path;
-    r.attempt = 1;
+    r.attempt = attempt;
     r.kind = "decision";
     r.status = status;
     r.started_at = r.finished_at = now;
@@ -207,7 +226,7 @@ class Exec {
     s_->store()->insert_node_final(r);
     json d = parse_json(output.empty() ? "{}" : output, nullptr);
     if (e) d = json{{"error_type", e->type}, {"message", e->message}, {"retryable", false}};
-    s_->emit(run_, status == "succeeded" ? "node.succeeded" : "node.failed", step_->path, 1,
+    s_->emit(run_, status == "succeeded" ? "node.succeeded" : "node.failed", step_->path, attempt,
              dump_json(d));
   }
 
@@ -256,7 +275,11 @@ class NodeExec : public Exec, public TaskOwner {
       ErrorInfo e;
       if (!call_predicate(step_->skip_if, &e)) {
         e.message = "skip_if failed: " + e.message;
-        begin_row(1, "body");
+        begin_row(attempt_ + 1, "body");
+        finish_row("failed", "", e);
+        s_->emit(run_, "node.failed", step_->path, attempt_,
+                 dump_json(json{{"error_type", e.type}, {"message", e.message},
+                                {"retryable", false}, {"will_retry", false}}));
         fail_final(e);
         return;
       }
@@ -302,6 +325,13 @@ class NodeExec : public Exec, public TaskOwner {
     timeout_timer_.reset();
     lua_State* L = run_->L();
     lua_State* co = t->co;
+    if (status != 0 && interrupt_requested()) {
+      // Ctrl-C stopped the body; the loop is about to cancel the run.
+      ErrorInfo e = error_from(L, co, false);
+      drop();
+      finish_row("cancelled", "", {"cancelled", e.message, step_->path, e.traceback, true, ""});
+      return;
+    }
     if (status != 0) {
       ErrorInfo e = error_from(L, co, t->timed_out);
       if (t->timed_out) {
@@ -531,8 +561,15 @@ class NodeExec : public Exec, public TaskOwner {
     finish(Outcome::Failed);
   }
 
+  // Forgets the task. A driver still working for it (timer, process, file job) is told to
+  // stop first, so that nothing ever calls back into a freed task.
   void drop() {
     if (task_) {
+      if (task_->cancel_hook) {
+        auto hook = std::move(task_->cancel_hook);
+        task_->cancel_hook = nullptr;
+        hook();
+      }
       s_->drop_task(task_.get());
       task_.reset();
     }
@@ -666,7 +703,7 @@ class ParallelExec : public Exec {
   }
   void cancel(const std::string& reason) override {
     if (done) return;
-    cancel_rest(reason);
+    cancel_rest(reason, false);
     done = true;
     outcome = Outcome::Cancelled;
   }
@@ -679,11 +716,14 @@ class ParallelExec : public Exec {
       children_[next_++]->start(dup(run_->L(), input));
     }
   }
-  void cancel_rest(const std::string& reason) {
+  // Cancels running branches; branches not started yet are recorded as skipped when the
+  // parallel step is settled (join satisfied or impossible), and left without a row when the
+  // whole run is being cancelled.
+  void cancel_rest(const std::string& reason, bool record_unstarted = true) {
     for (size_t i = 0; i < children_.size(); i++) {
       if (i < next_) {
         if (!children_[i]->done) children_[i]->cancel(reason);
-      } else {
+      } else if (record_unstarted) {
         record_skipped_subtree(step_->children[i].get(), reason);
       }
     }
@@ -1053,6 +1093,7 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
     return "";
   }
   defer([this, r] {
+    if (r->finished || r->root->done) return;  // cancelled before it started
     LuaRef in = dup(r->L(), r->input);
     r->root->start(std::move(in));
   });
@@ -1086,6 +1127,7 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err) {
     return false;
   }
   defer([this, r] {
+    if (r->finished || r->root->done) return;  // cancelled before it started
     LuaRef in = dup(r->L(), r->input);
     r->root->start(std::move(in));
   });
@@ -1143,6 +1185,8 @@ void Scheduler::cancel_run(const std::string& run_id, const std::string& reason)
   auto it = runs_.find(run_id);
   if (it == runs_.end()) return;
   Run* r = it->second.get();
+  if (r->finished) return;
+  if (r->root->done && r->root->outcome != Outcome::Cancelled) return;  // finishing already
   r->cancel_reason = reason;
   r->root->cancel(reason);
   run_finished(r);

@@ -20,6 +20,7 @@
 #include "runtime/json_util.h"
 #include "runtime/loop.h"
 #include "runtime/scheduler.h"
+#include "runtime/signals.h"
 #include "runtime/store/store.h"
 
 namespace orch::cli {
@@ -199,12 +200,6 @@ void print_diags(const std::vector<Diagnostic>& diags, const Style& st) {
 
 // --- run ------------------------------------------------------------------------------------
 
-struct Interrupt {
-  Scheduler* sched = nullptr;
-  int count = 0;
-  int signo = 0;
-};
-
 // Is `pid` a live orchrun process (so that its runs must not be taken over)?
 bool owner_alive(int64_t pid) {
   if (pid <= 0 || pid == getpid()) return false;
@@ -283,34 +278,18 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
   sched.on_run_finished = [&](const RunSummary& s) { done.push_back(s); };
 
   // Ctrl-C: the first cancels the runs cleanly; a second one forces an exit.
-  Interrupt intr{&sched};
-  uv_signal_t sigs[2];
-  int signos[2] = {SIGINT, SIGTERM};
-  for (int i = 0; i < 2; i++) {
-    uv_signal_init(loop.get(), &sigs[i]);
-    sigs[i].data = &intr;
-    uv_signal_start(
-        &sigs[i],
-        [](uv_signal_t* h, int signo) {
-          auto* in = static_cast<Interrupt*>(h->data);
-          if (++in->count > 1) {
-            fprintf(stderr, "\norchrun: interrupted again; exiting now\n");
-            in->sched->processes()->kill_all();
-            _exit(128 + signo);
-          }
-          in->signo = signo;
-          const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
-          fprintf(stderr, "\norchrun: %s: cancelling (press Ctrl-C again to force)\n", name);
-          in->sched->cancel_all(std::string("interrupted by ") + name);
-        },
-        signos[i]);
-    uv_unref(reinterpret_cast<uv_handle_t*>(&sigs[i]));
-  }
+  InterruptHandler intr(loop.get(), [&sched](int signo) {
+    const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
+    fprintf(stderr, "\norchrun: %s: cancelling (press Ctrl-C again to force)\n", name);
+    sched.cancel_all(std::string("interrupted by ") + name);
+  });
 
   int started = start(sched);
   if (started > 0) loop.run();
+  // Whatever is still active (a store failure stopped the loop) is cancelled while the view
+  // still listens; then the view goes.
+  sched.cancel_all("shutdown");
   if (view) view->finish();
-  for (auto& sg : sigs) uv_close(reinterpret_cast<uv_handle_t*>(&sg), nullptr);
 
   if (!sched.fatal_error().empty()) {
     fprintf(stderr, "orchrun: %s\n", sched.fatal_error().c_str());
@@ -334,12 +313,11 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
       }
     }
     // Interrupted: 128 + the signal, as shells report it (130 for SIGINT, 143 for SIGTERM).
-    exit_code = all_ok ? kExitOk : intr.count > 0 ? 128 + intr.signo : kExitFailed;
+    exit_code = all_ok ? kExitOk : intr.count() > 0 ? 128 + intr.signo() : kExitFailed;
   } else {
     exit_code = started < 0 ? -started : kExitOk;
   }
   view.reset();
-  sched.cancel_all("shutdown");
   for (auto* p : pipelines) p->engine->set_host(nullptr);
   return exit_code;
 }

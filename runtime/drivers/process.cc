@@ -1,5 +1,7 @@
 #include "runtime/drivers/process.h"
 
+#include "runtime/signals.h"
+
 #include <signal.h>
 
 #include <cstring>
@@ -40,6 +42,7 @@ Process::Process(uv_loop_t* loop, ProcessTable* table, const ProcessSpec& spec)
 
 Process::~Process() {
   if (table_) table_->live_.erase(this);
+  if (result_.pid > 0) unregister_child_group(result_.pid);
 }
 
 Process* Process::spawn(uv_loop_t* loop, ProcessTable* table, const ProcessSpec& spec,
@@ -55,8 +58,10 @@ Process* Process::spawn(uv_loop_t* loop, ProcessTable* table, const ProcessSpec&
   uv_pipe_init(loop, &p->err_, 0);
   uv_pipe_init(loop, &p->in_, 0);
   uv_timer_init(loop, &p->timer_);
+  uv_timer_init(loop, &p->kill_timer_);
   p->out_.data = p->err_.data = p->in_.data = p->timer_.data = p->proc_.data = p;
-  p->open_handles_ = 5;
+  p->kill_timer_.data = p;
+  p->open_handles_ = 6;
 
   std::vector<char*> argv;
   for (auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -104,6 +109,7 @@ Process* Process::spawn(uv_loop_t* loop, ProcessTable* table, const ProcessSpec&
   }
   p->result_.pid = p->proc_.pid;
   if (table) table->live_.insert(p);
+  register_child_group(p->result_.pid);
 
   auto alloc = [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
     buf->base = new char[suggested];
@@ -160,19 +166,23 @@ Process* Process::spawn(uv_loop_t* loop, ProcessTable* table, const ProcessSpec&
 }
 
 void Process::terminate(int64_t grace_ms) {
-  if (exited_) return;
-  if (grace_ms <= 0 || killing_) {
+  // The whole group is signalled even when the leader has exited: what it started may still
+  // be running (and may ignore SIGTERM).
+  if (grace_ms <= 0) {
     uv_kill(-result_.pid, SIGKILL);
     return;
   }
+  if (killing_) return;  // SIGKILL is already on its way
   killing_ = true;
   uv_kill(-result_.pid, SIGTERM);
-  uv_timer_stop(&timer_);
   uv_timer_start(
-      &timer_,
+      &kill_timer_,
       [](uv_timer_t* t) {
         auto* self = static_cast<Process*>(t->data);
-        if (!self->exited_) uv_kill(-self->result_.pid, SIGKILL);
+        uv_kill(-self->result_.pid, SIGKILL);
+        self->killing_ = false;
+        // A process that finished while waiting for this kept only this handle open.
+        if (self->finished_) self->close_handles();
       },
       static_cast<uint64_t>(grace_ms), 0);
 }
@@ -219,6 +229,9 @@ void Process::close_handles() {
                          reinterpret_cast<uv_handle_t*>(&timer_)}) {
     if (!uv_is_closing(h)) uv_close(h, closer);
   }
+  // A pending SIGKILL for the group outlives the leader; its timer closes when it has fired.
+  auto* kt = reinterpret_cast<uv_handle_t*>(&kill_timer_);
+  if (!killing_ && !uv_is_closing(kt)) uv_close(kt, closer);
 }
 
 void Process::handle_closed() {
@@ -230,6 +243,12 @@ void ProcessTable::kill_all() {
     p->on_done_ = nullptr;
     p->terminate(0);
   }
+}
+
+ProcessTable::~ProcessTable() {
+  kill_all();
+  for (Process* p : live_) p->table_ = nullptr;
+  live_.clear();
 }
 
 }  // namespace orch

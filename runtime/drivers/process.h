@@ -82,12 +82,13 @@ class Process {
   ProcessTable* table_;
   uv_process_t proc_{};
   uv_pipe_t out_{}, err_{}, in_{};
-  uv_timer_t timer_{};       // timeout, then kill grace, then post-exit drain limit
+  uv_timer_t timer_{};       // the timeout, then the post-exit drain limit
+  uv_timer_t kill_timer_{};  // SIGKILL for the group when the grace after SIGTERM ends
   uv_write_t write_req_{};
   std::string stdin_data_;
   int open_handles_ = 0;
   bool exited_ = false, out_eof_ = false, err_eof_ = false, finished_ = false;
-  bool killing_ = false;
+  bool killing_ = false;     // SIGTERM sent; SIGKILL pending on kill_timer_
   int64_t timeout_ms_, kill_grace_ms_;
   uint64_t start_ns_;
   DoneFn on_done_;
@@ -98,7 +99,8 @@ class Process {
 // The live processes of one loop, so that shutdown can kill what is left.
 class ProcessTable {
  public:
-  ~ProcessTable() { kill_all(); }
+  // Kills what is left and lets each process forget the table (they free themselves later).
+  ~ProcessTable();
   void kill_all();
   size_t size() const { return live_.size(); }
 

@@ -126,7 +126,9 @@ TEST_CASE("review: a timed-out command's group gets SIGKILL after kill_grace eve
   CHECK(out["timed_out"].get<bool>());
   // Timeout at 200 ms + grace 200 ms: by 1 s the group must be gone.
   std::this_thread::sleep_for(std::chrono::milliseconds(600));
-  bool alive = kill(pid, 0) == 0;
+  // A zombie (killed, waiting for init to reap it) is gone for this purpose.
+  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  bool alive = !stat.empty() && stat.find(") Z ") == std::string::npos;
   if (alive) kill(pid, SIGKILL);
   CHECK_FALSE(alive);
   CHECK(h.close().empty());
@@ -245,4 +247,32 @@ TEST_CASE("review: a store failure mid-run exits 3 cleanly", "[review]") {
   CHECK(contains(r.err, "store error"));
   CHECK_FALSE(contains(r.err, "AddressSanitizer"));
   CHECK(r.exit_code == 3);
+}
+
+// --- 5. sandbox ---------------------------------------------------------------------------------
+
+// getmetatable("") is allowed and returns the real string metatable, whose __index is the real
+// `string` table shared with the sandbox's own code. is_deadline() in sandbox.cc uses
+// e:find(...), so a pipeline that replaces string.find through it makes the sandboxed pcall
+// swallow the deadline error: a body spinning in pcall runs past its timeout forever.
+TEST_CASE("review: a node cannot disable its own timeout through the string metatable",
+          "[review]") {
+  TempDir dir;
+  std::string file = dir.file("spin.lua"), db = dir.file("o.db");
+  write_file(file, R"(
+    local o = require "orch"
+    return o.pipeline "spin" {
+      o.node("a", function()
+        -- The shared string metatable is hidden; replacing string functions from here only
+        -- touches the sandbox's own copy of the library.
+        assert(getmetatable("") == false)
+        string.find = function() return nil end
+        while true do pcall(function() while true do end end) end
+      end, { timeout = "300ms" }),
+    })");
+  auto r = run_cmd({"timeout", "-s", "KILL", "3", orchrun_bin(), file, "--db", db, "--progress",
+                    "none"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 1);  // 137: still spinning after 3 s, killed
+  CHECK(query_str(db, "select error_type from node_runs where node_id='a'") == "timeout");
 }

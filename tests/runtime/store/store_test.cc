@@ -162,7 +162,7 @@ TEST_CASE("a status the schema does not allow is a store failure, not silent", "
   CHECK(s->error().find("insert run X") != std::string::npos);
 }
 
-TEST_CASE("many processes opening a new database at once: one migrates, all succeed",
+TEST_CASE("many processes opening a new database at once all succeed and one migrates",
           "[store]") {
   TempDir d;
   std::string path = d.file("race.db");
