@@ -1,0 +1,45 @@
+// What the CLI commands share: exit codes, parsed arguments, the store and sandbox options
+// they take, and diagnostics printing.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/lua_state.h"
+#include "runtime/cli/format.h"
+#include "runtime/graph.h"
+#include "runtime/store/store.h"
+
+namespace orch::cli {
+
+constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitInternal = 3;
+
+struct Args {
+  std::string command;                 // run | resume | validate | runs | inspect | graph
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> opts;
+  std::vector<std::string> errors;
+  bool has(const std::string& k) const { return opts.count(k) > 0; }
+  std::string get(const std::string& k, const std::string& def = "") const {
+    auto it = opts.find(k);
+    return it == opts.end() ? def : it->second;
+  }
+};
+
+Args parse_args(int argc, char** argv);
+std::string default_db_path();
+bool sandbox_from(const Args& a, SandboxOptions* sb, std::string* err);
+std::unique_ptr<Store> open_store(const Args& a, bool read_only, std::string* err);
+// " --db PATH" for hints, quoted for the shell when needed.
+std::string db_hint(const Args& a);
+void print_diags(const std::vector<Diagnostic>& diags, const Style& st);
+
+int cmd_run(const Args& a);
+int cmd_resume(const Args& a);
+int cmd_validate(const Args& a);
+int cmd_graph(const Args& a);
+int cmd_runs(const Args& a);
+int cmd_inspect(const Args& a);
+
+}  // namespace orch::cli

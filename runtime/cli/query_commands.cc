@@ -1,0 +1,246 @@
+// orchrun runs and orchrun inspect: reading the store.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bindings/pipeline_loader.h"
+#include "runtime/cli/common.h"
+#include "runtime/cli/format.h"
+#include "runtime/cli/live_view.h"
+#include "runtime/duration.h"
+#include "runtime/ids.h"
+#include "runtime/json_util.h"
+#include "runtime/loop.h"
+#include "runtime/scheduler.h"
+#include "runtime/signals.h"
+#include "runtime/store/store.h"
+
+namespace orch::cli {
+namespace {
+
+// --- runs ---------------------------------------------------------------------------------
+
+json run_json(const RunRow& r) {
+  json j{{"id", r.id},
+         {"trace_id", r.trace_id},
+         {"pipeline", r.pipeline},
+         {"version", r.version},
+         {"status", r.status},
+         {"source", r.source},
+         {"created_at", iso8601_ms(r.created_at)},
+         {"attempts", r.attempts}};
+  if (r.finished_at) {
+    j["finished_at"] = iso8601_ms(r.finished_at);
+    j["duration_ms"] = r.finished_at - r.started_at;
+  }
+  if (!r.input.empty()) j["input"] = parse_json(r.input, nullptr);
+  if (!r.output.empty()) j["output"] = parse_json(r.output, nullptr);
+  if (!r.error_type.empty())
+    j["error"] = {{"type", r.error_type}, {"message", r.error_message}, {"node", r.error_node},
+                  {"retryable", r.retryable}};
+  return j;
+}
+
+}  // namespace
+
+int cmd_runs(const Args& a) {
+  std::string err;
+  auto store = open_store(a, true, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  RunFilter f;
+  f.status = a.get("--status");
+  static const std::vector<std::string> kStatuses = {"queued", "running", "awaiting_approval",
+                                                     "succeeded", "failed", "cancelled"};
+  if (!f.status.empty() && std::find(kStatuses.begin(), kStatuses.end(), f.status) == kStatuses.end()) {
+    fprintf(stderr, "orchrun: --status must be one of queued, running, awaiting_approval, "
+                    "succeeded, failed, cancelled\n");
+    return kExitUsage;
+  }
+  f.pipeline = a.get("--pipeline");
+  if (a.has("--since")) {
+    auto ms = parse_duration_ms(a.get("--since"), &err);
+    if (!ms) {
+      fprintf(stderr, "orchrun: --since: %s\n", err.c_str());
+      return kExitUsage;
+    }
+    f.since_ms = wall_ms() - *ms;
+  }
+  if (a.has("--limit")) {
+    std::string l = a.get("--limit");
+    char* end = nullptr;
+    long v = strtol(l.c_str(), &end, 10);
+    f.limit = (end && *end == '\0' && !l.empty() && v > 0 && v <= 1000000) ? static_cast<int>(v) : 0;
+    if (f.limit <= 0) {
+      fprintf(stderr, "orchrun: --limit must be a whole number between 1 and 1000000, got '%s'\n",
+              l.c_str());
+      return kExitUsage;
+    }
+  }
+  auto runs = store->list_runs(f);
+  if (a.has("--json")) {
+    json arr = json::array();
+    for (auto& r : runs) arr.push_back(run_json(r));
+    printf("%s\n", dump_json(arr, 2).c_str());
+    return kExitOk;
+  }
+  Style st = style_for(stdout);
+  if (runs.empty()) {
+    printf("no runs%s in %s\n", (f.status.empty() && f.pipeline.empty() && !f.since_ms) ? "" : " match",
+           store->path().c_str());
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {
+      {"RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "ERROR"}};
+  for (auto& r : runs) {
+    std::string dur = r.finished_at ? format_duration_ms(r.finished_at - r.started_at) : "-";
+    std::string errs = r.error_type.empty() ? "" : (r.error_node.empty() ? "" : r.error_node + ": ") +
+                                                       first_line(r.error_message, 60);
+    rows.push_back({r.id, r.pipeline + " v" + std::to_string(r.version),
+                    std::string(status_symbol(r.status)) + " " + st.status(r.status),
+                    local_time(r.created_at), dur, errs});
+  }
+  print_table(stdout, rows, st);
+  return kExitOk;
+}
+
+// --- inspect ------------------------------------------------------------------------------
+
+int cmd_inspect(const Args& a) {
+  if (a.positional.size() != 1) {
+    fprintf(stderr, "usage: orchrun inspect RUN_ID [--json]\n");
+    return kExitUsage;
+  }
+  if (a.positional[0].size() < 4) {
+    fprintf(stderr, "orchrun: give the run id or at least its first 4 characters\n");
+    return kExitUsage;
+  }
+  std::string err;
+  auto store = open_store(a, true, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  auto run = store->find_run(a.positional[0], &err);
+  if (!run) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  auto nodes = store->node_runs(run->id);
+  auto events = store->events(run->id);
+  if (a.has("--json")) {
+    json j = run_json(*run);
+    json ns = json::array();
+    for (auto& n : nodes) {
+      json e{{"node", n.node_id},        {"attempt", n.attempt},
+             {"kind", n.kind},           {"status", n.status},
+             {"started_at", iso8601_ms(n.started_at)},
+             {"duration_ms", n.duration_ms}};
+      if (!n.output.empty()) e["output"] = parse_json(n.output, nullptr);
+      if (!n.error_type.empty())
+        e["error"] = {{"type", n.error_type}, {"message", n.error_message},
+                      {"retryable", n.retryable}, {"traceback", n.traceback}};
+      ns.push_back(e);
+    }
+    j["nodes"] = ns;
+    json evs = json::array();
+    for (auto& e : events) {
+      json x{{"ts", iso8601_ms(e.ts)}, {"kind", e.kind}, {"trace_id", e.trace_id}};
+      if (!e.node.empty()) {
+        x["node"] = e.node;
+        x["attempt"] = e.attempt;
+      }
+      if (!e.data.empty()) x["data"] = parse_json(e.data, nullptr);
+      evs.push_back(x);
+    }
+    j["events"] = evs;
+    printf("%s\n", dump_json(j, 2).c_str());
+    return kExitOk;
+  }
+  Style st = style_for(stdout);
+  int64_t t0 = run->started_at ? run->started_at : run->created_at;
+  int64_t t1 = run->finished_at ? run->finished_at : wall_ms();
+  printf("%s %s  %s v%d\n", st.bold("run").c_str(), run->id.c_str(), run->pipeline.c_str(),
+         run->version);
+  printf("  status    %s %s\n", status_symbol(run->status), st.status(run->status).c_str());
+  printf("  trace     %s\n", run->trace_id.c_str());
+  printf("  started   %s   duration %s%s\n", local_time(t0).c_str(),
+         format_duration_ms(t1 - t0).c_str(), run->finished_at ? "" : " (still running)");
+  printf("  source    %s   input %s\n", run->source.c_str(), first_line(run->input, 100).c_str());
+  if (!run->error_type.empty())
+    printf("  error     %s [%s] %s\n", st.red(run->error_node.empty() ? "" : run->error_node + ":").c_str(),
+           run->error_type.c_str(), first_line(run->error_message, 300).c_str());
+  printf("\n");
+  // Timeline: one row per attempt with a bar placed on the run's time axis.
+  const int kBar = 30;
+  int64_t span = std::max<int64_t>(1, t1 - t0);
+  std::vector<std::vector<std::string>> rows = {
+      {"NODE", "ATTEMPT", "STATUS", "START", "DURATION", "TIMELINE", "ERROR"}};
+  for (auto& n : nodes) {
+    int64_t start = n.started_at - t0;
+    int64_t dur = n.finished_at ? n.finished_at - n.started_at : t1 - n.started_at;
+    int a0 = static_cast<int>(std::clamp<int64_t>(start * kBar / span, 0, kBar - 1));
+    int len = static_cast<int>(std::max<int64_t>(1, dur * kBar / span));
+    len = std::min(len, kBar - a0);
+    std::string bar = std::string(a0, ' ');
+    for (int i = 0; i < len; i++) bar += "█";
+    bar += std::string(kBar - a0 - len, ' ');
+    std::string status = std::string(status_symbol(n.status)) + " " + st.status(n.status);
+    std::string e;
+    if (!n.error_type.empty() && n.status != "skipped")
+      e = "[" + n.error_type + (n.status == "failed" ? (n.retryable ? ", retryable" : ", not retryable") : "") +
+          "] " + first_line(n.error_message, 80);
+    else if (n.status == "skipped")
+      e = n.error_message;
+    std::string att = std::to_string(n.attempt) + (n.kind == "body" ? "" : " " + n.kind);
+    rows.push_back({n.node_id, att, status, "+" + format_duration_ms(start),
+                    n.status == "skipped" ? "-" : format_duration_ms(dur),
+                    n.status == "skipped" ? std::string(kBar, ' ') : st.cyan("|" + bar + "|"), e});
+  }
+  print_table(stdout, rows, st);
+  // Tracebacks of failed attempts, and logs.
+  bool printed = false;
+  for (auto& n : nodes) {
+    if (n.status != "failed" || n.traceback.empty()) continue;
+    if (!printed) printf("\n%s\n", st.bold("failures").c_str());
+    printed = true;
+    printf("  %s attempt %d: %s\n", n.node_id.c_str(), n.attempt, n.error_message.c_str());
+    std::stringstream ss(n.traceback);
+    std::string line;
+    while (std::getline(ss, line)) printf("    %s\n", st.dim(line).c_str());
+  }
+  bool logs = false;
+  for (auto& e : events) {
+    if (e.kind != "log") continue;
+    if (!logs) printf("\n%s\n", st.bold("logs").c_str());
+    logs = true;
+    json d = parse_json(e.data, nullptr);
+    printf("  +%-8s %-5s %s: %s\n", format_duration_ms(e.ts - t0).c_str(),
+           d.value("level", "info").c_str(), e.node.c_str(), d.value("message", "").c_str());
+  }
+  // Slowest nodes: where the time went.
+  std::vector<const NodeRunRow*> slow;
+  for (auto& n : nodes)
+    if (n.status != "skipped" && n.kind != "decision") slow.push_back(&n);
+  std::sort(slow.begin(), slow.end(),
+            [](auto* x, auto* y) { return x->duration_ms > y->duration_ms; });
+  if (slow.size() > 1) {
+    printf("\n%s\n", st.bold("slowest").c_str());
+    for (size_t i = 0; i < std::min<size_t>(3, slow.size()); i++)
+      printf("  %-24s %s (attempt %d)\n", slow[i]->node_id.c_str(),
+             format_duration_ms(slow[i]->duration_ms).c_str(), slow[i]->attempt);
+  }
+  return kExitOk;
+}
+
+}  // namespace orch::cli

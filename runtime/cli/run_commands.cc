@@ -1,0 +1,367 @@
+// orchrun FILE.lua and orchrun resume: running pipelines on a loop, live, with Ctrl-C.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bindings/pipeline_loader.h"
+#include "runtime/cli/common.h"
+#include "runtime/cli/format.h"
+#include "runtime/cli/live_view.h"
+#include "runtime/duration.h"
+#include "runtime/ids.h"
+#include "runtime/json_util.h"
+#include "runtime/loop.h"
+#include "runtime/scheduler.h"
+#include "runtime/signals.h"
+#include "runtime/store/store.h"
+
+namespace orch::cli {
+namespace {
+
+// --- run ------------------------------------------------------------------------------------
+
+// Is `pid` a live orchrun process (so that its runs must not be taken over)?
+bool owner_alive(int64_t pid) {
+  if (pid <= 0 || pid == getpid()) return false;
+  if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+  char buf[4096];
+  std::string link = "/proc/" + std::to_string(pid) + "/exe";
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return errno == EACCES;  // a zombie has no exe: it is gone
+  std::string exe(buf, static_cast<size_t>(n));
+  std::string base = exe.substr(exe.rfind('/') + 1);
+  return base.rfind("orchrun", 0) == 0;
+}
+
+void print_summary(FILE* human, const RunSummary& summary, const Args& a) {
+  Style st = style_for(human);
+  std::string counts = std::to_string(summary.nodes_succeeded) + " succeeded";
+  if (summary.nodes_reused) counts += " (" + std::to_string(summary.nodes_reused) + " reused)";
+  if (summary.nodes_failed) counts += ", " + std::to_string(summary.nodes_failed) + " failed";
+  if (summary.nodes_skipped) counts += ", " + std::to_string(summary.nodes_skipped) + " skipped";
+  if (summary.nodes_cancelled)
+    counts += ", " + std::to_string(summary.nodes_cancelled) + " cancelled";
+  std::string head = summary.status == "succeeded" ? st.green("✓ succeeded")
+                     : summary.status == "failed"  ? st.red("✗ failed")
+                                                   : st.yellow("⊘ " + summary.status);
+  fprintf(human, "%s in %s  (%s v%d; nodes: %s; attempts: %d)\n", head.c_str(),
+          format_duration_ms(summary.duration_ms).c_str(), summary.pipeline.c_str(),
+          summary.version, counts.c_str(), summary.attempts);
+  if (!summary.error_type.empty())
+    fprintf(human, "  %s %s\n",
+            st.red(summary.error_node.empty() ? "error:" : "error in " + summary.error_node + ":")
+                .c_str(),
+            first_line(summary.error_message, 400).c_str());
+  fprintf(human, "  run %s  trace %s\n  details: orchrun inspect %s%s\n", summary.run_id.c_str(),
+          summary.trace_id.c_str(), summary.run_id.c_str(), db_hint(a).c_str());
+}
+
+json summary_json(const RunSummary& summary, const Store& store) {
+  json j{{"run_id", summary.run_id},         {"trace_id", summary.trace_id},
+         {"pipeline", summary.pipeline},     {"version", summary.version},
+         {"status", summary.status},         {"duration_ms", summary.duration_ms},
+         {"nodes_succeeded", summary.nodes_succeeded},
+         {"nodes_reused", summary.nodes_reused},
+         {"nodes_failed", summary.nodes_failed},
+         {"nodes_skipped", summary.nodes_skipped},
+         {"attempts", summary.attempts},     {"db", store.path()}};
+  if (!summary.output_json.empty()) j["output"] = parse_json(summary.output_json, nullptr);
+  if (!summary.error_type.empty())
+    j["error"] = {{"type", summary.error_type},
+                  {"message", summary.error_message},
+                  {"node", summary.error_node}};
+  return j;
+}
+
+// Runs the loop until every run that `start` started has finished: live view, Ctrl-C
+// handling, summaries. Returns the process exit code.
+int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
+          const std::function<int(Scheduler&)>& start) {
+  bool json_out = a.has("--json");
+  FILE* human = json_out ? stderr : stdout;
+  std::string progress = a.get("--progress", isatty(fileno(human)) ? "tty" : "plain");
+  if (a.has("--quiet")) progress = "none";
+  if (progress != "tty" && progress != "plain" && progress != "none") {
+    fprintf(stderr, "orchrun: --progress must be tty, plain or none\n");
+    return kExitUsage;
+  }
+  int exit_code = kExitInternal;
+  Loop loop;
+  Scheduler sched(&loop, store);
+  for (auto* p : pipelines) p->engine->set_host(&sched);
+  std::unique_ptr<LiveView> view;
+  if (progress != "none") {
+    view = std::make_unique<LiveView>(human, progress == "tty", loop.get());
+    sched.add_sink(view.get());
+  }
+  std::vector<RunSummary> done;
+  sched.on_run_finished = [&](const RunSummary& s) { done.push_back(s); };
+
+  // Ctrl-C: the first cancels the runs cleanly; a second one forces an exit.
+  InterruptHandler intr(loop.get(), [&sched](int signo) {
+    const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
+    fprintf(stderr, "\norchrun: %s: cancelling (press Ctrl-C again to force)\n", name);
+    sched.cancel_all(std::string("interrupted by ") + name);
+  });
+
+  int started = start(sched);
+  if (started > 0) loop.run();
+  // Whatever is still active (a store failure stopped the loop) is cancelled while the view
+  // still listens; then the view goes.
+  sched.cancel_all("shutdown");
+  if (view) view->finish();
+
+  if (!sched.fatal_error().empty()) {
+    fprintf(stderr, "orchrun: %s\n", sched.fatal_error().c_str());
+    exit_code = kExitInternal;
+  } else if (started > 0) {
+    bool quiet = a.has("--quiet");
+    bool all_ok = static_cast<int>(done.size()) == started;
+    for (auto& sm : done) all_ok = all_ok && sm.status == "succeeded";
+    for (auto& sm : done) {
+      if (json_out) continue;
+      if (quiet && sm.status == "succeeded") continue;
+      print_summary(quiet ? stderr : human, sm, a);
+    }
+    if (json_out) {
+      if (done.size() == 1 && a.command == "run") {
+        printf("%s\n", dump_json(summary_json(done[0], *store), 2).c_str());
+      } else {
+        json arr = json::array();
+        for (auto& sm : done) arr.push_back(summary_json(sm, *store));
+        printf("%s\n", dump_json(arr, 2).c_str());
+      }
+    }
+    // Interrupted: 128 + the signal, as shells report it (130 for SIGINT, 143 for SIGTERM).
+    exit_code = all_ok ? kExitOk : intr.count() > 0 ? 128 + intr.signo() : kExitFailed;
+  } else {
+    exit_code = started < 0 ? -started : kExitOk;
+  }
+  view.reset();
+  for (auto* p : pipelines) p->engine->set_host(nullptr);
+  return exit_code;
+}
+
+std::string read_input(const Args& a, int* code) {
+  std::string input = "{}";
+  if (!a.has("--input")) return input;
+  input = a.get("--input");
+  std::string where = "--input";
+  if (!input.empty() && input[0] == '@') {
+    std::ifstream in(input.substr(1), std::ios::binary);
+    if (!in) {
+      fprintf(stderr, "orchrun: --input: cannot read %s: %s\n", input.substr(1).c_str(),
+              strerror(errno));
+      *code = kExitUsage;
+      return "";
+    }
+    where = input.substr(1);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    input = ss.str();
+  }
+  std::string err;
+  json j = parse_json(input, &err);
+  if (j.is_discarded()) {
+    fprintf(stderr, "orchrun: %s is not valid JSON: %s\n", where.c_str(), err.c_str());
+    *code = kExitUsage;
+    return "";
+  }
+  if (!j.is_object()) {
+    fprintf(stderr, "orchrun: %s must be a JSON object (the pipeline input, e.g. "
+                    "'{\"dry_run\": true}'), got %s\n", where.c_str(), j.type_name());
+    *code = kExitUsage;
+    return "";
+  }
+  return dump_json(j);
+}
+
+}  // namespace
+
+int cmd_run(const Args& a) {
+  Style est = style_for(stderr);
+  if (a.positional.size() != 1) {
+    fprintf(stderr, "orchrun: give exactly one pipeline file to run (got %zu)\n%s",
+            a.positional.size(), "usage: orchrun FILE.lua [--input JSON] [--db PATH]\n");
+    return kExitUsage;
+  }
+  int code = 0;
+  std::string input = read_input(a, &code);
+  if (code) return code;
+  LoadOptions lo;
+  std::string err;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  std::vector<Diagnostic> diags;
+  auto pipeline = load_pipeline_file(a.positional[0], lo, &diags);
+  if (!pipeline) {
+    print_diags(diags, est);
+    return kExitUsage;
+  }
+  auto store = open_store(a, false, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  std::string key = a.get("--idempotency-key");
+  if (a.has("--idempotency-key") && key.empty()) {
+    fprintf(stderr, "orchrun: --idempotency-key needs a non-empty value\n");
+    return kExitUsage;
+  }
+  RunOptions ro;
+  ro.input_json = input;
+  ro.source = "cli";
+  ro.idempotency_key = key;
+  if (const char* env = getenv("ORCHRUN_ENV")) ro.environment = env;
+
+  // The same pipeline and key: the existing run is the answer, not a new one.
+  auto existing = [&]() -> int {
+    auto prev = store->find_by_idempotency_key(pipeline->name, key);
+    if (!prev) return -1;
+    FILE* human = a.has("--json") ? stderr : stdout;
+    fprintf(human, "run %s already exists for idempotency key '%s' (status %s)\n",
+            prev->id.c_str(), key.c_str(), prev->status.c_str());
+    if (a.has("--json")) printf("%s\n", dump_json(json{{"run_id", prev->id}, {"status", prev->status}, {"existing", true}}, 2).c_str());
+    if (prev->status == "succeeded") return kExitOk;
+    if (prev->status == "failed" || prev->status == "cancelled") return kExitFailed;
+    if (owner_alive(prev->owner_pid)) {
+      fprintf(human, "  it is running in process %lld; not starting another\n",
+              static_cast<long long>(prev->owner_pid));
+      return kExitOk;
+    }
+    fprintf(human, "  its process is gone; resume it with: orchrun resume %s%s\n",
+            prev->id.c_str(), db_hint(a).c_str());
+    return kExitOk;
+  };
+  if (!key.empty()) {
+    int rc = existing();
+    if (rc >= 0) return rc;
+  }
+  bool lost_race = false;
+  int rc = drive(a, store.get(), {pipeline.get()}, [&](Scheduler& sched) {
+    std::string run_id = sched.start_run(pipeline.get(), ro, &err);
+    if (!run_id.empty()) return 1;
+    if (err == "duplicate idempotency key") {
+      lost_race = true;
+      return 0;
+    }
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return -kExitInternal;
+  });
+  if (lost_race) return existing();
+  return rc;
+}
+
+// --- resume ---------------------------------------------------------------------------------
+
+int cmd_resume(const Args& a) {
+  Style est = style_for(stderr);
+  bool all = a.has("--all");
+  if (all == !a.positional.empty() || a.positional.size() > 1) {
+    fprintf(stderr, "usage: orchrun resume RUN_ID | orchrun resume --all\n");
+    return kExitUsage;
+  }
+  std::string err;
+  LoadOptions lo;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  std::string path = a.get("--db", default_db_path());
+  if (access(path.c_str(), F_OK) != 0) {
+    fprintf(stderr, "orchrun: no database at %s (nothing to resume)\n", path.c_str());
+    return kExitUsage;
+  }
+  auto store = open_store(a, false, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  std::vector<RunRow> candidates;
+  if (all) {
+    for (auto& r : store->unfinished_runs())
+      if (!owner_alive(r.owner_pid)) candidates.push_back(r);
+    if (candidates.empty()) {
+      printf("nothing to resume in %s\n", store->path().c_str());
+      return kExitOk;
+    }
+  } else {
+    auto r = store->find_run(a.positional[0], &err);
+    if (!r) {
+      fprintf(stderr, "orchrun: %s\n", err.c_str());
+      return kExitUsage;
+    }
+    if (r->status != "running" && r->status != "queued") {
+      fprintf(stderr, "orchrun: run %s is %s; only unfinished runs can be resumed%s\n",
+              r->id.c_str(), r->status.c_str(),
+              r->status == "failed" ? " (a failed run is retried, not resumed)" : "");
+      return kExitUsage;
+    }
+    if (owner_alive(r->owner_pid)) {
+      fprintf(stderr, "orchrun: run %s is being run by process %lld; not taking it over\n",
+              r->id.c_str(), static_cast<long long>(r->owner_pid));
+      return kExitUsage;
+    }
+    candidates.push_back(*r);
+  }
+
+  // One pipeline per stored definition, loaded from the source the runs started with.
+  std::map<std::string, std::unique_ptr<Pipeline>> defs;
+  std::vector<std::pair<Pipeline*, RunRow>> todo;
+  int bad = 0;
+  for (auto& r : candidates) {
+    std::string k = r.pipeline + "@" + std::to_string(r.version);
+    if (!defs.count(k)) {
+      std::string file;
+      auto src = store->definition_source(r.pipeline, r.version, &file);
+      if (!src) {
+        fprintf(stderr, "orchrun: run %s: definition %s v%d is not in the store\n",
+                r.id.c_str(), r.pipeline.c_str(), r.version);
+        bad++;
+        continue;
+      }
+      std::vector<Diagnostic> diags;
+      auto p = load_pipeline_source(file.empty() ? r.pipeline + ".lua" : file, *src, lo, &diags);
+      if (!p) {
+        fprintf(stderr, "orchrun: run %s: its pipeline %s v%d no longer loads:\n",
+                r.id.c_str(), r.pipeline.c_str(), r.version);
+        print_diags(diags, est);
+        bad++;
+        continue;
+      }
+      defs[k] = std::move(p);
+    }
+    if (!store->claim_run(r.id, r.owner_pid, getpid())) {
+      fprintf(stderr, "orchrun: run %s was taken over by another process; skipping it\n",
+              r.id.c_str());
+      continue;
+    }
+    todo.emplace_back(defs[k].get(), r);
+  }
+  std::vector<Pipeline*> ps;
+  for (auto& [k, p] : defs) ps.push_back(p.get());
+  int rc = drive(a, store.get(), ps, [&](Scheduler& sched) {
+    int n = 0;
+    for (auto& [p, r] : todo) {
+      if (sched.resume_run(p, r, &err))
+        n++;
+      else
+        fprintf(stderr, "orchrun: run %s: %s\n", r.id.c_str(), err.c_str());
+    }
+    return n;
+  });
+  if (rc == kExitOk && bad) return kExitFailed;
+  return rc;
+}
+
+}  // namespace orch::cli

@@ -1,0 +1,196 @@
+// The execution tree of a run: one Exec per step being executed (node, seq, parallel,
+// when/switch), owned by its parent; the Run holds the root and the run-wide Lua state.
+// Internal to the scheduler (runtime/scheduler.cc and runtime/exec/*.cc).
+#pragma once
+#include <lua.hpp>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bindings/convert.h"
+#include "runtime/graph.h"
+#include "runtime/ids.h"
+#include "runtime/json_util.h"
+#include "runtime/scheduler.h"
+
+namespace orch {
+
+enum class Outcome { Succeeded, Failed, Skipped, Cancelled };
+
+struct ErrorInfo {
+  std::string type, message, node, traceback;
+  bool retryable = false;
+  std::string details;  // JSON or empty
+};
+
+// What the scheduler calls when a task's coroutine has finished (returned or raised).
+class TaskOwner {
+ public:
+  virtual ~TaskOwner() = default;
+  virtual void task_finished(Task* t, int status) = 0;
+  virtual void task_log(std::string_view level, std::string_view message,
+                        const std::string& fields_json) = 0;
+};
+
+// A new registry reference to the same Lua value.
+LuaRef dup(lua_State* L, const LuaRef& r);
+// Message handler for lua_pcall: adds a traceback to string errors, keeps tables as they are.
+int traceback_msgh(lua_State* L);
+// Turns the error value on top of `co` into an ErrorInfo (does not pop it).
+ErrorInfo error_from(lua_State* L, lua_State* co, bool timed_out);
+
+// ---------------------------------------------------------------------------------------------
+// Run: the state of one run while it executes.
+class Run {
+ public:
+  std::string id, trace_id;
+  Pipeline* p = nullptr;
+  int version = 0;
+  LuaRef input;    // the pipeline input
+  LuaRef outputs;  // id -> output, given to nodes as ctx.outputs
+  LuaRef ctx_mt;   // { __index = run-level ctx }
+  std::unique_ptr<Exec> root;
+  int64_t started_ms = 0;
+  bool finished = false;
+  std::string cancel_reason;
+  RunSummary summary;
+  // Resumed runs: what the store already says about each node (attempt rows, in order).
+  std::unordered_map<std::string, std::vector<NodeRunRow>> history;
+  const std::vector<NodeRunRow>* history_of(const std::string& path) const {
+    auto it = history.find(path);
+    return it == history.end() ? nullptr : &it->second;
+  }
+  lua_State* L() const { return p->engine->L(); }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Exec: a step being executed. Finishing is reported to the parent through the pump, so that
+// whatever the step wrote is committed before the parent moves on.
+class Exec {
+ public:
+  Exec(Scheduler* s, Run* run, Step* step, Exec* parent)
+      : s_(s), run_(run), step_(step), parent_(parent) {}
+  virtual ~Exec() = default;
+  virtual void start(LuaRef input) = 0;
+  // Stops the step and everything under it, synchronously, recording what was cancelled. The
+  // parent is not notified: whoever cancels knows.
+  virtual void cancel(const std::string& reason) = 0;
+  virtual void child_done(Exec* child) {}
+
+  bool done = false;
+  Outcome outcome = Outcome::Succeeded;
+  LuaRef output;                  // empty when the step produced none
+  bool optional_failure = false;  // failed, but marked optional: the run goes on
+  ErrorInfo err;
+  LuaRef input;
+  Step* step() const { return step_; }
+
+ protected:
+  void finish(Outcome o) {
+    done = true;
+    outcome = o;
+    Exec* parent = parent_;
+    Run* run = run_;
+    Scheduler* s = s_;
+    if (parent)
+      s->defer([parent, this] {
+        if (!parent->done) parent->child_done(this);
+      });
+    else
+      s->defer([s, run] { s->run_finished(run); });
+  }
+  // What a step passes on: its output, or its input when it has none (skipped, optional).
+  LuaRef passthrough(Exec* c) { return dup(run_->L(), c->output.empty() ? c->input : c->output); }
+
+  // ctx for conditions (no attempt).
+  void push_ctx(lua_State* L, const std::string& path, int attempt) {
+    lua_createtable(L, 0, 4);
+    lua_pushlstring(L, path.data(), path.size());
+    lua_setfield(L, -2, "node");
+    lua_pushlstring(L, step_->id.data(), step_->id.size());
+    lua_setfield(L, -2, "id");
+    lua_pushinteger(L, attempt);
+    lua_setfield(L, -2, "attempt");
+    std::string key = run_->id + ":" + path;
+    lua_pushlstring(L, key.data(), key.size());
+    lua_setfield(L, -2, "idempotency_key");
+    run_->ctx_mt.push(L);
+    lua_setmetatable(L, -2);
+  }
+
+  // Calls a condition/selector function (or reads a boolean) synchronously. On success pushes
+  // the result and returns true; otherwise fills *e.
+  bool call_predicate(const LuaRef& fn, ErrorInfo* e) {
+    lua_State* L = run_->L();
+    fn.push(L);
+    if (!lua_isfunction(L, -1)) return true;  // a constant (boolean)
+    int base = lua_gettop(L);
+    lua_pushcfunction(L, traceback_msgh);
+    lua_insert(L, base);
+    push_ctx(L, step_->path, 0);
+    input.push(L);
+    // A condition is bounded by its step's timeout, or 10 s.
+    LuaEngine* eng = run_->p->engine.get();
+    uint64_t limit_ms = step_->timeout_ms > 0 ? static_cast<uint64_t>(step_->timeout_ms) : 10000;
+    eng->predicate_deadline_ns = uv_hrtime() + limit_ms * 1000000;
+    int rc = lua_pcall(L, 2, 1, base);
+    eng->predicate_deadline_ns = 0;
+    if (rc != 0) {
+      std::string m = lua_isstring(L, -1) ? lua_tostring(L, -1) : "error in condition";
+      auto nl = m.find("\nstack traceback:");
+      e->type = "error";
+      e->message = m.substr(0, nl);
+      if (nl != std::string::npos) e->traceback = m.substr(nl + 1);
+      e->retryable = false;
+      e->node = step_->path;
+      lua_settop(L, base - 1);
+      return false;
+    }
+    lua_remove(L, base);
+    return true;
+  }
+
+  // A decision (when/switch) is recorded like a node so that it is visible and replayable.
+  void record_decision(const std::string& status, const std::string& output,
+                       const ErrorInfo* e) {
+    int64_t now = wall_ms();
+    int attempt = 1;
+    if (const auto* h = run_->history_of(step_->path))
+      for (const auto& x : *h) attempt = std::max(attempt, x.attempt + 1);
+    NodeRunRow r;
+    r.run_id = run_->id;
+    r.node_id = step_->path;
+    r.attempt = attempt;
+    r.kind = "decision";
+    r.status = status;
+    r.started_at = r.finished_at = now;
+    r.output = output;
+    if (e) {
+      r.error_type = e->type;
+      r.error_message = e->message;
+    }
+    s_->store()->insert_node_final(r);
+    json d = parse_json(output.empty() ? "{}" : output, nullptr);
+    if (e) d = json{{"error_type", e->type}, {"message", e->message}, {"retryable", false}};
+    s_->emit(run_, status == "succeeded" ? "node.succeeded" : "node.failed", step_->path, attempt,
+             dump_json(d));
+  }
+
+  void record_skipped_subtree(Step* st, const std::string& reason);
+
+  Scheduler* s_;
+  Run* run_;
+  Step* step_;
+  Exec* parent_;
+};
+
+std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
+// Factories of the concrete kinds (runtime/exec/node_exec.cc, runtime/exec/flow_exec.cc).
+std::unique_ptr<Exec> make_node_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
+std::unique_ptr<Exec> make_seq_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
+std::unique_ptr<Exec> make_parallel_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
+std::unique_ptr<Exec> make_branch_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
+
+}  // namespace orch
