@@ -1,6 +1,7 @@
 #include "runtime/store/store.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -118,14 +119,28 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
   sqlite3_extended_result_codes(s->db_, 1);
   sqlite3_busy_timeout(s->db_, 5000);
   std::string e;
-  // Reading the schema is the first thing that fails on a file that is not a database.
-  int64_t app_id = pragma_int(s->db_, "PRAGMA application_id", &e);
-  if (app_id < 0) {
-    *err = path + ": not an orchrun database (" + e + ")";
-    return nullptr;
+  // One statement, one snapshot: the application id and the table count must be read together,
+  // or a concurrent first open that commits its migration between two reads looks foreign.
+  // Reading the schema is also the first thing that fails on a file that is not a database.
+  int64_t app_id = -1, tables = -1;
+  for (int attempt = 0; attempt < 200; attempt++) {
+    sqlite3_stmt* st = nullptr;
+    int rc = sqlite3_prepare_v2(s->db_,
+                                "SELECT (SELECT application_id FROM pragma_application_id), "
+                                "(SELECT count(*) FROM sqlite_master)",
+                                -1, &st, nullptr);
+    if (rc == SQLITE_OK) rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      app_id = sqlite3_column_int64(st, 0);
+      tables = sqlite3_column_int64(st, 1);
+    } else {
+      e = sqlite3_errmsg(s->db_);
+    }
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW || ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)) break;
+    usleep(10000);
   }
-  int64_t tables = pragma_int(s->db_, "SELECT count(*) FROM sqlite_master", &e);
-  if (tables < 0) {
+  if (app_id < 0 || tables < 0) {
     *err = path + ": not an orchrun database (" + e + ")";
     return nullptr;
   }
@@ -138,7 +153,15 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
     const char* setup = opts.synchronous_full
                             ? "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
                             : "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;";
-    if (!exec_sql(s->db_, setup, &e)) {
+    // Switching to WAL takes an exclusive lock and may answer BUSY without waiting on the
+    // busy handler while another process opens the same new file: retry, bounded.
+    bool ok = false;
+    for (int attempt = 0; attempt < 200 && !ok; attempt++) {
+      ok = exec_sql(s->db_, setup, &e);
+      if (!ok && e.find("locked") == std::string::npos && e.find("busy") == std::string::npos) break;
+      if (!ok) usleep(10000);
+    }
+    if (!ok) {
       *err = path + ": " + e;
       return nullptr;
     }

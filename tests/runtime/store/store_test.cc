@@ -173,6 +173,7 @@ TEST_CASE("many processes opening a new database at once all succeed and one mig
     if (pid == 0) {
       std::string err;
       auto s = Store::open(path, StoreOptions{}, &err);
+      if (!s) fprintf(stderr, "child: %s\n", err.c_str());
       _exit(s ? 0 : 1);
     }
     kids.push_back(pid);
