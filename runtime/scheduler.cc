@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "bindings/convert.h"
+#include "runtime/drivers/timer.h"
 #include "runtime/exec/exec.h"
 #include "runtime/ids.h"
 #include "runtime/json_util.h"
@@ -21,6 +22,18 @@ Scheduler::Scheduler(Loop* loop, Store* store)
   uv_unref(reinterpret_cast<uv_handle_t*>(check_));
   uv_idle_init(loop_->get(), idle_);
   idle_->data = this;
+  control_timer_ = std::make_unique<Timer>(loop_->get());
+  control_timer_->start(250, [this] { poll_control(); }, 250);
+  control_timer_->unref();
+}
+
+void Scheduler::poll_control() {
+  if (runs_.empty()) return;
+  for (auto& [id, reason] : store_->cancel_requests(getpid())) {
+    auto it = runs_.find(id);
+    if (it != runs_.end() && !it->second->finished) cancel_run(id, reason);
+  }
+  store_->commit();
 }
 
 Scheduler::~Scheduler() {
@@ -30,6 +43,7 @@ Scheduler::~Scheduler() {
   finished_runs_.clear();
   store_->commit();
   processes_.kill_all();
+  control_timer_.reset();
   close_and_delete(check_);
   close_and_delete(idle_);
 }
@@ -250,7 +264,7 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
   return r->id;
 }
 
-bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err) {
+bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, bool retry) {
   if (runs_.count(row.id)) {
     *err = "run " + row.id + " is already active here";
     return false;
@@ -261,16 +275,21 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err) {
   int64_t now = wall_ms();
   int interrupted = store_->mark_interrupted(row.id, now);
   Run* r = make_run(p, row.id, row.trace_id, row.version, input,
-                    row.started_at ? row.started_at : row.created_at);
+                    retry ? now : (row.started_at ? row.started_at : row.created_at));
+  r->run_attempt = std::max(1, row.attempts);
   for (auto& n : store_->node_runs(row.id)) {
     r->summary.attempts++;
     r->history[n.node_id].push_back(std::move(n));
   }
   store_->set_run_status(row.id, "running", now);
-  emit(r, "run.resumed", "", 0,
-       dump_json(json{{"pid", getpid()}, {"previous_owner", row.owner_pid},
-                      {"interrupted_attempts", interrupted},
-                      {"nodes_with_history", r->history.size()}}));
+  if (retry)
+    emit(r, "run.retried", "", 0,
+         dump_json(json{{"pid", getpid()}, {"run_attempt", r->run_attempt}}));
+  else
+    emit(r, "run.resumed", "", 0,
+         dump_json(json{{"pid", getpid()}, {"previous_owner", row.owner_pid},
+                        {"interrupted_attempts", interrupted},
+                        {"nodes_with_history", r->history.size()}}));
   if (store_->failed()) {
     *err = "store error: " + store_->error();
     runs_.erase(r->id);

@@ -64,7 +64,9 @@ class Scheduler : public TaskHost {
   // has claimed: stored successes and decisions are reused, attempts left running by the
   // process that stopped are recorded as interrupted, and what did not finish runs again.
   // Returns false with *err when the run cannot be resumed.
-  bool resume_run(Pipeline* p, const RunRow& row, std::string* err);
+  // With `retry`, the run was failed or cancelled and begins its next attempt (the store's
+  // runs.attempts, already incremented): failed nodes run again with a fresh retry budget.
+  bool resume_run(Pipeline* p, const RunRow& row, std::string* err, bool retry = false);
   // Cancels a run: pending operations stop, child processes are signalled, the run and its
   // unfinished nodes are recorded as cancelled.
   void cancel_run(const std::string& run_id, const std::string& reason);
@@ -111,6 +113,9 @@ class Scheduler : public TaskHost {
   uv_check_t* check_;
   uv_idle_t* idle_;
   std::mt19937_64 rng_;
+  // Polls the store for cancel requests made by other processes (orchrun cancel).
+  std::unique_ptr<class Timer> control_timer_;
+  void poll_control();
   std::string fatal_;
   bool pumping_ = false;
 };

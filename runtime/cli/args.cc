@@ -13,7 +13,8 @@ Args parse_args(int argc, char** argv) {
       {"--input", true},  {"--db", true},     {"--json", false},   {"--allow", true},
       {"--status", true}, {"--pipeline", true}, {"--since", true}, {"--limit", true},
       {"--format", true}, {"--progress", true}, {"--sync", true},  {"--help", false},
-      {"--version", false}, {"--quiet", false}, {"--idempotency-key", true}, {"--all", false}};
+      {"--version", false}, {"--quiet", false}, {"--idempotency-key", true}, {"--all", false},
+      {"--reason", true}, {"--as", true}, {"--comment", true}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -44,8 +45,8 @@ Args parse_args(int argc, char** argv) {
       a.positional.push_back(w);
     }
   }
-  static const std::vector<std::string> kCommands = {"run", "validate", "runs", "inspect", "graph",
-                                                     "resume"};
+  static const std::vector<std::string> kCommands = {
+      "run", "validate", "runs", "inspect", "graph", "resume", "cancel", "retry"};
   if (!a.positional.empty()) {
     for (const auto& c : kCommands)
       if (a.positional[0] == c) a.command = c;
@@ -59,6 +60,8 @@ Args parse_args(int argc, char** argv) {
       {"run", {"--input", "--db", "--json", "--allow", "--progress", "--sync", "--quiet",
                "--idempotency-key"}},
       {"resume", {"--all", "--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
+      {"retry", {"--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
+      {"cancel", {"--db", "--reason"}},
       {"validate", {"--json", "--allow"}},
       {"graph", {"--format", "--allow"}},
       {"runs", {"--db", "--json", "--status", "--pipeline", "--since", "--limit"}},

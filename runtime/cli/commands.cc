@@ -19,6 +19,10 @@ Usage:
                                      start at most one run per pipeline and key
   orchrun resume RUN_ID | --all      continue runs whose process stopped (crash, kill -9):
                                      stored successes are reused, the rest runs again
+  orchrun cancel RUN_ID [--reason TEXT]
+                                     cancel a run, also one owned by another orchrun process
+  orchrun retry RUN_ID               continue a failed or cancelled run from its failed nodes,
+                                     reusing what succeeded, as the run's next attempt
   orchrun validate FILE...           load and check pipelines without running them
   orchrun graph FILE [--format mermaid|dot]
                                      print the pipeline's graph
@@ -79,6 +83,8 @@ int dispatch(int argc, char** argv) {
   }
   if (a.command == "run") return cmd_run(a);
   if (a.command == "resume") return cmd_resume(a);
+  if (a.command == "cancel") return cmd_cancel(a);
+  if (a.command == "retry") return cmd_retry(a);
   if (a.command == "validate") return cmd_validate(a);
   if (a.command == "graph") return cmd_graph(a);
   if (a.command == "runs") return cmd_runs(a);

@@ -37,6 +37,10 @@ void print_diags(const std::vector<Diagnostic>& diags, const Style& st);
 
 int cmd_run(const Args& a);
 int cmd_resume(const Args& a);
+int cmd_cancel(const Args& a);
+int cmd_retry(const Args& a);
+// Is `pid` a live orchrun process (so that its runs must not be taken over)?
+bool owner_alive(int64_t pid);
 int cmd_validate(const Args& a);
 int cmd_graph(const Args& a);
 int cmd_runs(const Args& a);

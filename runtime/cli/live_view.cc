@@ -34,9 +34,9 @@ void LiveView::on_event(const Event& e) {
   std::string err;
   json d = parse_json(e.data.empty() ? "{}" : e.data, &err);
   if (d.is_discarded()) d = json::object();
-  if (e.kind == "run.started" || e.kind == "run.resumed") {
+  if (e.kind == "run.started" || e.kind == "run.resumed" || e.kind == "run.retried") {
     run_started_ns_ = uv_hrtime();
-    run_label_ = (e.kind == "run.resumed" ? "resuming " : "") + e.pipeline + " v" +
+    run_label_ = (e.kind == "run.resumed" ? "resuming " : e.kind == "run.retried" ? "retrying " : "") + e.pipeline + " v" +
                  std::to_string(e.version) + "  run " + e.run_id;
     fprintf(out_, "%s %s\n", st_.bold("▶").c_str(), st_.bold(run_label_).c_str());
     fflush(out_);

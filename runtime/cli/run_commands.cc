@@ -28,19 +28,6 @@ namespace {
 
 // --- run ------------------------------------------------------------------------------------
 
-// Is `pid` a live orchrun process (so that its runs must not be taken over)?
-bool owner_alive(int64_t pid) {
-  if (pid <= 0 || pid == getpid()) return false;
-  if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
-  char buf[4096];
-  std::string link = "/proc/" + std::to_string(pid) + "/exe";
-  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return errno == EACCES;  // a zombie has no exe: it is gone
-  std::string exe(buf, static_cast<size_t>(n));
-  std::string base = exe.substr(exe.rfind('/') + 1);
-  return base.rfind("orchrun", 0) == 0;
-}
-
 void print_summary(FILE* human, const RunSummary& summary, const Args& a) {
   Style st = style_for(human);
   std::string counts = std::to_string(summary.nodes_succeeded) + " succeeded";
@@ -185,6 +172,19 @@ std::string read_input(const Args& a, int* code) {
 }
 
 }  // namespace
+
+// Is `pid` a live orchrun process (so that its runs must not be taken over)?
+bool owner_alive(int64_t pid) {
+  if (pid <= 0 || pid == getpid()) return false;
+  if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+  char buf[4096];
+  std::string link = "/proc/" + std::to_string(pid) + "/exe";
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return errno == EACCES;  // a zombie has no exe: it is gone
+  std::string exe(buf, static_cast<size_t>(n));
+  std::string base = exe.substr(exe.rfind('/') + 1);
+  return base.rfind("orchrun", 0) == 0;
+}
 
 int cmd_run(const Args& a) {
   Style est = style_for(stderr);
@@ -362,6 +362,114 @@ int cmd_resume(const Args& a) {
   });
   if (rc == kExitOk && bad) return kExitFailed;
   return rc;
+}
+
+// --- cancel and retry --------------------------------------------------------------------
+
+int cmd_cancel(const Args& a) {
+  if (a.positional.size() != 1) {
+    fprintf(stderr, "usage: orchrun cancel RUN_ID [--reason TEXT]\n");
+    return kExitUsage;
+  }
+  std::string err;
+  auto store = open_store(a, false, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  auto run = store->find_run(a.positional[0], &err);
+  if (!run) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  if (run->status == "succeeded" || run->status == "failed" || run->status == "cancelled") {
+    fprintf(stderr, "orchrun: run %s is already %s; nothing to cancel\n", run->id.c_str(),
+            run->status.c_str());
+    return kExitUsage;
+  }
+  const char* user = getenv("USER");
+  std::string reason = a.get("--reason", std::string("cancelled by ") + (user ? user : "operator"));
+  if (!owner_alive(run->owner_pid)) {
+    // Nobody is running it: record the cancellation directly.
+    if (!store->cancel_orphan_run(*run, reason, wall_ms())) {
+      fprintf(stderr, "orchrun: store error: %s\n", store->error().c_str());
+      return kExitInternal;
+    }
+    printf("cancelled run %s (%s; no process was running it)\n", run->id.c_str(),
+           run->status.c_str());
+    return kExitOk;
+  }
+  if (!store->request_cancel(run->id, reason, wall_ms())) {
+    fprintf(stderr, "orchrun: run %s finished before it could be cancelled\n", run->id.c_str());
+    return kExitUsage;
+  }
+  // The owner polls for requests every 250 ms; its children get SIGTERM, then SIGKILL.
+  for (int i = 0; i < 150; i++) {
+    usleep(100000);
+    auto now = store->find_run(run->id, &err);
+    if (now && now->status != "running" && now->status != "queued" &&
+        now->status != "awaiting_approval") {
+      printf("run %s is %s (process %lld)\n", run->id.c_str(), now->status.c_str(),
+             static_cast<long long>(run->owner_pid));
+      return now->status == "cancelled" ? kExitOk : kExitFailed;
+    }
+  }
+  fprintf(stderr, "orchrun: asked process %lld to cancel run %s; it has not finished yet\n",
+          static_cast<long long>(run->owner_pid), run->id.c_str());
+  return kExitFailed;
+}
+
+int cmd_retry(const Args& a) {
+  Style est = style_for(stderr);
+  if (a.positional.size() != 1) {
+    fprintf(stderr, "usage: orchrun retry RUN_ID\n");
+    return kExitUsage;
+  }
+  std::string err;
+  LoadOptions lo;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  auto store = open_store(a, false, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  auto run = store->find_run(a.positional[0], &err);
+  if (!run) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  if (run->status != "failed" && run->status != "cancelled") {
+    fprintf(stderr, "orchrun: run %s is %s; only a failed or cancelled run can be retried%s\n",
+            run->id.c_str(), run->status.c_str(),
+            run->status == "running" ? " (an interrupted run is resumed: orchrun resume)" : "");
+    return kExitUsage;
+  }
+  std::string file;
+  auto src = store->definition_source(run->pipeline, run->version, &file);
+  if (!src) {
+    fprintf(stderr, "orchrun: definition %s v%d of run %s is not in the store\n",
+            run->pipeline.c_str(), run->version, run->id.c_str());
+    return kExitInternal;
+  }
+  std::vector<Diagnostic> diags;
+  auto p = load_pipeline_source(file, *src, lo, &diags);
+  if (!p) {
+    print_diags(diags, est);
+    return kExitUsage;
+  }
+  if (!store->begin_run_attempt(run->id, getpid(), wall_ms())) {
+    fprintf(stderr, "orchrun: run %s changed meanwhile; not retried\n", run->id.c_str());
+    return kExitUsage;
+  }
+  auto fresh = store->find_run(run->id, &err);
+  return drive(a, store.get(), {p.get()}, [&](Scheduler& sched) {
+    if (sched.resume_run(p.get(), *fresh, &err, true)) return 1;
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return -kExitInternal;
+  });
 }
 
 }  // namespace orch::cli

@@ -71,6 +71,7 @@ void Exec::record_skipped_subtree(Step* st, const std::string& reason) {
     r.node_id = st->path;
     r.attempt = 1;
     r.status = "skipped";
+    r.run_attempt = run_->run_attempt;
     r.started_at = r.finished_at = now;
     r.error_message = reason;
     s_->store()->insert_node_final(r);

@@ -56,6 +56,7 @@ class Run {
   bool finished = false;
   std::string cancel_reason;
   RunSummary summary;
+  int run_attempt = 1;  // 1, then 2, 3... for each `orchrun retry`
   // Resumed runs: what the store already says about each node (attempt rows, in order).
   std::unordered_map<std::string, std::vector<NodeRunRow>> history;
   const std::vector<NodeRunRow>* history_of(const std::string& path) const {
@@ -164,6 +165,7 @@ class Exec {
     r.node_id = step_->path;
     r.attempt = attempt;
     r.kind = "decision";
+    r.run_attempt = run_->run_attempt;
     r.status = status;
     r.started_at = r.finished_at = now;
     r.output = output;

@@ -126,6 +126,7 @@ class NodeExec : public Exec, public TaskOwner {
   // (reused success, skip, final failure) or a new attempt has started.
   bool replay(const std::vector<NodeRunRow>& rows) {
     const NodeRunRow* fallback_row = nullptr;
+    const NodeRunRow* last = nullptr;
     int max_attempt = 0;
     for (const auto& r : rows) {
       max_attempt = std::max(max_attempt, r.attempt);
@@ -153,12 +154,20 @@ class NodeExec : public Exec, public TaskOwner {
         finish(Outcome::Skipped);
         return true;
       }
+      // Failures of an earlier attempt of the whole run (before `orchrun retry`) do not count:
+      // retrying a run runs its failed nodes again with their full retry budget.
+      if (r.run_attempt != run_->run_attempt) continue;
+      last = &r;
       if (r.kind == "fallback") fallback_row = &r;
       if (r.kind == "body" && r.status == "failed" && r.error_type != "interrupted") tries_++;
     }
     attempt_ = max_attempt;
-    const NodeRunRow& last = rows.back();
-    ErrorInfo e{last.error_type, last.error_message, step_->path, last.traceback, last.retryable, ""};
+    if (!last) {
+      begin_attempt(attempt_ + 1, false);
+      return true;
+    }
+    ErrorInfo e{last->error_type, last->error_message, step_->path, last->traceback,
+                last->retryable, ""};
     if (fallback_row) {
       if (fallback_row->error_type == "interrupted") {
         last_err_ = e;
@@ -169,7 +178,8 @@ class NodeExec : public Exec, public TaskOwner {
       return true;
     }
     bool exhausted = tries_ >= step_->retry.max_attempts ||
-                     (last.status == "failed" && last.error_type != "interrupted" && !last.retryable);
+                     (last->status == "failed" && last->error_type != "interrupted" &&
+                      last->error_type != "cancelled" && !last->retryable);
     if (exhausted) {
       if (!step_->fallback.empty()) {
         last_err_ = e;
@@ -187,7 +197,8 @@ class NodeExec : public Exec, public TaskOwner {
     attempt_ = attempt;
     started_ms_ = wall_ms();
     started_ns_ = uv_hrtime();
-    s_->store()->insert_node_attempt(run_->id, step_->path, attempt, kind, started_ms_);
+    s_->store()->insert_node_attempt(run_->id, step_->path, attempt, kind, started_ms_,
+                                     run_->run_attempt);
     s_->emit(run_, "node.started", step_->path, attempt,
              in_fallback_ ? R"({"kind":"fallback"})" : "{}");
     run_->summary.attempts++;

@@ -75,6 +75,26 @@ CREATE TABLE events(
   data TEXT);
 CREATE INDEX events_run ON events(run_id, id);
 )sql",
+      // 2: run control: cancel requests across processes, run attempts (retry), approvals.
+      R"sql(
+ALTER TABLE runs ADD COLUMN cancel_requested_at INTEGER;
+ALTER TABLE runs ADD COLUMN cancel_reason TEXT;
+CREATE INDEX runs_cancel_requests ON runs(owner_pid) WHERE cancel_requested_at IS NOT NULL;
+ALTER TABLE node_runs ADD COLUMN run_attempt INTEGER NOT NULL DEFAULT 1;
+CREATE TABLE approvals(
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  status TEXT NOT NULL CHECK(status IN ('waiting','approved','rejected','timed_out')),
+  message TEXT,
+  approvers TEXT,
+  requested_at INTEGER NOT NULL,
+  timeout_at INTEGER,
+  on_timeout TEXT,
+  decided_by TEXT,
+  decided_at INTEGER,
+  comment TEXT,
+  PRIMARY KEY(run_id, node_id)) WITHOUT ROWID;
+)sql",
   };
   return m;
 }

@@ -7,6 +7,8 @@
 #include <cstring>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 namespace orch {
 namespace {
 
@@ -30,7 +32,7 @@ std::string col_text(sqlite3_stmt* st, int i) {
 const char* kRunCols =
     "id, trace_id, pipeline, version, status, source, environment, input, output, error_type, "
     "error_message, error_node, retryable, attempts, created_at, started_at, finished_at, "
-    "parent_run, idempotency_key, owner_pid";
+    "parent_run, idempotency_key, owner_pid, cancel_requested_at, cancel_reason";
 
 RunRow read_run(sqlite3_stmt* st) {
   RunRow r;
@@ -54,6 +56,8 @@ RunRow read_run(sqlite3_stmt* st) {
   r.parent_run = col_text(st, 17);
   r.idempotency_key = col_text(st, 18);
   r.owner_pid = sqlite3_column_int64(st, 19);
+  r.cancel_requested_at = sqlite3_column_int64(st, 20);
+  r.cancel_reason = col_text(st, 21);
   return r;
 }
 
@@ -373,10 +377,11 @@ void Store::finish_run(const std::string& run_id, const std::string& status,
 }
 
 void Store::insert_node_attempt(const std::string& run_id, const std::string& node_id,
-                                int attempt, const std::string& kind, int64_t started_at) {
+                                int attempt, const std::string& kind, int64_t started_at,
+                                int run_attempt) {
   static const char* kSql =
-      "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, seq) "
-      "VALUES(?1,?2,?3,?4,'running',?5,?6)";
+      "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, seq, "
+      "run_attempt) VALUES(?1,?2,?3,?4,'running',?5,?6,?7)";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -386,6 +391,7 @@ void Store::insert_node_attempt(const std::string& run_id, const std::string& no
   bind_text(st, 4, kind);
   bind_int(st, 5, started_at);
   bind_int(st, 6, static_cast<int64_t>(++node_seq_));
+  bind_int(st, 7, run_attempt);
   if (sqlite3_step(st) != SQLITE_DONE) fail("insert node attempt " + node_id);
 }
 
@@ -417,8 +423,8 @@ void Store::finish_node_attempt(const NodeRunRow& r) {
 void Store::insert_node_final(const NodeRunRow& r) {
   static const char* kSql =
       "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, finished_at, "
-      "duration_ms, output, error_type, error_message, seq) "
-      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)";
+      "duration_ms, output, error_type, error_message, seq, run_attempt) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -434,6 +440,7 @@ void Store::insert_node_final(const NodeRunRow& r) {
   bind_text(st, 10, r.error_type);
   bind_text(st, 11, r.error_message);
   bind_int(st, 12, static_cast<int64_t>(++node_seq_));
+  bind_int(st, 13, r.run_attempt);
   if (sqlite3_step(st) != SQLITE_DONE) fail("insert node row " + r.node_id);
 }
 
@@ -477,7 +484,7 @@ bool Store::claim_run(const std::string& run_id, int64_t expected_owner, int64_t
   std::string err;
   Stmt st(db_,
           "UPDATE runs SET owner_pid=?3 WHERE id=?1 AND coalesce(owner_pid,0)=?2 "
-          "AND status IN ('queued','running')",
+          "AND status IN ('queued','running','awaiting_approval')",
           &err);
   if (!st) {
     fail("claim run " + run_id);
@@ -512,7 +519,8 @@ int Store::mark_interrupted(const std::string& run_id, int64_t now) {
 
 std::vector<RunRow> Store::unfinished_runs() {
   std::string sql = std::string("SELECT ") + kRunCols +
-                    " FROM runs WHERE status IN ('queued','running') ORDER BY created_at, id";
+                    " FROM runs WHERE status IN ('queued','running','awaiting_approval') "
+                    "ORDER BY created_at, id";
   std::vector<RunRow> out;
   std::string err;
   Stmt st(db_, sql.c_str(), &err);
@@ -532,6 +540,166 @@ std::optional<RunRow> Store::find_by_idempotency_key(const std::string& pipeline
   bind_text(st.get(), 2, key);
   if (sqlite3_step(st.get()) != SQLITE_ROW) return std::nullopt;
   return read_run(st.get());
+}
+
+bool Store::request_cancel(const std::string& run_id, const std::string& reason, int64_t now) {
+  commit();
+  if (!begin()) return false;
+  std::string err;
+  Stmt st(db_,
+          "UPDATE runs SET cancel_requested_at=?2, cancel_reason=?3 WHERE id=?1 AND status IN "
+          "('queued','running','awaiting_approval')",
+          &err);
+  if (!st) return false;
+  bind_text(st.get(), 1, run_id);
+  bind_int(st.get(), 2, now);
+  bind_text(st.get(), 3, reason);
+  bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  commit();
+  return ok;
+}
+
+std::vector<std::pair<std::string, std::string>> Store::cancel_requests(int64_t pid) {
+  std::vector<std::pair<std::string, std::string>> out;
+  static const char* kSql =
+      "SELECT id, coalesce(cancel_reason, 'cancelled') FROM runs WHERE owner_pid=?1 AND "
+      "cancel_requested_at IS NOT NULL AND status IN ('queued','running','awaiting_approval')";
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return out;
+  bind_int(st, 1, pid);
+  while (sqlite3_step(st) == SQLITE_ROW) out.emplace_back(col_text(st, 0), col_text(st, 1));
+  sqlite3_reset(st);
+  return out;
+}
+
+bool Store::cancel_orphan_run(const RunRow& run, const std::string& reason, int64_t now) {
+  commit();
+  if (!begin()) return false;
+  std::string err;
+  Stmt st(db_,
+          "UPDATE node_runs SET status='cancelled', error_type='cancelled', error_message=?2, "
+          "finished_at=?3, duration_ms=?3-started_at WHERE run_id=?1 AND status='running'",
+          &err);
+  if (!st) return false;
+  bind_text(st.get(), 1, run.id);
+  bind_text(st.get(), 2, reason);
+  bind_int(st.get(), 3, now);
+  if (sqlite3_step(st.get()) != SQLITE_DONE) fail("cancel node attempts of " + run.id);
+  finish_run(run.id, "cancelled", "", "cancelled", reason, "", true, now);
+  Event e;
+  e.ts = now;
+  e.kind = "run.cancelled";
+  e.run_id = run.id;
+  e.trace_id = run.trace_id;
+  e.pipeline = run.pipeline;
+  e.version = run.version;
+  e.data = "{\"message\":" + nlohmann::json(reason).dump() + ",\"by\":\"orchrun cancel\"}";
+  insert_event(e);
+  commit();
+  return !failed();
+}
+
+bool Store::begin_run_attempt(const std::string& run_id, int64_t owner, int64_t now) {
+  commit();
+  if (!begin()) return false;
+  std::string err;
+  Stmt st(db_,
+          "UPDATE runs SET status='running', attempts=attempts+1, owner_pid=?2, error_type=NULL, "
+          "error_message=NULL, error_node=NULL, retryable=NULL, output=NULL, finished_at=NULL, "
+          "cancel_requested_at=NULL, cancel_reason=NULL, started_at=?3 "
+          "WHERE id=?1 AND status IN ('failed','cancelled')",
+          &err);
+  if (!st) return false;
+  bind_text(st.get(), 1, run_id);
+  bind_int(st.get(), 2, owner);
+  bind_int(st.get(), 3, now);
+  bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  commit();
+  return ok;
+}
+
+void Store::insert_approval(const ApprovalRow& a) {
+  static const char* kSql =
+      "INSERT OR IGNORE INTO approvals(run_id, node_id, status, message, approvers, "
+      "requested_at, timeout_at, on_timeout) VALUES(?1,?2,'waiting',?3,?4,?5,?6,?7)";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, a.run_id);
+  bind_text(st, 2, a.node_id);
+  bind_text(st, 3, a.message);
+  bind_text(st, 4, a.approvers);
+  bind_int(st, 5, a.requested_at);
+  bind_int(st, 6, a.timeout_at, true);
+  bind_text(st, 7, a.on_timeout);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("insert approval " + a.node_id);
+}
+
+namespace {
+const char* kApprovalCols =
+    "run_id, node_id, status, message, approvers, requested_at, timeout_at, on_timeout, "
+    "decided_by, decided_at, comment";
+ApprovalRow read_approval(sqlite3_stmt* st) {
+  ApprovalRow a;
+  a.run_id = col_text(st, 0);
+  a.node_id = col_text(st, 1);
+  a.status = col_text(st, 2);
+  a.message = col_text(st, 3);
+  a.approvers = col_text(st, 4);
+  a.requested_at = sqlite3_column_int64(st, 5);
+  a.timeout_at = sqlite3_column_int64(st, 6);
+  a.on_timeout = col_text(st, 7);
+  a.decided_by = col_text(st, 8);
+  a.decided_at = sqlite3_column_int64(st, 9);
+  a.comment = col_text(st, 10);
+  return a;
+}
+}  // namespace
+
+std::optional<ApprovalRow> Store::approval(const std::string& run_id, const std::string& node_id) {
+  std::string sql = std::string("SELECT ") + kApprovalCols +
+                    " FROM approvals WHERE run_id=?1 AND node_id=?2";
+  std::string err;
+  Stmt st(db_, sql.c_str(), &err);
+  if (!st) return std::nullopt;
+  bind_text(st.get(), 1, run_id);
+  bind_text(st.get(), 2, node_id);
+  if (sqlite3_step(st.get()) != SQLITE_ROW) return std::nullopt;
+  return read_approval(st.get());
+}
+
+std::vector<ApprovalRow> Store::approvals(const std::string& run_id) {
+  std::string sql = std::string("SELECT ") + kApprovalCols +
+                    " FROM approvals WHERE run_id=?1 ORDER BY requested_at, node_id";
+  std::vector<ApprovalRow> out;
+  std::string err;
+  Stmt st(db_, sql.c_str(), &err);
+  if (!st) return out;
+  bind_text(st.get(), 1, run_id);
+  while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(read_approval(st.get()));
+  return out;
+}
+
+bool Store::decide_approval(const std::string& run_id, const std::string& node_id,
+                            const std::string& status, const std::string& by,
+                            const std::string& comment, int64_t now) {
+  commit();
+  if (!begin()) return false;
+  std::string err;
+  Stmt st(db_,
+          "UPDATE approvals SET status=?3, decided_by=?4, comment=?5, decided_at=?6 "
+          "WHERE run_id=?1 AND node_id=?2 AND status='waiting'",
+          &err);
+  if (!st) return false;
+  bind_text(st.get(), 1, run_id);
+  bind_text(st.get(), 2, node_id);
+  bind_text(st.get(), 3, status);
+  bind_text(st.get(), 4, by);
+  bind_text(st.get(), 5, comment);
+  bind_int(st.get(), 6, now);
+  bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  commit();
+  return ok;
 }
 
 std::vector<RunRow> Store::list_runs(const RunFilter& f) {
@@ -583,8 +751,8 @@ std::optional<RunRow> Store::find_run(const std::string& id_or_prefix, std::stri
 std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
   const char* sql =
       "SELECT run_id, node_id, attempt, kind, status, started_at, finished_at, duration_ms, "
-      "output, error_type, error_message, traceback, retryable FROM node_runs WHERE run_id=?1 "
-      "ORDER BY seq";
+      "output, error_type, error_message, traceback, retryable, run_attempt FROM node_runs "
+      "WHERE run_id=?1 ORDER BY seq";
   std::vector<NodeRunRow> out;
   std::string err;
   Stmt st(db_, sql, &err);
@@ -605,6 +773,7 @@ std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
     r.error_message = col_text(st.get(), 10);
     r.traceback = col_text(st.get(), 11);
     r.retryable = sqlite3_column_int(st.get(), 12) != 0;
+    r.run_attempt = sqlite3_column_int(st.get(), 13);
     out.push_back(std::move(r));
   }
   return out;

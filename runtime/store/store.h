@@ -33,6 +33,8 @@ struct RunRow {
   int64_t created_at = 0, started_at = 0, finished_at = 0;
   std::string parent_run, idempotency_key;
   int64_t owner_pid = 0;
+  int64_t cancel_requested_at = 0;
+  std::string cancel_reason;
 };
 
 struct NodeRunRow {
@@ -42,6 +44,13 @@ struct NodeRunRow {
   int64_t started_at = 0, finished_at = 0, duration_ms = 0;
   std::string output, error_type, error_message, traceback;
   bool retryable = false;
+  int run_attempt = 1;  // which attempt of the whole run (orchrun retry starts the next)
+};
+
+struct ApprovalRow {
+  std::string run_id, node_id, status, message, approvers, on_timeout;
+  int64_t requested_at = 0, timeout_at = 0, decided_at = 0;
+  std::string decided_by, comment;
 };
 
 struct RunFilter {
@@ -104,7 +113,7 @@ class Store {
                   const std::string& error_node, bool retryable, int64_t finished_at);
 
   void insert_node_attempt(const std::string& run_id, const std::string& node_id, int attempt,
-                           const std::string& kind, int64_t started_at);
+                           const std::string& kind, int64_t started_at, int run_attempt = 1);
   void finish_node_attempt(const NodeRunRow& r);
   // A node that never ran (skipped by skip_if or by an untaken branch is not recorded; a
   // skip_if skip is): one row with status 'skipped'.
@@ -125,6 +134,27 @@ class Store {
   std::vector<RunRow> unfinished_runs();
   std::optional<RunRow> find_by_idempotency_key(const std::string& pipeline,
                                                 const std::string& key);
+
+  // --- Run control ---
+  // Asks the process that owns the run to cancel it (it polls for requests).
+  bool request_cancel(const std::string& run_id, const std::string& reason, int64_t now);
+  // Runs owned by `pid` with a pending cancel request: (run id, reason).
+  std::vector<std::pair<std::string, std::string>> cancel_requests(int64_t pid);
+  // Cancels a run whose process is gone (or that waits for a person): its in-flight attempts
+  // and the run are recorded as cancelled, with a run.cancelled event. Committed at once.
+  bool cancel_orphan_run(const RunRow& run, const std::string& reason, int64_t now);
+  // Starts the next attempt of a finished run (orchrun retry): attempts+1, status running,
+  // error cleared, owner set. Only from 'failed' or 'cancelled'.
+  bool begin_run_attempt(const std::string& run_id, int64_t owner, int64_t now);
+
+  // --- Approvals ---
+  void insert_approval(const ApprovalRow& a);
+  std::optional<ApprovalRow> approval(const std::string& run_id, const std::string& node_id);
+  std::vector<ApprovalRow> approvals(const std::string& run_id);
+  // Records a decision on a waiting gate. False (and nothing written) if it is not waiting.
+  bool decide_approval(const std::string& run_id, const std::string& node_id,
+                       const std::string& status, const std::string& by,
+                       const std::string& comment, int64_t now);
 
   // Reads (used by the CLI and tests).
   std::vector<RunRow> list_runs(const RunFilter& f);
