@@ -17,6 +17,7 @@ const char* step_kind_name(StepKind k) {
     case StepKind::Parallel: return "parallel";
     case StepKind::When: return "when";
     case StepKind::Switch: return "switch";
+    case StepKind::Approve: return "approve";
   }
   return "?";
 }
@@ -387,7 +388,7 @@ class Compiler {
                              ? "; wrap a list of steps in o.seq { ... }"
                              : lua_isnil(L_, v) ? " (is a variable undefined?)" : "";
       error(parent_line, where + ": expected a step (o.node, o.seq, o.parallel, o.when, "
-                                 "o.switch), got " + describe_value(v) + hint);
+                                 "o.switch, o.approve), got " + describe_value(v) + hint);
       return nullptr;
     }
     int line = line_of(v, parent_line);
@@ -420,6 +421,9 @@ class Compiler {
     } else if (kind == "switch") {
       s->kind = StepKind::Switch;
       compile_switch(v, line, prefix, s.get());
+    } else if (kind == "approve") {
+      s->kind = StepKind::Approve;
+      compile_approve(v, line, prefix, s.get());
     } else {
       error(line, where + ": unknown step kind '" + kind + "'");
       return nullptr;
@@ -591,6 +595,66 @@ class Compiler {
       }
       lua_pop(L_, 1);
     }
+  }
+
+  void compile_approve(int v, int line, const std::string& prefix, Step* s) {
+    lua_getfield(L_, v, "id");
+    if (check_id(lua_gettop(L_), line, "approve", &s->id)) s->path = prefix + s->id;
+    lua_pop(L_, 1);
+    std::string what = "approve '" + s->id + "'";
+    lua_getfield(L_, v, "opts");
+    int o = lua_gettop(L_);
+    if (lua_isnil(L_, o)) {
+      lua_pop(L_, 1);
+      return;
+    }
+    if (!lua_istable(L_, o)) {
+      error(line, what + ": options must be a table {message=, approvers=, timeout=, on_timeout=}");
+      lua_pop(L_, 1);
+      return;
+    }
+    check_keys(o, {"message", "approvers", "timeout", "on_timeout", "description"}, line, what);
+    lua_getfield(L_, o, "message");
+    if (lua_type(L_, -1) == LUA_TSTRING)
+      s->message = lua_tostring(L_, -1);
+    else if (!lua_isnil(L_, -1))
+      error(line, what + ": message must be a string");
+    lua_pop(L_, 1);
+    lua_getfield(L_, o, "approvers");
+    if (lua_istable(L_, -1)) {
+      int n = static_cast<int>(lua_objlen(L_, -1));
+      for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L_, -1, i);
+        if (lua_type(L_, -1) == LUA_TSTRING)
+          s->approvers.emplace_back(lua_tostring(L_, -1));
+        else
+          error(line, what + ": approvers must be a list of names");
+        lua_pop(L_, 1);
+      }
+      if (n == 0) error(line, what + ": approvers is empty; leave it out to let anyone approve");
+    } else if (!lua_isnil(L_, -1)) {
+      error(line, what + ": approvers must be a list of names, e.g. { \"alice\", \"bob\" }");
+    }
+    lua_pop(L_, 1);
+    lua_getfield(L_, o, "timeout");
+    if (!lua_isnil(L_, -1)) {
+      if (read_duration(-1, line, what + " timeout", &s->timeout_ms) && s->timeout_ms == 0)
+        error(line, what + ": timeout must be greater than zero");
+    }
+    lua_pop(L_, 1);
+    lua_getfield(L_, o, "on_timeout");
+    if (lua_type(L_, -1) == LUA_TSTRING) {
+      std::string t = lua_tostring(L_, -1);
+      if (t == "approve")
+        s->approve_on_timeout = true;
+      else if (t != "reject")
+        error(line, what + ": on_timeout must be \"reject\" or \"approve\", got '" + t + "'");
+    } else if (!lua_isnil(L_, -1)) {
+      error(line, what + ": on_timeout must be \"reject\" or \"approve\"");
+    }
+    lua_pop(L_, 1);
+    s->description = str_field(o, "description");
+    lua_pop(L_, 1);
   }
 
   void compile_switch(int v, int line, const std::string& prefix, Step* s) {

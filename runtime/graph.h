@@ -12,7 +12,7 @@
 
 namespace orch {
 
-enum class StepKind { Node, Seq, Parallel, When, Switch };
+enum class StepKind { Node, Seq, Parallel, When, Switch, Approve };
 const char* step_kind_name(StepKind k);
 
 struct RetryPolicy {
@@ -51,6 +51,11 @@ struct Step {
   // Parallel: join = 0 means all; -1 any; n > 0 means n branches.
   int join = 0;
   int max_concurrency = 0;  // 0 = unlimited
+
+  // Approve
+  std::string message;
+  std::vector<std::string> approvers;  // empty: anyone
+  bool approve_on_timeout = false;     // on_timeout = "approve" (default "reject")
 
   // When / Switch
   LuaRef cond;  // when: condition; switch: selector

@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "bindings/convert.h"
 #include "runtime/drivers/timer.h"
 #include "runtime/exec/exec.h"
@@ -27,8 +29,39 @@ Scheduler::Scheduler(Loop* loop, Store* store)
   control_timer_->unref();
 }
 
+void Scheduler::remove_gate(Gate* g) {
+  gates_.erase(std::remove(gates_.begin(), gates_.end(), g), gates_.end());
+}
+
+void Scheduler::park_waiting() {
+  std::vector<Run*> parked;
+  for (auto& [id, r] : runs_)
+    if (!r->finished && r->waiting_gates > 0) parked.push_back(r.get());
+  for (Run* r : parked) {
+    int64_t now = wall_ms();
+    RunSummary sum = r->summary;
+    for (Gate* g : gates_)
+      if (g->gate_run() == r) sum.waiting_gates.push_back(g->gate_node());
+    json gates = sum.waiting_gates;
+    store_->set_run_status(r->id, "awaiting_approval", now);
+    emit(r, "run.awaiting_approval", "", 0, dump_json(json{{"gates", gates}}));
+    r->finished = true;
+    sum.status = "awaiting_approval";
+    sum.duration_ms = now - r->started_ms;
+    auto it = runs_.find(r->id);
+    finished_runs_.push_back(std::move(it->second));
+    runs_.erase(it);
+    if (on_run_finished) on_run_finished(sum);
+  }
+  store_->commit();
+  finished_runs_.clear();
+}
+
 void Scheduler::poll_control() {
   if (runs_.empty()) return;
+  std::vector<Gate*> gates = gates_;
+  for (Gate* g : gates)
+    if (std::find(gates_.begin(), gates_.end(), g) != gates_.end()) g->poll();
   for (auto& [id, reason] : store_->cancel_requests(getpid())) {
     auto it = runs_.find(id);
     if (it != runs_.end() && !it->second->finished) cancel_run(id, reason);

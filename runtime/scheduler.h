@@ -41,10 +41,20 @@ struct RunSummary {
   int nodes_succeeded = 0, nodes_failed = 0, nodes_skipped = 0, nodes_cancelled = 0;
   int attempts = 0;  // node attempts, all nodes
   int nodes_reused = 0;  // resumed runs: nodes whose stored success was reused
+  std::vector<std::string> waiting_gates;  // awaiting_approval: the gates waiting
 };
 
 class Run;
 class Exec;
+
+// An approval gate waiting for a decision (runtime/exec/approve_exec.cc).
+class Gate {
+ public:
+  virtual ~Gate() = default;
+  virtual void poll() = 0;  // reads the store; applies a decision made meanwhile
+  virtual Run* gate_run() const = 0;
+  virtual const std::string& gate_node() const = 0;
+};
 
 class Scheduler : public TaskHost {
  public:
@@ -71,6 +81,10 @@ class Scheduler : public TaskHost {
   // unfinished nodes are recorded as cancelled.
   void cancel_run(const std::string& run_id, const std::string& reason);
   void cancel_all(const std::string& reason);
+  // When the loop has nothing left to do but runs wait at approval gates: records those runs
+  // as awaiting_approval (reported through on_run_finished with that status) and lets them go.
+  // They continue with `orchrun resume` once someone has decided.
+  void park_waiting();
   size_t active_runs() const { return runs_.size(); }
   // Set when the store failed; the scheduler has then stopped every run.
   const std::string& fatal_error() const { return fatal_; }
@@ -94,6 +108,8 @@ class Scheduler : public TaskHost {
   void run_task(Task* t, int nargs);
   double random_unit();
   void run_finished(Run* run);
+  void add_gate(Gate* g) { gates_.push_back(g); }
+  void remove_gate(Gate* g);
 
  private:
   void pump();
@@ -109,6 +125,7 @@ class Scheduler : public TaskHost {
   std::vector<std::unique_ptr<Run>> finished_runs_;  // freed at the end of the pump
   std::vector<std::function<void()>> queue_;
   std::unordered_map<uint64_t, Task*> tasks_;
+  std::vector<Gate*> gates_;
   uint64_t next_task_id_ = 1;
   uv_check_t* check_;
   uv_idle_t* idle_;

@@ -46,7 +46,8 @@ Args parse_args(int argc, char** argv) {
     }
   }
   static const std::vector<std::string> kCommands = {
-      "run", "validate", "runs", "inspect", "graph", "resume", "cancel", "retry"};
+      "run", "validate", "runs", "inspect", "graph", "resume", "cancel", "retry", "approve",
+      "reject"};
   if (!a.positional.empty()) {
     for (const auto& c : kCommands)
       if (a.positional[0] == c) a.command = c;
@@ -62,6 +63,8 @@ Args parse_args(int argc, char** argv) {
       {"resume", {"--all", "--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
       {"retry", {"--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
       {"cancel", {"--db", "--reason"}},
+      {"approve", {"--db", "--as", "--comment"}},
+      {"reject", {"--db", "--as", "--comment"}},
       {"validate", {"--json", "--allow"}},
       {"graph", {"--format", "--allow"}},
       {"runs", {"--db", "--json", "--status", "--pipeline", "--since", "--limit"}},

@@ -23,6 +23,9 @@ Usage:
                                      cancel a run, also one owned by another orchrun process
   orchrun retry RUN_ID               continue a failed or cancelled run from its failed nodes,
                                      reusing what succeeded, as the run's next attempt
+  orchrun approve RUN_ID NODE --as NAME [--comment TEXT]
+  orchrun reject  RUN_ID NODE --as NAME [--comment TEXT]
+                                     decide an approval gate (o.approve); then orchrun resume
   orchrun validate FILE...           load and check pipelines without running them
   orchrun graph FILE [--format mermaid|dot]
                                      print the pipeline's graph
@@ -42,7 +45,8 @@ Options:
   --quiet          no live view, and no summary unless the run fails (then on stderr)
 
 Exit codes: 0 succeeded, 1 run failed, 2 usage error, invalid pipeline or unknown run,
-            3 store or internal error, 130/143 interrupted by SIGINT/SIGTERM.
+            3 store or internal error, 4 stopped at an approval gate (awaiting approval),
+            130/143 interrupted by SIGINT/SIGTERM.
 )";
 
 
@@ -85,6 +89,7 @@ int dispatch(int argc, char** argv) {
   if (a.command == "resume") return cmd_resume(a);
   if (a.command == "cancel") return cmd_cancel(a);
   if (a.command == "retry") return cmd_retry(a);
+  if (a.command == "approve" || a.command == "reject") return cmd_decide(a);
   if (a.command == "validate") return cmd_validate(a);
   if (a.command == "graph") return cmd_graph(a);
   if (a.command == "runs") return cmd_runs(a);

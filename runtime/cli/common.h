@@ -13,7 +13,8 @@
 
 namespace orch::cli {
 
-constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitInternal = 3;
+constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitInternal = 3,
+              kExitAwaitingApproval = 4;
 
 struct Args {
   std::string command;                 // run | resume | validate | runs | inspect | graph
@@ -39,6 +40,7 @@ int cmd_run(const Args& a);
 int cmd_resume(const Args& a);
 int cmd_cancel(const Args& a);
 int cmd_retry(const Args& a);
+int cmd_decide(const Args& a);  // approve | reject
 // Is `pid` a live orchrun process (so that its runs must not be taken over)?
 bool owner_alive(int64_t pid);
 int cmd_validate(const Args& a);

@@ -84,6 +84,13 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
     return r;
   };
   switch (s->kind) {
+    case StepKind::Approve: {
+      std::string id = nid(s->path);
+      *out += "  " + id + "[/\"approve: " + s->id + "\"/]\n";
+      *entry = {id};
+      *exit = {id};
+      return;
+    }
     case StepKind::Node: {
       std::string id = nid(s->path);
       *out += "  " + id + "[\"" + s->id + "\"]\n";

@@ -164,6 +164,20 @@ int cmd_inspect(const Args& a) {
       evs.push_back(x);
     }
     j["events"] = evs;
+    json aps = json::array();
+    for (auto& ap : store->approvals(run->id)) {
+      json x{{"node", ap.node_id}, {"status", ap.status}, {"message", ap.message},
+             {"requested_at", iso8601_ms(ap.requested_at)}};
+      if (!ap.approvers.empty()) x["approvers"] = parse_json(ap.approvers, nullptr);
+      if (ap.timeout_at) x["timeout_at"] = iso8601_ms(ap.timeout_at);
+      if (ap.decided_at) {
+        x["decided_by"] = ap.decided_by;
+        x["decided_at"] = iso8601_ms(ap.decided_at);
+        x["comment"] = ap.comment;
+      }
+      aps.push_back(x);
+    }
+    j["approvals"] = aps;
     printf("%s\n", dump_json(j, 2).c_str());
     return kExitOk;
   }
@@ -218,6 +232,19 @@ int cmd_inspect(const Args& a) {
     std::stringstream ss(n.traceback);
     std::string line;
     while (std::getline(ss, line)) printf("    %s\n", st.dim(line).c_str());
+  }
+  auto aps = store->approvals(run->id);
+  if (!aps.empty()) {
+    printf("\n%s\n", st.bold("approvals").c_str());
+    for (auto& ap : aps) {
+      std::string who = ap.decided_at ? ap.status + " by " + ap.decided_by + " at " +
+                                            local_time(ap.decided_at) +
+                                            (ap.comment.empty() ? "" : " — " + ap.comment)
+                                      : "waiting since " + local_time(ap.requested_at) +
+                                            (ap.approvers.empty() ? "" : " for " + ap.approvers);
+      printf("  %-24s %s\n", ap.node_id.c_str(), who.c_str());
+      if (!ap.message.empty()) printf("  %-24s %s\n", "", st.dim(ap.message).c_str());
+    }
   }
   bool logs = false;
   for (auto& e : events) {

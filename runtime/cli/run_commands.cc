@@ -36,6 +36,21 @@ void print_summary(FILE* human, const RunSummary& summary, const Args& a) {
   if (summary.nodes_skipped) counts += ", " + std::to_string(summary.nodes_skipped) + " skipped";
   if (summary.nodes_cancelled)
     counts += ", " + std::to_string(summary.nodes_cancelled) + " cancelled";
+  if (summary.status == "awaiting_approval") {
+    fprintf(human, "%s after %s  (%s v%d; run %s)\n", st.yellow("⏸ awaiting approval").c_str(),
+            format_duration_ms(summary.duration_ms).c_str(), summary.pipeline.c_str(),
+            summary.version, summary.run_id.c_str());
+    for (const auto& g : summary.waiting_gates) {
+      fprintf(human, "  gate %s is waiting. To decide:\n", g.c_str());
+      fprintf(human, "    orchrun approve %s %s --as NAME [--comment TEXT]%s\n",
+              summary.run_id.c_str(), g.c_str(), db_hint(a).c_str());
+      fprintf(human, "    orchrun reject  %s %s --as NAME [--comment TEXT]%s\n",
+              summary.run_id.c_str(), g.c_str(), db_hint(a).c_str());
+    }
+    fprintf(human, "  then continue the run: orchrun resume %s%s\n", summary.run_id.c_str(),
+            db_hint(a).c_str());
+    return;
+  }
   std::string head = summary.status == "succeeded" ? st.green("✓ succeeded")
                      : summary.status == "failed"  ? st.red("✗ failed")
                                                    : st.yellow("⊘ " + summary.status);
@@ -101,6 +116,8 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
 
   int started = start(sched);
   if (started > 0) loop.run();
+  // Nothing left to do but runs waiting for a person: they stop here, awaiting approval.
+  if (sched.fatal_error().empty()) sched.park_waiting();
   // Whatever is still active (a store failure stopped the loop) is cancelled while the view
   // still listens; then the view goes.
   sched.cancel_all("shutdown");
@@ -112,7 +129,12 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
   } else if (started > 0) {
     bool quiet = a.has("--quiet");
     bool all_ok = static_cast<int>(done.size()) == started;
-    for (auto& sm : done) all_ok = all_ok && sm.status == "succeeded";
+    bool any_waiting = false, any_failed = false;
+    for (auto& sm : done) {
+      any_waiting = any_waiting || sm.status == "awaiting_approval";
+      any_failed = any_failed || (sm.status != "succeeded" && sm.status != "awaiting_approval");
+    }
+    all_ok = all_ok && !any_waiting && !any_failed;
     for (auto& sm : done) {
       if (json_out) continue;
       if (quiet && sm.status == "succeeded") continue;
@@ -128,7 +150,11 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
       }
     }
     // Interrupted: 128 + the signal, as shells report it (130 for SIGINT, 143 for SIGTERM).
-    exit_code = all_ok ? kExitOk : intr.count() > 0 ? 128 + intr.signo() : kExitFailed;
+    exit_code = all_ok                  ? kExitOk
+                : intr.count() > 0      ? 128 + intr.signo()
+                : any_failed            ? kExitFailed
+                : any_waiting           ? kExitAwaitingApproval
+                                        : kExitFailed;
   } else {
     exit_code = started < 0 ? -started : kExitOk;
   }
@@ -289,8 +315,19 @@ int cmd_resume(const Args& a) {
   }
   std::vector<RunRow> candidates;
   if (all) {
-    for (auto& r : store->unfinished_runs())
-      if (!owner_alive(r.owner_pid)) candidates.push_back(r);
+    int64_t now = wall_ms();
+    for (auto& r : store->unfinished_runs()) {
+      if (owner_alive(r.owner_pid)) continue;
+      if (r.status == "awaiting_approval") {
+        // Only once someone decided (or a gate's timeout passed): otherwise it would just
+        // stop at the same gate again.
+        bool ready = false;
+        for (auto& ap : store->approvals(r.id))
+          ready = ready || ap.status != "waiting" || (ap.timeout_at && ap.timeout_at <= now);
+        if (!ready) continue;
+      }
+      candidates.push_back(r);
+    }
     if (candidates.empty()) {
       printf("nothing to resume in %s\n", store->path().c_str());
       return kExitOk;
@@ -301,7 +338,7 @@ int cmd_resume(const Args& a) {
       fprintf(stderr, "orchrun: %s\n", err.c_str());
       return kExitUsage;
     }
-    if (r->status != "running" && r->status != "queued") {
+    if (r->status != "running" && r->status != "queued" && r->status != "awaiting_approval") {
       fprintf(stderr, "orchrun: run %s is %s; only unfinished runs can be resumed%s\n",
               r->id.c_str(), r->status.c_str(),
               r->status == "failed" ? " (a failed run is retried, not resumed)" : "");
@@ -470,6 +507,93 @@ int cmd_retry(const Args& a) {
     fprintf(stderr, "orchrun: %s\n", err.c_str());
     return -kExitInternal;
   });
+}
+
+// --- approve and reject -------------------------------------------------------------------
+
+int cmd_decide(const Args& a) {
+  bool approve = a.command == "approve";
+  if (a.positional.size() != 2) {
+    fprintf(stderr, "usage: orchrun %s RUN_ID NODE --as NAME [--comment TEXT]\n",
+            a.command.c_str());
+    return kExitUsage;
+  }
+  std::string who = a.get("--as");
+  if (who.empty()) {
+    if (const char* u = getenv("USER")) who = u;
+  }
+  if (who.empty()) {
+    fprintf(stderr, "orchrun: say who decides: --as NAME\n");
+    return kExitUsage;
+  }
+  std::string err;
+  auto store = open_store(a, false, &err);
+  if (!store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  auto run = store->find_run(a.positional[0], &err);
+  if (!run) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  const std::string& node = a.positional[1];
+  auto gate = store->approval(run->id, node);
+  if (!gate) {
+    std::string waiting;
+    for (auto& g : store->approvals(run->id))
+      if (g.status == "waiting") waiting += (waiting.empty() ? "" : ", ") + g.node_id;
+    fprintf(stderr, "orchrun: run %s has no approval gate '%s' waiting%s\n", run->id.c_str(),
+            node.c_str(), waiting.empty() ? "" : (" (waiting: " + waiting + ")").c_str());
+    return kExitUsage;
+  }
+  if (gate->status != "waiting") {
+    fprintf(stderr, "orchrun: gate '%s' of run %s was already decided: %s by %s at %s\n",
+            node.c_str(), run->id.c_str(), gate->status.c_str(), gate->decided_by.c_str(),
+            local_time(gate->decided_at).c_str());
+    return kExitUsage;
+  }
+  if (run->status != "awaiting_approval" && run->status != "running") {
+    fprintf(stderr, "orchrun: run %s is %s; its gates can no longer be decided\n",
+            run->id.c_str(), run->status.c_str());
+    return kExitUsage;
+  }
+  if (!gate->approvers.empty()) {
+    json list = parse_json(gate->approvers, nullptr);
+    bool allowed = false;
+    if (list.is_array())
+      for (auto& n : list) allowed = allowed || (n.is_string() && n.get<std::string>() == who);
+    if (!allowed) {
+      fprintf(stderr, "orchrun: %s is not among the approvers of gate '%s' (%s)\n", who.c_str(),
+              node.c_str(), gate->approvers.c_str());
+      return kExitUsage;
+    }
+  }
+  int64_t now = wall_ms();
+  std::string comment = a.get("--comment");
+  if (!store->decide_approval(run->id, node, approve ? "approved" : "rejected", who, comment, now)) {
+    fprintf(stderr, "orchrun: gate '%s' was decided by someone else meanwhile\n", node.c_str());
+    return kExitUsage;
+  }
+  Event e;
+  e.ts = now;
+  e.kind = "approval.decided";
+  e.run_id = run->id;
+  e.trace_id = run->trace_id;
+  e.pipeline = run->pipeline;
+  e.version = run->version;
+  e.node = node;
+  e.data = dump_json(json{{"decision", approve ? "approved" : "rejected"}, {"by", who},
+                          {"comment", comment}});
+  store->insert_event(e);
+  store->commit();
+  printf("%s gate '%s' of run %s as %s\n", approve ? "approved" : "rejected", node.c_str(),
+         run->id.c_str(), who.c_str());
+  if (run->status == "running" && owner_alive(run->owner_pid))
+    printf("the process running it (%lld) continues it\n", static_cast<long long>(run->owner_pid));
+  else
+    printf("continue the run with: orchrun resume %s%s\n", run->id.c_str(), db_hint(a).c_str());
+  return kExitOk;
 }
 
 }  // namespace orch::cli

@@ -90,6 +90,7 @@ std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent
     case StepKind::Parallel: return make_parallel_exec(s, run, step, parent);
     case StepKind::When:
     case StepKind::Switch: return make_branch_exec(s, run, step, parent);
+    case StepKind::Approve: return make_approve_exec(s, run, step, parent);
   }
   return nullptr;
 }

@@ -57,6 +57,7 @@ class Run {
   std::string cancel_reason;
   RunSummary summary;
   int run_attempt = 1;  // 1, then 2, 3... for each `orchrun retry`
+  int waiting_gates = 0;  // approval gates waiting for a person
   // Resumed runs: what the store already says about each node (attempt rows, in order).
   std::unordered_map<std::string, std::vector<NodeRunRow>> history;
   const std::vector<NodeRunRow>* history_of(const std::string& path) const {
@@ -64,6 +65,8 @@ class Run {
     return it == history.end() ? nullptr : &it->second;
   }
   lua_State* L() const { return p->engine->L(); }
+  // The exec tree goes first: its steps still look at the run while they are destroyed.
+  ~Run() { root.reset(); }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -194,5 +197,6 @@ std::unique_ptr<Exec> make_node_exec(Scheduler* s, Run* run, Step* step, Exec* p
 std::unique_ptr<Exec> make_seq_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
 std::unique_ptr<Exec> make_parallel_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
 std::unique_ptr<Exec> make_branch_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
+std::unique_ptr<Exec> make_approve_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
 
 }  // namespace orch

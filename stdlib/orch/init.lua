@@ -88,6 +88,16 @@ function M.switch(id, selector, cases)
   return s
 end
 
+--- o.approve("id", { message = "...", approvers = { "alice", "bob" }, timeout = "4h",
+---                    on_timeout = "reject" | "approve" })
+--- A human gate: the run waits (status awaiting_approval) until someone runs
+--- `orchrun approve RUN id --as NAME` or `orchrun reject ...`. Its output when approved is
+--- { approved = true, by = ..., comment = ..., decided_at = ... }; a rejection fails the step.
+function M.approve(id, opts)
+  local s = step("approve", { id = id, opts = opts })
+  return s
+end
+
 -- Triggers: declarations read by `orchrun serve`; a one-shot run ignores them.
 function M.webhook(opts)
   local s = step("trigger", { type = "webhook", opts = opts })
