@@ -295,7 +295,7 @@ return o.pipeline "p" {
   auto d = Harness::diagnose(src);
   INFO(all_of(d));
   REQUIRE(d.size() == 2);
-  CHECK(has_diag(d, 2, "step 2: expected a step (o.node, o.seq, o.parallel, o.when, o.switch), "
+  CHECK(has_diag(d, 2, "step 2: expected a step (o.node, o.seq, o.parallel, o.when, o.switch, o.approve), "
                        "got a plain table; wrap a list of steps in o.seq { ... }"));
   CHECK(has_diag(d, 2, "step 3: expected a step"));
 }
