@@ -311,7 +311,7 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
                     retry ? now : (row.started_at ? row.started_at : row.created_at));
   r->run_attempt = std::max(1, row.attempts);
   for (auto& n : store_->node_runs(row.id)) {
-    r->summary.attempts++;
+    if (n.kind != "decision" && n.status != "skipped") r->summary.attempts++;
     r->history[n.node_id].push_back(std::move(n));
   }
   store_->set_run_status(row.id, "running", now);

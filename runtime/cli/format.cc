@@ -19,7 +19,8 @@ std::string Style::status(const std::string& st) const {
   if (st == "succeeded") return green(st);
   if (st == "failed") return red(st);
   if (st == "cancelled" || st == "skipped") return yellow(st);
-  if (st == "running" || st == "awaiting_approval") return cyan(st);
+  if (st == "running") return cyan(st);
+  if (st == "awaiting_approval") return yellow(st);
   return st;
 }
 
@@ -30,6 +31,7 @@ const char* status_symbol(const std::string& status) {
   if (status == "cancelled") return "⊘";
   if (status == "running") return "●";
   if (status == "retrying") return "↻";
+  if (status == "waiting" || status == "awaiting_approval") return "⏸";
   return "·";
 }
 

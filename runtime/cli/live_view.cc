@@ -92,6 +92,11 @@ void LiveView::on_event(const Event& e) {
                          format_duration_ms(d.value("retry_in_ms", int64_t{0})) + ")"
                    : std::string("failed")) +
             ": [" + d.value("error_type", "error") + "] " + msg;
+  } else if (e.kind == "node.waiting") {
+    l.status = "waiting";
+    l.attempt = e.attempt;
+    l.note = "waiting for approval" + (d.value("message", "").empty() ? std::string() : ": " + d.value("message", ""));
+    plain = l.note;
   } else if (e.kind == "node.reused") {
     l.status = "succeeded";
     l.attempt = e.attempt;

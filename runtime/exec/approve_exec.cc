@@ -35,6 +35,8 @@ class ApproveExec : public Exec, public Gate {
       started_ms_ = now;
       st->insert_node_attempt(run_->id, step_->path, attempt_, "approval", now,
                               run_->run_attempt);
+      s_->emit(run_, "node.started", step_->path, attempt_, R"({"kind":"approval"})");
+      run_->summary.attempts++;
       json d{{"message", step_->message}, {"approvers", approvers}};
       if (row.timeout_at) d["timeout_at"] = iso8601_ms(row.timeout_at);
       s_->emit(run_, "node.waiting", step_->path, attempt_, dump_json(d));
@@ -130,6 +132,8 @@ class ApproveExec : public Exec, public Gate {
       attempt_ = 1;
       s_->store()->insert_node_attempt(run_->id, step_->path, attempt_, "approval", a.requested_at,
                                        run_->run_attempt);
+      s_->emit(run_, "node.started", step_->path, attempt_, R"({"kind":"approval"})");
+      run_->summary.attempts++;
     }
     if (!started_ms_) started_ms_ = a.requested_at;
     bool approved = a.status == "approved" || (a.status == "timed_out" && a.on_timeout == "approve");

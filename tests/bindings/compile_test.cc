@@ -821,3 +821,27 @@ TEST_CASE("compile: a file that loops forever at load time is stopped", "[compil
   CHECK(d[0].line == 2);
   CHECK(d[0].message.find("loading took longer than 200 ms") != std::string::npos);
 }
+
+TEST_CASE("compile: approval gates are validated", "[compile]") {
+  auto d = orch::test::Harness::diagnose(R"(local o = require "orch"
+return o.pipeline "g" {
+  o.approve("a", { message = 42 }),
+  o.approve("b", { approvers = "alice" }),
+  o.approve("c", { timeout = "soon" }),
+  o.approve("d", { on_timeout = "maybe" }),
+  o.approve("e", { approver = { "x" } }),
+  o.approve("f", { approvers = {} }),
+})");
+  std::string all;
+  for (auto& x : d) all += x.str() + "\n";
+  INFO(all);
+  CHECK(all.find("test.lua:3: approve 'a': message must be a string") != std::string::npos);
+  CHECK(all.find("test.lua:4: approve 'b': approvers must be a list of names") != std::string::npos);
+  CHECK(all.find("test.lua:5: approve 'c' timeout: invalid duration 'soon'") != std::string::npos);
+  CHECK(all.find("test.lua:6: approve 'd': on_timeout must be \"reject\" or \"approve\"") != std::string::npos);
+  CHECK(all.find("test.lua:7: approve 'e': unknown option 'approver' (did you mean 'approvers'?)") != std::string::npos);
+  CHECK(all.find("test.lua:8: approve 'f': approvers is empty") != std::string::npos);
+  auto ok = orch::test::Harness::diagnose(R"(local o = require "orch"
+return o.pipeline "g" { o.approve("go", { message = "ok?", approvers = { "a" }, timeout = "1h" }) })");
+  CHECK(ok.empty());
+}

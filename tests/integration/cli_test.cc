@@ -174,7 +174,19 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
       input = R"({"report":")" + report + R"(","fail_on":"never"})";
       cwd = tmp.path();
     }
-    json sum = run_json(file, db, input, cwd);
+    bool gated = contains(read_file(file), "o.approve(");
+    json sum = run_json(file, db, input, cwd, gated ? 4 : 0);
+    if (gated) {
+      // It stopped at its gate(s): approve every waiting gate, then resume to the end.
+      CHECK(sum.at("status") == "awaiting_approval");
+      std::string rid = sum.at("run_id").get<std::string>();
+      for (auto& g : query(db, "select node_id from approvals where status='waiting' and run_id=" + q(rid)))
+        REQUIRE(orchrun({"approve", rid, g[0], "--as", "ci"}, db).exit_code == 0);
+      auto r = orchrun({"resume", rid, "--json"}, db, {}, cwd);
+      INFO(r.out << r.err);
+      REQUIRE(r.exit_code == 0);
+      sum = parse_or_fail(r.out).at(0);
+    }
     std::string id = sum.at("run_id").get<std::string>();
     std::string trace = sum.at("trace_id").get<std::string>();
     CHECK(sum.at("status") == "succeeded");
