@@ -133,7 +133,11 @@ std::vector<std::vector<std::string>> query(const std::string& db, const std::st
   sqlite3_busy_timeout(h, 5000);
   sqlite3_stmt* st = nullptr;
   INFO(sql);
-  REQUIRE(sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
+    std::string err = sqlite3_errmsg(h);
+    sqlite3_close(h);
+    FAIL("query failed: " << err);
+  }
   std::vector<std::vector<std::string>> rows;
   while (sqlite3_step(st) == SQLITE_ROW) {
     std::vector<std::string> row;
@@ -146,6 +150,21 @@ std::vector<std::vector<std::string>> query(const std::string& db, const std::st
   sqlite3_finalize(st);
   sqlite3_close(h);
   return rows;
+}
+
+int64_t poll_int(const std::string& db, const std::string& sql, int64_t fallback) {
+  sqlite3* h = nullptr;
+  int64_t v = fallback;
+  if (sqlite3_open_v2(db.c_str(), &h, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK) {
+    sqlite3_busy_timeout(h, 1000);
+    sqlite3_stmt* st = nullptr;
+    if (sqlite3_prepare_v2(h, sql.c_str(), -1, &st, nullptr) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+      v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+  }
+  sqlite3_close(h);
+  return v;
 }
 
 int64_t query_int(const std::string& db, const std::string& sql) {

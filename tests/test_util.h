@@ -47,6 +47,9 @@ std::string source_dir();
 // Query a database file with a separate connection. Values come back as text ("" for NULL).
 std::vector<std::vector<std::string>> query(const std::string& db, const std::string& sql);
 int64_t query_int(const std::string& db, const std::string& sql);
+// For polling another process's database: never fails; `fallback` while the file or its
+// tables do not exist yet.
+int64_t poll_int(const std::string& db, const std::string& sql, int64_t fallback = -1);
 std::string query_str(const std::string& db, const std::string& sql);
 
 // Collects every event the scheduler emits.

@@ -99,7 +99,7 @@ TEST_CASE("runs killed with SIGKILL at random moments resume and finish exactly 
   // 2. Resume, and kill the resuming process at random moments too.
   int rounds = 0;
   for (; rounds < 8; rounds++) {
-    if (query_int(db, "select count(*) from runs where status='running'") == 0) break;
+    if (poll_int(db, "select count(*) from runs where status='running'", 1) == 0) break;
     pid_t p = spawn_quiet({orchrun_bin(), "resume", "--all", "--db", db, "--quiet"});
     kill_after(p, pick(20, 250));
   }
@@ -201,7 +201,7 @@ TEST_CASE("a run owned by a live process is not taken over", "[crash]") {
   std::string id;
   for (int i = 0; i < 100 && id.empty(); i++) {
     usleep(50000);
-    if (access(db.c_str(), F_OK) == 0) id = query_str(db, "select id from runs");
+    if (poll_int(db, "select count(*) from runs") > 0) id = query_str(db, "select id from runs");
   }
   REQUIRE(!id.empty());
   auto r = orchrun({"resume", id}, db);

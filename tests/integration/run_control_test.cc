@@ -144,8 +144,7 @@ TEST_CASE("orchrun cancel stops a run owned by another process", "[control]") {
   std::string id;
   for (int i = 0; i < 100 && id.empty(); i++) {
     usleep(50000);
-    if (access(db.c_str(), F_OK) == 0 &&
-        query_int(db, "select count(*) from node_runs where status='running'") > 0)
+    if (poll_int(db, "select count(*) from node_runs where status='running'") > 0)
       id = query_str(db, "select id from runs");
   }
   REQUIRE(!id.empty());
@@ -168,9 +167,7 @@ TEST_CASE("orchrun cancel records an orphaned run as cancelled", "[control]") {
   pid_t owner = spawn_quiet({orchrun_bin(), file, "--db", db});
   for (int i = 0; i < 100; i++) {
     usleep(50000);
-    if (access(db.c_str(), F_OK) == 0 &&
-        query_int(db, "select count(*) from node_runs where status='running'") > 0)
-      break;
+    if (poll_int(db, "select count(*) from node_runs where status='running'") > 0) break;
   }
   kill(owner, SIGKILL);
   waitpid(owner, nullptr, 0);
