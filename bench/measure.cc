@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
     int status;
     struct rusage ru {};
     wait4(pid, &status, 0, &ru);
-    wall.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    wall.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     rss.push_back(ru.ru_maxrss);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       fprintf(stderr, "measure: command failed (status %d)\n", status);
@@ -40,8 +41,9 @@ int main(int argc, char** argv) {
   }
   std::sort(wall.begin(), wall.end());
   std::sort(rss.begin(), rss.end());
-  printf("{\"runs\":%d,\"wall_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
-         "\"rss_kb\":{\"median\":%ld,\"min\":%ld,\"max\":%ld}}\n",
-         n, wall[n / 2], wall.front(), wall.back(), rss[n / 2], rss.front(), rss.back());
+  printf(
+      "{\"runs\":%d,\"wall_ms\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
+      "\"rss_kb\":{\"median\":%ld,\"min\":%ld,\"max\":%ld}}\n",
+      n, wall[n / 2], wall.front(), wall.back(), rss[n / 2], rss.front(), rss.back());
   return 0;
 }

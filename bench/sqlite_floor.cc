@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     store->commit();
   }
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  printf("{\"nodes\":%d,\"seconds\":%.3f,\"nodes_per_s\":%.0f,\"us_per_node\":%.2f}\n", n, s,
-         n / s, s * 1e6 / n);
+  printf("{\"nodes\":%d,\"seconds\":%.3f,\"nodes_per_s\":%.0f,\"us_per_node\":%.2f}\n", n, s, n / s,
+         s * 1e6 / n);
   return store->failed() ? 1 : 0;
 }

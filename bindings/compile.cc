@@ -12,12 +12,18 @@ namespace orch {
 
 const char* step_kind_name(StepKind k) {
   switch (k) {
-    case StepKind::Node: return "node";
-    case StepKind::Seq: return "seq";
-    case StepKind::Parallel: return "parallel";
-    case StepKind::When: return "when";
-    case StepKind::Switch: return "switch";
-    case StepKind::Approve: return "approve";
+    case StepKind::Node:
+      return "node";
+    case StepKind::Seq:
+      return "seq";
+    case StepKind::Parallel:
+      return "parallel";
+    case StepKind::When:
+      return "when";
+    case StepKind::Switch:
+      return "switch";
+    case StepKind::Approve:
+      return "approve";
   }
   return "?";
 }
@@ -156,8 +162,10 @@ class Compiler {
       return;
     }
     if (!lua_istable(L_, idx)) {
-      error(line, what + ": retry must be a number of attempts or a table {max=, backoff=, "
-                         "base=, cap=, jitter=}, got " + std::string(luaL_typename(L_, idx)));
+      error(line, what +
+                      ": retry must be a number of attempts or a table {max=, backoff=, "
+                      "base=, cap=, jitter=}, got " +
+                      std::string(luaL_typename(L_, idx)));
       return;
     }
     check_keys(idx, {"max", "backoff", "base", "cap", "jitter"}, line, what + " retry");
@@ -223,8 +231,9 @@ class Compiler {
   void compile_pipeline_table(int idx) {
     if (kind_of(idx) != "pipeline") {
       if (lua_isnil(L_, idx) || lua_isnone(L_, idx))
-        error(0, "the file does not return a pipeline; end it with: return o.pipeline \"name\" "
-                 "{ ... }");
+        error(0,
+              "the file does not return a pipeline; end it with: return o.pipeline \"name\" "
+              "{ ... }");
       else
         error(0, "the file must return o.pipeline \"name\" { ... }, but it returns " +
                      describe_value(idx));
@@ -274,7 +283,8 @@ class Compiler {
       }
       lua_pop(L_, 1);
       lua_getfield(L_, d, "timeout");
-      if (!lua_isnil(L_, -1)) read_duration(-1, line, what + " defaults.timeout", &default_timeout_);
+      if (!lua_isnil(L_, -1))
+        read_duration(-1, line, what + " defaults.timeout", &default_timeout_);
       lua_pop(L_, 1);
     } else if (!lua_isnil(L_, -1)) {
       error(line, what + ": defaults must be a table {retry=, timeout=}");
@@ -283,10 +293,12 @@ class Compiler {
 
     lua_getfield(L_, idx, "triggers");
     if (kind_of(lua_gettop(L_)) == "trigger")  // would be read as an empty list
-      error(line, what + ": triggers must be a list: triggers = { o." + str_field(-1, "type") +
-                      "... }");
-    else if (lua_istable(L_, -1)) compile_triggers(lua_gettop(L_), line);
-    else if (!lua_isnil(L_, -1)) error(line, what + ": triggers must be a list");
+      error(line,
+            what + ": triggers must be a list: triggers = { o." + str_field(-1, "type") + "... }");
+    else if (lua_istable(L_, -1))
+      compile_triggers(lua_gettop(L_), line);
+    else if (!lua_isnil(L_, -1))
+      error(line, what + ": triggers must be a list");
     lua_pop(L_, 1);
 
     auto root = std::make_unique<Step>();
@@ -368,9 +380,10 @@ class Compiler {
       if (lua_type(L_, -1) == LUA_TNUMBER) keys++;
     }
     if (keys != n)
-      error(line, what + ": the list of steps has a hole (a nil entry, e.g. an undefined "
-                         "variable); " + std::to_string(keys) + " steps found but #steps is " +
-                         std::to_string(n));
+      error(line, what +
+                      ": the list of steps has a hole (a nil entry, e.g. an undefined "
+                      "variable); " +
+                      std::to_string(keys) + " steps found but #steps is " + std::to_string(n));
     for (int i = 1; i <= n; i++) {
       lua_rawgeti(L_, t, i);
       auto child = compile_step(lua_gettop(L_), line, prefix,
@@ -386,9 +399,12 @@ class Compiler {
     if (kind.empty() || kind == "pipeline" || kind == "trigger") {
       std::string hint = lua_istable(L_, v) && kind.empty()
                              ? "; wrap a list of steps in o.seq { ... }"
-                             : lua_isnil(L_, v) ? " (is a variable undefined?)" : "";
-      error(parent_line, where + ": expected a step (o.node, o.seq, o.parallel, o.when, "
-                                 "o.switch, o.approve), got " + describe_value(v) + hint);
+                         : lua_isnil(L_, v) ? " (is a variable undefined?)"
+                                            : "";
+      error(parent_line, where +
+                             ": expected a step (o.node, o.seq, o.parallel, o.when, "
+                             "o.switch, o.approve), got " +
+                             describe_value(v) + hint);
       return nullptr;
     }
     int line = line_of(v, parent_line);
@@ -487,8 +503,8 @@ class Compiler {
     lua_getfield(L_, o, "fallback");
     if (!lua_isnil(L_, -1)) {
       if (lua_type(L_, -1) != LUA_TFUNCTION)
-        error(line, what + ": fallback must be a function(ctx, input, err), got " +
-                        describe_value(-1));
+        error(line,
+              what + ": fallback must be a function(ctx, input, err), got " + describe_value(-1));
       else
         s->fallback = LuaRef::at(L_, -1);
     }
@@ -537,8 +553,8 @@ class Compiler {
         else if (j == "any")
           s->join = -1;
         else
-          error(line, what + ": join must be \"all\", \"any\" or a number of branches, got '" +
-                          j + "'");
+          error(line,
+                what + ": join must be \"all\", \"any\" or a number of branches, got '" + j + "'");
       } else if (lua_type(L_, -1) == LUA_TNUMBER) {
         double j = lua_tonumber(L_, -1);
         if (j < 1 || std::floor(j) != j || (n > 0 && j > n))
@@ -577,8 +593,8 @@ class Compiler {
     lua_pop(L_, 1);
     lua_getfield(L_, v, "cond");
     if (lua_type(L_, -1) != LUA_TFUNCTION && lua_type(L_, -1) != LUA_TBOOLEAN)
-      error(line, what + ": the condition must be a function(ctx, input), got " +
-                      describe_value(-1));
+      error(line,
+            what + ": the condition must be a function(ctx, input), got " + describe_value(-1));
     else
       s->cond = LuaRef::at(L_, -1);
     lua_pop(L_, 1);
@@ -590,8 +606,8 @@ class Compiler {
         error(line, what + ": needs a step to run when the condition holds");
         s->children.push_back(nullptr);
       } else {
-        s->children.push_back(compile_step(lua_gettop(L_), line, s->path + "/",
-                                           what + " " + branch + " branch"));
+        s->children.push_back(
+            compile_step(lua_gettop(L_), line, s->path + "/", what + " " + branch + " branch"));
       }
       lua_pop(L_, 1);
     }
@@ -664,8 +680,10 @@ class Compiler {
     std::string what = "switch '" + s->id + "'";
     lua_getfield(L_, v, "selector");
     if (lua_type(L_, -1) != LUA_TFUNCTION)
-      error(line, what + ": the selector must be a function(ctx, input) returning a case name, "
-                         "got " + describe_value(-1));
+      error(line, what +
+                      ": the selector must be a function(ctx, input) returning a case name, "
+                      "got " +
+                      describe_value(-1));
     else
       s->cond = LuaRef::at(L_, -1);
     lua_pop(L_, 1);

@@ -1,7 +1,6 @@
 // Compiles the table a pipeline file returns into a validated Pipeline graph.
 #pragma once
 #include <lua.hpp>
-
 #include <vector>
 
 #include "runtime/graph.h"

@@ -29,8 +29,9 @@ struct Encoder {
   std::vector<const void*> seen;
 
   bool fail(const std::string& path, const std::string& why) {
-    *err = (path.empty() ? std::string("value") : "value at " + path.substr(path[0] == '.' ? 1 : 0)) +
-           ": " + why;
+    *err =
+        (path.empty() ? std::string("value") : "value at " + path.substr(path[0] == '.' ? 1 : 0)) +
+        ": " + why;
     return false;
   }
 
@@ -147,7 +148,9 @@ void convert_init(lua_State* L) {
   lua_setfield(L, LUA_REGISTRYINDEX, kArrayMtKey);
 }
 
-void push_array_mt(lua_State* L) { lua_getfield(L, LUA_REGISTRYINDEX, kArrayMtKey); }
+void push_array_mt(lua_State* L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, kArrayMtKey);
+}
 
 bool lua_to_json(lua_State* L, int idx, json* out, std::string* err) {
   luaL_checkstack(L, 2 * kMaxJsonDepth + 20, "converting to JSON");

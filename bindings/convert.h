@@ -6,7 +6,6 @@
 // integers. Functions, userdata, threads, NaN/inf and cycles are errors naming the path.
 #pragma once
 #include <lua.hpp>
-
 #include <string>
 
 #include "runtime/json_util.h"

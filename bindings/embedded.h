@@ -6,8 +6,8 @@
 namespace orch {
 
 struct EmbeddedModule {
-  const char* name;      // "orch", "orch.json"
-  const char* path;      // "stdlib/orch/init.lua", used as the chunk name in tracebacks
+  const char* name;  // "orch", "orch.json"
+  const char* path;  // "stdlib/orch/init.lua", used as the chunk name in tracebacks
   std::string_view source;
 };
 

@@ -50,16 +50,19 @@ void deadline_hook(lua_State* L, lua_Debug*) {
   // Loading a pipeline file only builds a graph; a file that keeps computing is a mistake.
   if (e->load_deadline_ns != 0 && uv_hrtime() >= e->load_deadline_ns) {
     push_hook_where(L);
-    lua_pushfstring(L, "loading took longer than %d ms (an endless loop at the top level of the "
-                       "file?)", static_cast<int>(e->options().load_limit_ms));
+    lua_pushfstring(L,
+                    "loading took longer than %d ms (an endless loop at the top level of the "
+                    "file?)",
+                    static_cast<int>(e->options().load_limit_ms));
     lua_concat(L, 2);
     lua_error(L);
   }
   // Conditions (when, switch, skip_if) run synchronously on the loop: they are bounded too.
   if (e->predicate_deadline_ns != 0 && uv_hrtime() >= e->predicate_deadline_ns) {
     push_hook_where(L);
-    lua_pushliteral(L, "timeout: condition ran past its deadline (conditions must be quick "
-                       "and must not wait)");
+    lua_pushliteral(L,
+                    "timeout: condition ran past its deadline (conditions must be quick "
+                    "and must not wait)");
     lua_concat(L, 2);
     lua_error(L);
   }
@@ -165,8 +168,12 @@ LuaEngine::~LuaEngine() {
   if (L_) lua_close(L_);
 }
 
-void LuaEngine::push_orch(lua_State* L) { orch_.push(L); }
-void LuaEngine::push_logger(lua_State* L) { logger_.push(L); }
+void LuaEngine::push_orch(lua_State* L) {
+  orch_.push(L);
+}
+void LuaEngine::push_logger(lua_State* L) {
+  logger_.push(L);
+}
 
 bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::string& source,
                                    std::string* err, std::string* traceback) {
@@ -231,9 +238,11 @@ Task* require_task(lua_State* L, const char* fname) {
   // leave a timer or a process pointing at a task that has moved on.
   if (!lua_isyieldable(L)) {
     push_user_where(L);
-    lua_pushfstring(L, "%s cannot wait here: it was called from inside a C function (a "
-                       "table.sort comparator, a gsub callback, a metamethod...); call it "
-                       "directly in the node body", fname);
+    lua_pushfstring(L,
+                    "%s cannot wait here: it was called from inside a C function (a "
+                    "table.sort comparator, a gsub callback, a metamethod...); call it "
+                    "directly in the node body",
+                    fname);
     lua_concat(L, 2);
     lua_error(L);
     return nullptr;

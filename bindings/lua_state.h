@@ -5,12 +5,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <lua.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
-
-#include <lua.hpp>
 
 #include "bindings/lua_ref.h"
 
@@ -40,9 +39,9 @@ struct Task {
   bool waiting = false;               // yielded from an orchrun async call
   uint64_t deadline_ns = 0;           // uv_hrtime() after which the count hook raises
   bool timed_out = false;
-  std::string node;                   // node path, for messages
+  std::string node;  // node path, for messages
   class LuaEngine* engine = nullptr;
-  void* owner = nullptr;              // the scheduler's TaskOwner
+  void* owner = nullptr;  // the scheduler's TaskOwner
 };
 
 // What bindings need from the scheduler.
@@ -71,8 +70,8 @@ class LuaEngine {
   // Compiles `source` as a pipeline chunk (text only, never bytecode) in the sandbox and runs
   // it. On success the chunk's first result is left on the stack; on failure *err is the Lua
   // message ("file.lua:3: ...") with a traceback when the error happened while running.
-  bool run_pipeline_chunk(const std::string& chunkname, const std::string& source,
-                          std::string* err, std::string* traceback);
+  bool run_pipeline_chunk(const std::string& chunkname, const std::string& source, std::string* err,
+                          std::string* traceback);
   // Pushes the `orch` module table.
   void push_orch(lua_State* L);
   // Pushes the logger object given to node bodies as ctx.log.

@@ -125,9 +125,15 @@ const char* luaL_tolstring_compat(lua_State* L, int idx, size_t* len) {
     lua_replace(L, idx);
   } else if (!lua_isstring(L, idx)) {
     switch (lua_type(L, idx)) {
-      case LUA_TNIL: lua_pushliteral(L, "nil"); break;
-      case LUA_TBOOLEAN: lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false"); break;
-      default: lua_pushfstring(L, "%s: %p", luaL_typename(L, idx), lua_topointer(L, idx)); break;
+      case LUA_TNIL:
+        lua_pushliteral(L, "nil");
+        break;
+      case LUA_TBOOLEAN:
+        lua_pushstring(L, lua_toboolean(L, idx) ? "true" : "false");
+        break;
+      default:
+        lua_pushfstring(L, "%s: %p", luaL_typename(L, idx), lua_topointer(L, idx));
+        break;
     }
     lua_replace(L, idx);
   }
@@ -135,11 +141,13 @@ const char* luaL_tolstring_compat(lua_State* L, int idx, size_t* len) {
 }
 
 int luaopen_orch_core(lua_State* L) {
-  static const luaL_Reg fns[] = {
-      {"sleep", l_sleep},           {"log", l_log},
-      {"json_encode", l_json_encode}, {"json_decode", l_json_decode},
-      {"duration_ms", l_duration_ms}, {"now_ms", l_now_ms},
-      {nullptr, nullptr}};
+  static const luaL_Reg fns[] = {{"sleep", l_sleep},
+                                 {"log", l_log},
+                                 {"json_encode", l_json_encode},
+                                 {"json_decode", l_json_decode},
+                                 {"duration_ms", l_duration_ms},
+                                 {"now_ms", l_now_ms},
+                                 {nullptr, nullptr}};
   lua_newtable(L);
   luaL_register(L, nullptr, fns);
   register_exec(L);

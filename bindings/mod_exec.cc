@@ -22,8 +22,10 @@ bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
     return true;
   }
   if (!lua_istable(L, 1)) {
-    *err = std::string("o.exec expects a command: a table {\"prog\", \"arg\", ...} or a shell "
-                       "string, got ") + luaL_typename(L, 1);
+    *err = std::string(
+               "o.exec expects a command: a table {\"prog\", \"arg\", ...} or a shell "
+               "string, got ") +
+           luaL_typename(L, 1);
     return false;
   }
   int n = static_cast<int>(lua_objlen(L, 1));
@@ -49,8 +51,8 @@ bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
       return false;
     }
     std::string k = lua_tostring(L, -1);
-    static const char* kKnown[] = {"sh", "cwd", "env", "env_clear", "stdin", "timeout",
-                                   "kill_grace", "check", "max_output", nullptr};
+    static const char* kKnown[] = {"sh",      "cwd",        "env",   "env_clear",  "stdin",
+                                   "timeout", "kill_grace", "check", "max_output", nullptr};
     bool ok = false;
     for (const char** p = kKnown; *p; ++p) ok = ok || k == *p;
     if (!ok) {
@@ -75,8 +77,10 @@ bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
     return false;
   }
   lua_getfield(L, 1, "cwd");
-  if (lua_isstring(L, -1)) spec->cwd = lua_tostring(L, -1);
-  else if (!lua_isnil(L, -1)) *err = "o.exec: 'cwd' must be a string";
+  if (lua_isstring(L, -1))
+    spec->cwd = lua_tostring(L, -1);
+  else if (!lua_isnil(L, -1))
+    *err = "o.exec: 'cwd' must be a string";
   lua_pop(L, 1);
   lua_getfield(L, 1, "stdin");
   if (lua_isstring(L, -1)) {
@@ -89,8 +93,10 @@ bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
   }
   lua_pop(L, 1);
   lua_getfield(L, 1, "max_output");
-  if (lua_isnumber(L, -1) && lua_tonumber(L, -1) >= 2) spec->max_capture = lua_tointeger(L, -1);
-  else if (!lua_isnil(L, -1)) *err = "o.exec: 'max_output' must be a number of bytes >= 2";
+  if (lua_isnumber(L, -1) && lua_tonumber(L, -1) >= 2)
+    spec->max_capture = lua_tointeger(L, -1);
+  else if (!lua_isnil(L, -1))
+    *err = "o.exec: 'max_output' must be a number of bytes >= 2";
   lua_pop(L, 1);
   if (!err->empty()) return false;
 
@@ -182,14 +188,15 @@ int l_exec(lua_State* L) {
         lua_pop(L, 1);
       }
       grace = spec.kill_grace_ms;
-      p = Process::spawn(host->loop(), host->processes(), spec,
-                         [t, host](ProcessResult& r) {
-                           t->waiting = false;
-                           t->cancel_hook = nullptr;
-                           push_result(t->co, r);
-                           host->resume(t, 1);
-                         },
-                         &err, &code);
+      p = Process::spawn(
+          host->loop(), host->processes(), spec,
+          [t, host](ProcessResult& r) {
+            t->waiting = false;
+            t->cancel_hook = nullptr;
+            push_result(t->co, r);
+            host->resume(t, 1);
+          },
+          &err, &code);
       if (!p) err = "cannot start '" + spec.argv[0] + "': " + err;
     }
   }

@@ -46,7 +46,8 @@ void do_read(FsJob* j) {
     if (n == 0) break;
     j->data.append(buf, static_cast<size_t>(n));
     if (j->data.size() > j->max_bytes) {
-      j->err = "file " + j->path + " is larger than max_bytes (" + std::to_string(j->max_bytes) + ")";
+      j->err =
+          "file " + j->path + " is larger than max_bytes (" + std::to_string(j->max_bytes) + ")";
       j->code = "EFBIG";
       break;
     }

@@ -1,12 +1,12 @@
 #include "bindings/pipeline_loader.h"
 
 #include <openssl/evp.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
-#include <sys/stat.h>
 
 #include "bindings/compile.h"
 
@@ -54,8 +54,9 @@ std::unique_ptr<Pipeline> load_pipeline_file(const std::string& path, const Load
     return nullptr;
   }
   if (S_ISDIR(st.st_mode)) {
-    diags->push_back({path, 0, "is a directory, not a pipeline file (to host a directory of "
-                               "pipelines, use: orchrun serve DIR)"});
+    diags->push_back({path, 0,
+                      "is a directory, not a pipeline file (to host a directory of "
+                      "pipelines, use: orchrun serve DIR)"});
     return nullptr;
   }
   std::ifstream in(path, std::ios::binary);

@@ -7,15 +7,15 @@
 namespace orch {
 
 struct Event {
-  int64_t ts = 0;         // unix ms
-  std::string kind;       // run.started, node.started, node.succeeded, node.failed, ...
+  int64_t ts = 0;    // unix ms
+  std::string kind;  // run.started, node.started, node.succeeded, node.failed, ...
   std::string run_id;
   std::string trace_id;
   std::string pipeline;
   int version = 0;
-  std::string node;       // node path ("gather/metrics"); empty for run events
-  int attempt = 0;        // 0 for run events
-  std::string data;       // a JSON object
+  std::string node;  // node path ("gather/metrics"); empty for run events
+  int attempt = 0;   // 0 for run events
+  std::string data;  // a JSON object
 };
 
 class EventSink {

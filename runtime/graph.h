@@ -16,11 +16,11 @@ enum class StepKind { Node, Seq, Parallel, When, Switch, Approve };
 const char* step_kind_name(StepKind k);
 
 struct RetryPolicy {
-  int max_attempts = 1;       // total attempts, including the first
-  bool exponential = true;    // else fixed
+  int max_attempts = 1;     // total attempts, including the first
+  bool exponential = true;  // else fixed
   int64_t base_ms = 500;
   int64_t cap_ms = 30000;
-  bool jitter = true;         // "full jitter": a uniform delay in [0, computed]
+  bool jitter = true;  // "full jitter": a uniform delay in [0, computed]
   // The delay before attempt `next_attempt` (2 for the first retry). `unit` in [0,1) is the
   // random draw, passed in so tests can pin it.
   int64_t delay_ms(int next_attempt, double unit) const;

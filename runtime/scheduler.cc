@@ -25,7 +25,8 @@ Scheduler::Scheduler(Loop* loop, Store* store)
   uv_idle_init(loop_->get(), idle_);
   idle_->data = this;
   control_timer_ = std::make_unique<Timer>(loop_->get());
-  control_timer_->start(250, [this] { poll_control(); }, 250);
+  control_timer_->start(
+      250, [this] { poll_control(); }, 250);
   control_timer_->unref();
 }
 
@@ -152,8 +153,9 @@ void Scheduler::run_task(Task* t, int nargs) {
     if (t->waiting) return;
     // A plain coroutine.yield() in a node body: nothing would ever resume it.
     lua_settop(t->co, 0);
-    lua_pushstring(t->co, "node body yielded outside an orchrun async call (coroutine.yield "
-                          "cannot be used directly in a node; use o.sleep, o.exec, ...)");
+    lua_pushstring(t->co,
+                   "node body yielded outside an orchrun async call (coroutine.yield "
+                   "cannot be used directly in a node; use o.sleep, o.exec, ...)");
     rc = LUA_ERRRUN;
   }
   static_cast<TaskOwner*>(t->owner)->task_finished(t, rc);
@@ -320,7 +322,8 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
          dump_json(json{{"pid", getpid()}, {"run_attempt", r->run_attempt}}));
   else
     emit(r, "run.resumed", "", 0,
-         dump_json(json{{"pid", getpid()}, {"previous_owner", row.owner_pid},
+         dump_json(json{{"pid", getpid()},
+                        {"previous_owner", row.owner_pid},
                         {"interrupted_attempts", interrupted},
                         {"nodes_with_history", r->history.size()}}));
   if (store_->failed()) {

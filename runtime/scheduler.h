@@ -29,7 +29,7 @@ struct RunOptions {
   std::string input_json = "{}";  // must be valid JSON (the CLI checks it)
   std::string source = "cli";
   std::string environment;
-  std::string idempotency_key;     // unique per pipeline when set
+  std::string idempotency_key;  // unique per pipeline when set
 };
 
 struct RunSummary {
@@ -39,8 +39,8 @@ struct RunSummary {
   std::string error_type, error_message, error_node;
   std::string output_json;
   int nodes_succeeded = 0, nodes_failed = 0, nodes_skipped = 0, nodes_cancelled = 0;
-  int attempts = 0;  // node attempts, all nodes
-  int nodes_reused = 0;  // resumed runs: nodes whose stored success was reused
+  int attempts = 0;                        // node attempts, all nodes
+  int nodes_reused = 0;                    // resumed runs: nodes whose stored success was reused
   std::vector<std::string> waiting_gates;  // awaiting_approval: the gates waiting
 };
 

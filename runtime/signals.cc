@@ -63,11 +63,19 @@ InterruptHandler::~InterruptHandler() {
   close_and_delete(async_);
 }
 
-int InterruptHandler::count() const { return g_count.load(); }
-int InterruptHandler::signo() const { return g_signo.load(); }
+int InterruptHandler::count() const {
+  return g_count.load();
+}
+int InterruptHandler::signo() const {
+  return g_signo.load();
+}
 
-bool interrupt_requested() { return g_count.load(std::memory_order_relaxed) > 0; }
-const char* interrupt_name() { return g_signo.load() == SIGTERM ? "SIGTERM" : "SIGINT"; }
+bool interrupt_requested() {
+  return g_count.load(std::memory_order_relaxed) > 0;
+}
+const char* interrupt_name() {
+  return g_signo.load() == SIGTERM ? "SIGTERM" : "SIGINT";
+}
 
 void register_child_group(pid_t pgid) {
   for (auto& g : g_groups) {

@@ -1,6 +1,7 @@
 #define CATCH_CONFIG_RUNNER
-#include <catch2/catch.hpp>
 #include <signal.h>
+
+#include <catch2/catch.hpp>
 
 int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);

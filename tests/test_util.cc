@@ -47,8 +47,12 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-std::string orchrun_bin() { return ORCHRUN_BIN; }
-std::string source_dir() { return ORCHRUN_SOURCE_DIR; }
+std::string orchrun_bin() {
+  return ORCHRUN_BIN;
+}
+std::string source_dir() {
+  return ORCHRUN_SOURCE_DIR;
+}
 
 CmdResult run_cmd(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                   const std::string& cwd, int timeout_s) {

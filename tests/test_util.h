@@ -68,8 +68,7 @@ class Harness {
   // the end and returns the summary. input_json is the pipeline input.
   RunSummary run(const std::string& source, const std::string& input_json = "{}");
   // Loads without running; returns diagnostics (empty when valid).
-  static std::vector<Diagnostic> diagnose(const std::string& source,
-                                          const SandboxOptions& sb = {});
+  static std::vector<Diagnostic> diagnose(const std::string& source, const SandboxOptions& sb = {});
   // Closes the loop and returns the names of handles that were still open (should be none).
   std::vector<std::string> close();
 

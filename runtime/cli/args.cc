@@ -10,11 +10,13 @@ namespace orch::cli {
 
 Args parse_args(int argc, char** argv) {
   static const std::map<std::string, bool> kTakesValue = {
-      {"--input", true},  {"--db", true},     {"--json", false},   {"--allow", true},
-      {"--status", true}, {"--pipeline", true}, {"--since", true}, {"--limit", true},
-      {"--format", true}, {"--progress", true}, {"--sync", true},  {"--help", false},
-      {"--version", false}, {"--quiet", false}, {"--idempotency-key", true}, {"--all", false},
-      {"--reason", true}, {"--as", true}, {"--comment", true}};
+      {"--input", true},    {"--db", true},     {"--json", false},
+      {"--allow", true},    {"--status", true}, {"--pipeline", true},
+      {"--since", true},    {"--limit", true},  {"--format", true},
+      {"--progress", true}, {"--sync", true},   {"--help", false},
+      {"--version", false}, {"--quiet", false}, {"--idempotency-key", true},
+      {"--all", false},     {"--reason", true}, {"--as", true},
+      {"--comment", true}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -45,9 +47,9 @@ Args parse_args(int argc, char** argv) {
       a.positional.push_back(w);
     }
   }
-  static const std::vector<std::string> kCommands = {
-      "run", "validate", "runs", "inspect", "graph", "resume", "cancel", "retry", "approve",
-      "reject"};
+  static const std::vector<std::string> kCommands = {"run",     "validate", "runs",   "inspect",
+                                                     "graph",   "resume",   "cancel", "retry",
+                                                     "approve", "reject"};
   if (!a.positional.empty()) {
     for (const auto& c : kCommands)
       if (a.positional[0] == c) a.command = c;
@@ -58,8 +60,9 @@ Args parse_args(int argc, char** argv) {
   }
   // An option that the command does not take is a mistake worth saying, not ignoring.
   static const std::map<std::string, std::vector<std::string>> kAllowed = {
-      {"run", {"--input", "--db", "--json", "--allow", "--progress", "--sync", "--quiet",
-               "--idempotency-key"}},
+      {"run",
+       {"--input", "--db", "--json", "--allow", "--progress", "--sync", "--quiet",
+        "--idempotency-key"}},
       {"resume", {"--all", "--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
       {"retry", {"--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
       {"cancel", {"--db", "--reason"}},
@@ -83,8 +86,10 @@ Args parse_args(int argc, char** argv) {
 
 std::string default_db_path() {
   if (const char* e = getenv("ORCHRUN_DB"); e && *e) return e;
-  if (const char* x = getenv("XDG_STATE_HOME"); x && *x) return std::string(x) + "/orchrun/orchrun.db";
-  if (const char* h = getenv("HOME"); h && *h) return std::string(h) + "/.local/state/orchrun/orchrun.db";
+  if (const char* x = getenv("XDG_STATE_HOME"); x && *x)
+    return std::string(x) + "/orchrun/orchrun.db";
+  if (const char* h = getenv("HOME"); h && *h)
+    return std::string(h) + "/.local/state/orchrun/orchrun.db";
   return ".orchrun/orchrun.db";
 }
 
@@ -97,10 +102,14 @@ bool sandbox_from(const Args& a, SandboxOptions* sb, std::string* err) {
   std::string lib;
   while (std::getline(ss, lib, ',')) {
     if (lib.empty()) continue;
-    if (lib == "io") sb->allow_io = true;
-    else if (lib == "os") sb->allow_os = true;
-    else if (lib == "ffi") sb->allow_ffi = true;
-    else if (lib == "debug") sb->allow_debug = true;
+    if (lib == "io")
+      sb->allow_io = true;
+    else if (lib == "os")
+      sb->allow_os = true;
+    else if (lib == "ffi")
+      sb->allow_ffi = true;
+    else if (lib == "debug")
+      sb->allow_debug = true;
     else {
       *err = "--allow: unknown library '" + lib + "' (choose from io, os, ffi, debug)";
       return false;

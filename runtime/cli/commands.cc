@@ -49,7 +49,6 @@ Exit codes: 0 succeeded, 1 run failed, 2 usage error, invalid pipeline or unknow
             130/143 interrupted by SIGINT/SIGTERM.
 )";
 
-
 }  // namespace
 
 int dispatch(int argc, char** argv);

@@ -17,7 +17,7 @@ constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitInternal = 3,
               kExitAwaitingApproval = 4;
 
 struct Args {
-  std::string command;                 // run | resume | validate | runs | inspect | graph
+  std::string command;  // run | resume | validate | runs | inspect | graph
   std::vector<std::string> positional;
   std::map<std::string, std::string> opts;
   std::vector<std::string> errors;

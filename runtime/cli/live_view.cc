@@ -12,7 +12,8 @@ LiveView::LiveView(FILE* out, bool interactive, uv_loop_t* loop)
     : out_(out), tty_(interactive), st_(style_for(out)) {
   if (tty_) {
     ticker_ = std::make_unique<Timer>(loop);
-    ticker_->start(100, [this] { redraw(); }, 100);
+    ticker_->start(
+        100, [this] { redraw(); }, 100);
     ticker_->unref();
   }
 }
@@ -36,8 +37,10 @@ void LiveView::on_event(const Event& e) {
   if (d.is_discarded()) d = json::object();
   if (e.kind == "run.started" || e.kind == "run.resumed" || e.kind == "run.retried") {
     run_started_ns_ = uv_hrtime();
-    run_label_ = (e.kind == "run.resumed" ? "resuming " : e.kind == "run.retried" ? "retrying " : "") + e.pipeline + " v" +
-                 std::to_string(e.version) + "  run " + e.run_id;
+    run_label_ = (e.kind == "run.resumed"   ? "resuming "
+                  : e.kind == "run.retried" ? "retrying "
+                                            : "") +
+                 e.pipeline + " v" + std::to_string(e.version) + "  run " + e.run_id;
     fprintf(out_, "%s %s\n", st_.bold("▶").c_str(), st_.bold(run_label_).c_str());
     fflush(out_);
     return;
@@ -47,7 +50,9 @@ void LiveView::on_event(const Event& e) {
   if (e.kind == "log") {
     std::string level = d.value("level", "info");
     std::string msg = d.value("message", "");
-    std::string lv = level == "error" ? st_.red(level) : level == "warn" ? st_.yellow(level) : st_.dim(level);
+    std::string lv = level == "error"  ? st_.red(level)
+                     : level == "warn" ? st_.yellow(level)
+                                       : st_.dim(level);
     std::string fields = d.contains("fields") ? " " + st_.dim(dump_json(d["fields"])) : "";
     if (tty_) clear_block();
     fprintf(out_, "  %s %s %s%s\n", lv.c_str(), st_.dim(e.node + ":").c_str(), msg.c_str(),
@@ -65,7 +70,8 @@ void LiveView::on_event(const Event& e) {
     l.started_ns = uv_hrtime();
     l.duration_ms = -1;
     l.note = d.value("kind", "") == "fallback" ? "fallback" : "";
-    plain = "started" + std::string(e.attempt > 1 ? " (attempt " + std::to_string(e.attempt) + ")" : "") +
+    plain = "started" +
+            std::string(e.attempt > 1 ? " (attempt " + std::to_string(e.attempt) + ")" : "") +
             (l.note.empty() ? "" : " [fallback]");
   } else if (e.kind == "node.succeeded") {
     l.status = "succeeded";
@@ -95,7 +101,8 @@ void LiveView::on_event(const Event& e) {
   } else if (e.kind == "node.waiting") {
     l.status = "waiting";
     l.attempt = e.attempt;
-    l.note = "waiting for approval" + (d.value("message", "").empty() ? std::string() : ": " + d.value("message", ""));
+    l.note = "waiting for approval" +
+             (d.value("message", "").empty() ? std::string() : ": " + d.value("message", ""));
     plain = l.note;
   } else if (e.kind == "node.reused") {
     l.status = "succeeded";
@@ -136,17 +143,22 @@ void LiveView::redraw() {
   for (auto& l : lines_) width = std::max(width, display_width(l.node) + 2);
   for (auto& l : lines_) {
     std::string sym = status_symbol(l.status);
-    if (l.status == "succeeded") sym = st_.green(sym);
-    else if (l.status == "failed") sym = st_.red(sym);
-    else if (l.status == "running" || l.status == "retrying") sym = st_.cyan(sym);
-    else sym = st_.yellow(sym);
+    if (l.status == "succeeded")
+      sym = st_.green(sym);
+    else if (l.status == "failed")
+      sym = st_.red(sym);
+    else if (l.status == "running" || l.status == "retrying")
+      sym = st_.cyan(sym);
+    else
+      sym = st_.yellow(sym);
     std::string time;
     if (l.status == "running" && l.started_ns)
       time = format_duration_ms(static_cast<int64_t>((now - l.started_ns) / 1000000));
     else if (l.duration_ms >= 0)
       time = format_duration_ms(l.duration_ms);
     std::string att = l.attempt > 1 ? st_.dim(" #" + std::to_string(l.attempt)) : "";
-    std::string note = l.note.empty() ? "" : "  " + (l.status == "failed" ? st_.red(l.note) : st_.dim(l.note));
+    std::string note =
+        l.note.empty() ? "" : "  " + (l.status == "failed" ? st_.red(l.note) : st_.dim(l.note));
     fprintf(out_, "  %s %s%s%s\n", sym.c_str(), pad(l.node, width).c_str(), pad(time, 8).c_str(),
             (att + note).c_str());
     drawn_++;

@@ -1,3 +1,5 @@
 #include "runtime/cli/commands.h"
 
-int main(int argc, char** argv) { return orch::cli::main(argc, argv); }
+int main(int argc, char** argv) {
+  return orch::cli::main(argc, argv);
+}

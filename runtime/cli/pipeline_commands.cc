@@ -57,7 +57,8 @@ int cmd_validate(const Args& a) {
         e["sha256"] = p->sha256;
       }
       json errs = json::array();
-      for (auto& d : diags) errs.push_back({{"file", d.file}, {"line", d.line}, {"message", d.message}});
+      for (auto& d : diags)
+        errs.push_back({{"file", d.file}, {"line", d.line}, {"message", d.message}});
       e["errors"] = errs;
       report.push_back(e);
     } else if (p) {
@@ -68,9 +69,11 @@ int cmd_validate(const Args& a) {
     }
     if (!p) bad++;
   }
-  if (json_out) printf("%s\n", dump_json(report, 2).c_str());
-  else if (bad) fprintf(stderr, "%d of %zu file%s invalid\n", bad, a.positional.size(),
-                        a.positional.size() == 1 ? "" : "s");
+  if (json_out)
+    printf("%s\n", dump_json(report, 2).c_str());
+  else if (bad)
+    fprintf(stderr, "%d of %zu file%s invalid\n", bad, a.positional.size(),
+            a.positional.size() == 1 ? "" : "s");
   return bad ? kExitUsage : kExitOk;
 }
 
@@ -136,7 +139,8 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
       exit->clear();
       bool has_else = true;
       for (size_t i = 0; i < s->children.size(); i++) {
-        std::string label = s->kind == StepKind::When ? (i == 0 ? "then" : "else") : s->case_keys[i];
+        std::string label =
+            s->kind == StepKind::When ? (i == 0 ? "then" : "else") : s->case_keys[i];
         if (!s->children[i]) {
           has_else = false;
           continue;

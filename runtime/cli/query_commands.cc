@@ -44,7 +44,9 @@ json run_json(const RunRow& r) {
   if (!r.input.empty()) j["input"] = parse_json(r.input, nullptr);
   if (!r.output.empty()) j["output"] = parse_json(r.output, nullptr);
   if (!r.error_type.empty())
-    j["error"] = {{"type", r.error_type}, {"message", r.error_message}, {"node", r.error_node},
+    j["error"] = {{"type", r.error_type},
+                  {"message", r.error_message},
+                  {"node", r.error_node},
                   {"retryable", r.retryable}};
   return j;
 }
@@ -60,11 +62,13 @@ int cmd_runs(const Args& a) {
   }
   RunFilter f;
   f.status = a.get("--status");
-  static const std::vector<std::string> kStatuses = {"queued", "running", "awaiting_approval",
-                                                     "succeeded", "failed", "cancelled"};
-  if (!f.status.empty() && std::find(kStatuses.begin(), kStatuses.end(), f.status) == kStatuses.end()) {
-    fprintf(stderr, "orchrun: --status must be one of queued, running, awaiting_approval, "
-                    "succeeded, failed, cancelled\n");
+  static const std::vector<std::string> kStatuses = {"queued",    "running", "awaiting_approval",
+                                                     "succeeded", "failed",  "cancelled"};
+  if (!f.status.empty() &&
+      std::find(kStatuses.begin(), kStatuses.end(), f.status) == kStatuses.end()) {
+    fprintf(stderr,
+            "orchrun: --status must be one of queued, running, awaiting_approval, "
+            "succeeded, failed, cancelled\n");
     return kExitUsage;
   }
   f.pipeline = a.get("--pipeline");
@@ -80,7 +84,8 @@ int cmd_runs(const Args& a) {
     std::string l = a.get("--limit");
     char* end = nullptr;
     long v = strtol(l.c_str(), &end, 10);
-    f.limit = (end && *end == '\0' && !l.empty() && v > 0 && v <= 1000000) ? static_cast<int>(v) : 0;
+    f.limit =
+        (end && *end == '\0' && !l.empty() && v > 0 && v <= 1000000) ? static_cast<int>(v) : 0;
     if (f.limit <= 0) {
       fprintf(stderr, "orchrun: --limit must be a whole number between 1 and 1000000, got '%s'\n",
               l.c_str());
@@ -96,7 +101,8 @@ int cmd_runs(const Args& a) {
   }
   Style st = style_for(stdout);
   if (runs.empty()) {
-    printf("no runs%s in %s\n", (f.status.empty() && f.pipeline.empty() && !f.since_ms) ? "" : " match",
+    printf("no runs%s in %s\n",
+           (f.status.empty() && f.pipeline.empty() && !f.since_ms) ? "" : " match",
            store->path().c_str());
     return kExitOk;
   }
@@ -104,8 +110,9 @@ int cmd_runs(const Args& a) {
       {"RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "ERROR"}};
   for (auto& r : runs) {
     std::string dur = r.finished_at ? format_duration_ms(r.finished_at - r.started_at) : "-";
-    std::string errs = r.error_type.empty() ? "" : (r.error_node.empty() ? "" : r.error_node + ": ") +
-                                                       first_line(r.error_message, 60);
+    std::string errs = r.error_type.empty() ? ""
+                                            : (r.error_node.empty() ? "" : r.error_node + ": ") +
+                                                  first_line(r.error_message, 60);
     rows.push_back({r.id, r.pipeline + " v" + std::to_string(r.version),
                     std::string(status_symbol(r.status)) + " " + st.status(r.status),
                     local_time(r.created_at), dur, errs});
@@ -142,14 +149,18 @@ int cmd_inspect(const Args& a) {
     json j = run_json(*run);
     json ns = json::array();
     for (auto& n : nodes) {
-      json e{{"node", n.node_id},        {"attempt", n.attempt},
-             {"kind", n.kind},           {"status", n.status},
+      json e{{"node", n.node_id},
+             {"attempt", n.attempt},
+             {"kind", n.kind},
+             {"status", n.status},
              {"started_at", iso8601_ms(n.started_at)},
              {"duration_ms", n.duration_ms}};
       if (!n.output.empty()) e["output"] = parse_json(n.output, nullptr);
       if (!n.error_type.empty())
-        e["error"] = {{"type", n.error_type}, {"message", n.error_message},
-                      {"retryable", n.retryable}, {"traceback", n.traceback}};
+        e["error"] = {{"type", n.error_type},
+                      {"message", n.error_message},
+                      {"retryable", n.retryable},
+                      {"traceback", n.traceback}};
       ns.push_back(e);
     }
     j["nodes"] = ns;
@@ -166,7 +177,9 @@ int cmd_inspect(const Args& a) {
     j["events"] = evs;
     json aps = json::array();
     for (auto& ap : store->approvals(run->id)) {
-      json x{{"node", ap.node_id}, {"status", ap.status}, {"message", ap.message},
+      json x{{"node", ap.node_id},
+             {"status", ap.status},
+             {"message", ap.message},
              {"requested_at", iso8601_ms(ap.requested_at)}};
       if (!ap.approvers.empty()) x["approvers"] = parse_json(ap.approvers, nullptr);
       if (ap.timeout_at) x["timeout_at"] = iso8601_ms(ap.timeout_at);
@@ -192,7 +205,8 @@ int cmd_inspect(const Args& a) {
          format_duration_ms(t1 - t0).c_str(), run->finished_at ? "" : " (still running)");
   printf("  source    %s   input %s\n", run->source.c_str(), first_line(run->input, 100).c_str());
   if (!run->error_type.empty())
-    printf("  error     %s [%s] %s\n", st.red(run->error_node.empty() ? "" : run->error_node + ":").c_str(),
+    printf("  error     %s [%s] %s\n",
+           st.red(run->error_node.empty() ? "" : run->error_node + ":").c_str(),
            run->error_type.c_str(), first_line(run->error_message, 300).c_str());
   printf("\n");
   // Timeline: one row per attempt with a bar placed on the run's time axis.
@@ -212,8 +226,9 @@ int cmd_inspect(const Args& a) {
     std::string status = std::string(status_symbol(n.status)) + " " + st.status(n.status);
     std::string e;
     if (!n.error_type.empty() && n.status != "skipped")
-      e = "[" + n.error_type + (n.status == "failed" ? (n.retryable ? ", retryable" : ", not retryable") : "") +
-          "] " + first_line(n.error_message, 80);
+      e = "[" + n.error_type +
+          (n.status == "failed" ? (n.retryable ? ", retryable" : ", not retryable") : "") + "] " +
+          first_line(n.error_message, 80);
     else if (n.status == "skipped")
       e = n.error_message;
     std::string att = std::to_string(n.attempt) + (n.kind == "body" ? "" : " " + n.kind);

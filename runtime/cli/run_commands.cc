@@ -67,14 +67,18 @@ void print_summary(FILE* human, const RunSummary& summary, const Args& a) {
 }
 
 json summary_json(const RunSummary& summary, const Store& store) {
-  json j{{"run_id", summary.run_id},         {"trace_id", summary.trace_id},
-         {"pipeline", summary.pipeline},     {"version", summary.version},
-         {"status", summary.status},         {"duration_ms", summary.duration_ms},
+  json j{{"run_id", summary.run_id},
+         {"trace_id", summary.trace_id},
+         {"pipeline", summary.pipeline},
+         {"version", summary.version},
+         {"status", summary.status},
+         {"duration_ms", summary.duration_ms},
          {"nodes_succeeded", summary.nodes_succeeded},
          {"nodes_reused", summary.nodes_reused},
          {"nodes_failed", summary.nodes_failed},
          {"nodes_skipped", summary.nodes_skipped},
-         {"attempts", summary.attempts},     {"db", store.path()}};
+         {"attempts", summary.attempts},
+         {"db", store.path()}};
   if (!summary.output_json.empty()) j["output"] = parse_json(summary.output_json, nullptr);
   if (!summary.error_type.empty())
     j["error"] = {{"type", summary.error_type},
@@ -150,11 +154,11 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
       }
     }
     // Interrupted: 128 + the signal, as shells report it (130 for SIGINT, 143 for SIGTERM).
-    exit_code = all_ok                  ? kExitOk
-                : intr.count() > 0      ? 128 + intr.signo()
-                : any_failed            ? kExitFailed
-                : any_waiting           ? kExitAwaitingApproval
-                                        : kExitFailed;
+    exit_code = all_ok             ? kExitOk
+                : intr.count() > 0 ? 128 + intr.signo()
+                : any_failed       ? kExitFailed
+                : any_waiting      ? kExitAwaitingApproval
+                                   : kExitFailed;
   } else {
     exit_code = started < 0 ? -started : kExitOk;
   }
@@ -189,8 +193,10 @@ std::string read_input(const Args& a, int* code) {
     return "";
   }
   if (!j.is_object()) {
-    fprintf(stderr, "orchrun: %s must be a JSON object (the pipeline input, e.g. "
-                    "'{\"dry_run\": true}'), got %s\n", where.c_str(), j.type_name());
+    fprintf(stderr,
+            "orchrun: %s must be a JSON object (the pipeline input, e.g. "
+            "'{\"dry_run\": true}'), got %s\n",
+            where.c_str(), j.type_name());
     *code = kExitUsage;
     return "";
   }
@@ -255,9 +261,12 @@ int cmd_run(const Args& a) {
     auto prev = store->find_by_idempotency_key(pipeline->name, key);
     if (!prev) return -1;
     FILE* human = a.has("--json") ? stderr : stdout;
-    fprintf(human, "run %s already exists for idempotency key '%s' (status %s)\n",
-            prev->id.c_str(), key.c_str(), prev->status.c_str());
-    if (a.has("--json")) printf("%s\n", dump_json(json{{"run_id", prev->id}, {"status", prev->status}, {"existing", true}}, 2).c_str());
+    fprintf(human, "run %s already exists for idempotency key '%s' (status %s)\n", prev->id.c_str(),
+            key.c_str(), prev->status.c_str());
+    if (a.has("--json"))
+      printf("%s\n",
+             dump_json(json{{"run_id", prev->id}, {"status", prev->status}, {"existing", true}}, 2)
+                 .c_str());
     if (prev->status == "succeeded") return kExitOk;
     if (prev->status == "failed" || prev->status == "cancelled") return kExitFailed;
     if (owner_alive(prev->owner_pid)) {
@@ -265,8 +274,8 @@ int cmd_run(const Args& a) {
               static_cast<long long>(prev->owner_pid));
       return kExitOk;
     }
-    fprintf(human, "  its process is gone; resume it with: orchrun resume %s%s\n",
-            prev->id.c_str(), db_hint(a).c_str());
+    fprintf(human, "  its process is gone; resume it with: orchrun resume %s%s\n", prev->id.c_str(),
+            db_hint(a).c_str());
     return kExitOk;
   };
   if (!key.empty()) {
@@ -362,16 +371,16 @@ int cmd_resume(const Args& a) {
       std::string file;
       auto src = store->definition_source(r.pipeline, r.version, &file);
       if (!src) {
-        fprintf(stderr, "orchrun: run %s: definition %s v%d is not in the store\n",
-                r.id.c_str(), r.pipeline.c_str(), r.version);
+        fprintf(stderr, "orchrun: run %s: definition %s v%d is not in the store\n", r.id.c_str(),
+                r.pipeline.c_str(), r.version);
         bad++;
         continue;
       }
       std::vector<Diagnostic> diags;
       auto p = load_pipeline_source(file.empty() ? r.pipeline + ".lua" : file, *src, lo, &diags);
       if (!p) {
-        fprintf(stderr, "orchrun: run %s: its pipeline %s v%d no longer loads:\n",
-                r.id.c_str(), r.pipeline.c_str(), r.version);
+        fprintf(stderr, "orchrun: run %s: its pipeline %s v%d no longer loads:\n", r.id.c_str(),
+                r.pipeline.c_str(), r.version);
         print_diags(diags, est);
         bad++;
         continue;
@@ -554,8 +563,8 @@ int cmd_decide(const Args& a) {
     return kExitUsage;
   }
   if (run->status != "awaiting_approval" && run->status != "running") {
-    fprintf(stderr, "orchrun: run %s is %s; its gates can no longer be decided\n",
-            run->id.c_str(), run->status.c_str());
+    fprintf(stderr, "orchrun: run %s is %s; its gates can no longer be decided\n", run->id.c_str(),
+            run->status.c_str());
     return kExitUsage;
   }
   if (!gate->approvers.empty()) {
@@ -571,7 +580,8 @@ int cmd_decide(const Args& a) {
   }
   int64_t now = wall_ms();
   std::string comment = a.get("--comment");
-  if (!store->decide_approval(run->id, node, approve ? "approved" : "rejected", who, comment, now)) {
+  if (!store->decide_approval(run->id, node, approve ? "approved" : "rejected", who, comment,
+                              now)) {
     fprintf(stderr, "orchrun: gate '%s' was decided by someone else meanwhile\n", node.c_str());
     return kExitUsage;
   }
@@ -583,8 +593,8 @@ int cmd_decide(const Args& a) {
   e.pipeline = run->pipeline;
   e.version = run->version;
   e.node = node;
-  e.data = dump_json(json{{"decision", approve ? "approved" : "rejected"}, {"by", who},
-                          {"comment", comment}});
+  e.data = dump_json(
+      json{{"decision", approve ? "approved" : "rejected"}, {"by", who}, {"comment", comment}});
   store->insert_event(e);
   store->commit();
   printf("%s gate '%s' of run %s as %s\n", approve ? "approved" : "rejected", node.c_str(),

@@ -1,10 +1,10 @@
 #include "runtime/drivers/process.h"
 
-#include "runtime/signals.h"
-
 #include <signal.h>
 
 #include <cstring>
+
+#include "runtime/signals.h"
 
 namespace orch {
 
@@ -132,17 +132,15 @@ Process* Process::spawn(uv_loop_t* loop, ProcessTable* table, const ProcessSpec&
   if (spec.has_stdin) {
     uv_buf_t b = uv_buf_init(p->stdin_data_.data(), static_cast<unsigned>(p->stdin_data_.size()));
     p->write_req_.data = p;
-    int wrc = uv_write(&p->write_req_, reinterpret_cast<uv_stream_t*>(&p->in_), &b, 1,
-                       [](uv_write_t* req, int) {
-                         // Done (or EPIPE because the child did not read it): close stdin so the
-                         // child sees EOF.
-                         auto* self = static_cast<Process*>(req->data);
-                         auto* h = reinterpret_cast<uv_handle_t*>(&self->in_);
-                         if (!uv_is_closing(h))
-                           uv_close(h, [](uv_handle_t* hh) {
-                             static_cast<Process*>(hh->data)->handle_closed();
-                           });
-                       });
+    int wrc = uv_write(
+        &p->write_req_, reinterpret_cast<uv_stream_t*>(&p->in_), &b, 1, [](uv_write_t* req, int) {
+          // Done (or EPIPE because the child did not read it): close stdin so the
+          // child sees EOF.
+          auto* self = static_cast<Process*>(req->data);
+          auto* h = reinterpret_cast<uv_handle_t*>(&self->in_);
+          if (!uv_is_closing(h))
+            uv_close(h, [](uv_handle_t* hh) { static_cast<Process*>(hh->data)->handle_closed(); });
+        });
     if (wrc != 0) {
       uv_close(reinterpret_cast<uv_handle_t*>(&p->in_),
                [](uv_handle_t* hh) { static_cast<Process*>(hh->data)->handle_closed(); });
@@ -224,9 +222,10 @@ void Process::maybe_finish() {
 
 void Process::close_handles() {
   auto closer = [](uv_handle_t* h) { static_cast<Process*>(h->data)->handle_closed(); };
-  for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&proc_), reinterpret_cast<uv_handle_t*>(&out_),
-                         reinterpret_cast<uv_handle_t*>(&err_), reinterpret_cast<uv_handle_t*>(&in_),
-                         reinterpret_cast<uv_handle_t*>(&timer_)}) {
+  for (uv_handle_t* h :
+       {reinterpret_cast<uv_handle_t*>(&proc_), reinterpret_cast<uv_handle_t*>(&out_),
+        reinterpret_cast<uv_handle_t*>(&err_), reinterpret_cast<uv_handle_t*>(&in_),
+        reinterpret_cast<uv_handle_t*>(&timer_)}) {
     if (!uv_is_closing(h)) uv_close(h, closer);
   }
   // A pending SIGKILL for the group outlives the leader; its timer closes when it has fired.

@@ -35,14 +35,14 @@ class Capture {
 
 struct ProcessSpec {
   std::vector<std::string> argv;
-  std::string cwd;                // empty: inherit
-  std::vector<std::string> env;   // KEY=VALUE, used as the whole environment if set_env
+  std::string cwd;               // empty: inherit
+  std::vector<std::string> env;  // KEY=VALUE, used as the whole environment if set_env
   bool set_env = false;
   std::string stdin_data;
-  bool has_stdin = false;         // false: stdin is /dev/null
-  int64_t timeout_ms = 0;         // 0: none
-  int64_t kill_grace_ms = 2000;   // between SIGTERM and SIGKILL
-  size_t max_capture = 1 << 20;   // bytes kept per stream
+  bool has_stdin = false;        // false: stdin is /dev/null
+  int64_t timeout_ms = 0;        // 0: none
+  int64_t kill_grace_ms = 2000;  // between SIGTERM and SIGKILL
+  size_t max_capture = 1 << 20;  // bytes kept per stream
 };
 
 struct ProcessResult {
@@ -88,7 +88,7 @@ class Process {
   std::string stdin_data_;
   int open_handles_ = 0;
   bool exited_ = false, out_eof_ = false, err_eof_ = false, finished_ = false;
-  bool killing_ = false;     // SIGTERM sent; SIGKILL pending on kill_timer_
+  bool killing_ = false;  // SIGTERM sent; SIGKILL pending on kill_timer_
   int64_t timeout_ms_, kill_grace_ms_;
   uint64_t start_ns_;
   DoneFn on_done_;

@@ -9,7 +9,9 @@ Timer::Timer(uv_loop_t* loop) : handle_(new uv_timer_t) {
   handle_->data = this;
 }
 
-Timer::~Timer() { close_and_delete(handle_); }
+Timer::~Timer() {
+  close_and_delete(handle_);
+}
 
 void Timer::start(uint64_t timeout_ms, std::function<void()> cb, uint64_t repeat_ms) {
   cb_ = std::move(cb);
@@ -25,10 +27,16 @@ void Timer::start(uint64_t timeout_ms, std::function<void()> cb, uint64_t repeat
       timeout_ms, repeat_ms);
 }
 
-void Timer::stop() { uv_timer_stop(handle_); }
+void Timer::stop() {
+  uv_timer_stop(handle_);
+}
 
-bool Timer::active() const { return uv_is_active(reinterpret_cast<uv_handle_t*>(handle_)) != 0; }
+bool Timer::active() const {
+  return uv_is_active(reinterpret_cast<uv_handle_t*>(handle_)) != 0;
+}
 
-void Timer::unref() { uv_unref(reinterpret_cast<uv_handle_t*>(handle_)); }
+void Timer::unref() {
+  uv_unref(reinterpret_cast<uv_handle_t*>(handle_));
+}
 
 }  // namespace orch

@@ -33,8 +33,7 @@ class ApproveExec : public Exec, public Gate {
       st->insert_approval(row);
       attempt_++;
       started_ms_ = now;
-      st->insert_node_attempt(run_->id, step_->path, attempt_, "approval", now,
-                              run_->run_attempt);
+      st->insert_node_attempt(run_->id, step_->path, attempt_, "approval", now, run_->run_attempt);
       s_->emit(run_, "node.started", step_->path, attempt_, R"({"kind":"approval"})");
       run_->summary.attempts++;
       json d{{"message", step_->message}, {"approvers", approvers}};
@@ -136,7 +135,8 @@ class ApproveExec : public Exec, public Gate {
       run_->summary.attempts++;
     }
     if (!started_ms_) started_ms_ = a.requested_at;
-    bool approved = a.status == "approved" || (a.status == "timed_out" && a.on_timeout == "approve");
+    bool approved =
+        a.status == "approved" || (a.status == "timed_out" && a.on_timeout == "approve");
     json out{{"approved", approved},
              {"decision", a.status},
              {"by", a.decided_by},
@@ -159,13 +159,17 @@ class ApproveExec : public Exec, public Gate {
       return;
     }
     std::string type = a.status == "timed_out" ? "approval_timeout" : "rejected";
-    std::string msg = a.status == "timed_out"
-                          ? "no decision before the gate's timeout (on_timeout = reject)"
-                          : "rejected by " + a.decided_by + (a.comment.empty() ? "" : ": " + a.comment);
+    std::string msg =
+        a.status == "timed_out"
+            ? "no decision before the gate's timeout (on_timeout = reject)"
+            : "rejected by " + a.decided_by + (a.comment.empty() ? "" : ": " + a.comment);
     finish_row("failed", "", type, msg);
     s_->emit(run_, "node.failed", step_->path, attempt_,
-             dump_json(json{{"error_type", type}, {"message", msg}, {"retryable", false},
-                            {"will_retry", false}, {"by", a.decided_by}}));
+             dump_json(json{{"error_type", type},
+                            {"message", msg},
+                            {"retryable", false},
+                            {"will_retry", false},
+                            {"by", a.decided_by}}));
     err = {type, msg, step_->path, "", false, ""};
     run_->summary.nodes_failed++;
     finish(Outcome::Failed);

@@ -2,7 +2,6 @@
 
 namespace orch {
 
-
 LuaRef dup(lua_State* L, const LuaRef& r) {
   r.push(L);
   return LuaRef::pop(L);
@@ -60,7 +59,6 @@ ErrorInfo error_from(lua_State* L, lua_State* co, bool timed_out) {
   return e;
 }
 
-
 void Exec::record_skipped_subtree(Step* st, const std::string& reason) {
   if (!st) return;
   if (st->kind == StepKind::Node) {
@@ -82,15 +80,19 @@ void Exec::record_skipped_subtree(Step* st, const std::string& reason) {
   for (auto& c : st->children) record_skipped_subtree(c.get(), reason);
 }
 
-
 std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent) {
   switch (step->kind) {
-    case StepKind::Node: return make_node_exec(s, run, step, parent);
-    case StepKind::Seq: return make_seq_exec(s, run, step, parent);
-    case StepKind::Parallel: return make_parallel_exec(s, run, step, parent);
+    case StepKind::Node:
+      return make_node_exec(s, run, step, parent);
+    case StepKind::Seq:
+      return make_seq_exec(s, run, step, parent);
+    case StepKind::Parallel:
+      return make_parallel_exec(s, run, step, parent);
     case StepKind::When:
-    case StepKind::Switch: return make_branch_exec(s, run, step, parent);
-    case StepKind::Approve: return make_approve_exec(s, run, step, parent);
+    case StepKind::Switch:
+      return make_branch_exec(s, run, step, parent);
+    case StepKind::Approve:
+      return make_approve_exec(s, run, step, parent);
   }
   return nullptr;
 }

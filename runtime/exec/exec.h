@@ -3,7 +3,6 @@
 // Internal to the scheduler (runtime/scheduler.cc and runtime/exec/*.cc).
 #pragma once
 #include <lua.hpp>
-
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -56,7 +55,7 @@ class Run {
   bool finished = false;
   std::string cancel_reason;
   RunSummary summary;
-  int run_attempt = 1;  // 1, then 2, 3... for each `orchrun retry`
+  int run_attempt = 1;    // 1, then 2, 3... for each `orchrun retry`
   int waiting_gates = 0;  // approval gates waiting for a person
   // Resumed runs: what the store already says about each node (attempt rows, in order).
   std::unordered_map<std::string, std::vector<NodeRunRow>> history;
@@ -157,8 +156,7 @@ class Exec {
   }
 
   // A decision (when/switch) is recorded like a node so that it is visible and replayable.
-  void record_decision(const std::string& status, const std::string& output,
-                       const ErrorInfo* e) {
+  void record_decision(const std::string& status, const std::string& output, const ErrorInfo* e) {
     int64_t now = wall_ms();
     int attempt = 1;
     if (const auto* h = run_->history_of(step_->path))

@@ -66,7 +66,8 @@ class ParallelExec : public Exec {
     lua_State* L = run_->L();
     lua_createtable(L, 0, static_cast<int>(n));
     output = LuaRef::pop(L);
-    for (size_t i = 0; i < n; i++) children_.push_back(make_exec(s_, run_, step_->children[i].get(), this));
+    for (size_t i = 0; i < n; i++)
+      children_.push_back(make_exec(s_, run_, step_->children[i].get(), this));
     launch();
   }
   void child_done(Exec* c) override {
@@ -218,7 +219,10 @@ class BranchExec : public Exec {
              "switch '" + step_->id + "': the selector returned " +
                  (valid ? "'" + key + "'" : "a " + tname) +
                  " and there is no such case and no default (cases: " + cases + ")",
-             step_->path, "", false, ""};
+             step_->path,
+             "",
+             false,
+             ""};
         record_decision("failed", "", &e);
         err = e;
         run_->summary.nodes_failed++;
@@ -235,8 +239,8 @@ class BranchExec : public Exec {
     for (size_t i = 0; i < step_->children.size(); i++)
       if (static_cast<int>(i) != chosen)
         record_skipped_subtree(step_->children[i].get(), "branch not taken");
-    Step* target = chosen < static_cast<int>(step_->children.size()) ? step_->children[chosen].get()
-                                                                     : nullptr;
+    Step* target =
+        chosen < static_cast<int>(step_->children.size()) ? step_->children[chosen].get() : nullptr;
     if (!target) {  // when without else, condition false
       finish(Outcome::Skipped);
       return;
@@ -268,7 +272,6 @@ class BranchExec : public Exec {
  private:
   std::unique_ptr<Exec> child_;
 };
-
 
 }  // namespace
 

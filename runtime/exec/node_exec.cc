@@ -27,8 +27,10 @@ class NodeExec : public Exec, public TaskOwner {
         begin_row(attempt_ + 1, "body");
         finish_row("failed", "", e);
         s_->emit(run_, "node.failed", step_->path, attempt_,
-                 dump_json(json{{"error_type", e.type}, {"message", e.message},
-                                {"retryable", false}, {"will_retry", false}}));
+                 dump_json(json{{"error_type", e.type},
+                                {"message", e.message},
+                                {"retryable", false},
+                                {"will_retry", false}}));
         fail_final(e);
         return;
       }
@@ -102,9 +104,11 @@ class NodeExec : public Exec, public TaskOwner {
       lua_xmove(co, L, 1);
     } else {
       ErrorInfo e{"bad_output",
-                  std::string("node must return a table (or nothing), got ") +
-                      luaL_typename(co, 1),
-                  step_->path, "", false, ""};
+                  std::string("node must return a table (or nothing), got ") + luaL_typename(co, 1),
+                  step_->path,
+                  "",
+                  false,
+                  ""};
       drop();
       failure(e);
       return;
@@ -150,7 +154,8 @@ class NodeExec : public Exec, public TaskOwner {
       }
       if (r.status == "skipped") {
         run_->summary.nodes_skipped++;
-        s_->notify(run_, "node.skipped", step_->path, r.attempt, R"({"reason":"skipped before the resume"})");
+        s_->notify(run_, "node.skipped", step_->path, r.attempt,
+                   R"({"reason":"skipped before the resume"})");
         finish(Outcome::Skipped);
         return true;
       }
@@ -166,8 +171,8 @@ class NodeExec : public Exec, public TaskOwner {
       begin_attempt(attempt_ + 1, false);
       return true;
     }
-    ErrorInfo e{last->error_type, last->error_message, step_->path, last->traceback,
-                last->retryable, ""};
+    ErrorInfo e{last->error_type, last->error_message, step_->path,
+                last->traceback,  last->retryable,     ""};
     if (fallback_row) {
       if (fallback_row->error_type == "interrupted") {
         last_err_ = e;
@@ -243,8 +248,8 @@ class NodeExec : public Exec, public TaskOwner {
       hook();  // stops the timer, kills the process group, ...
     }
     drop();
-    failure({"timeout", "timed out after " + format_duration_ms(step_->timeout_ms), step_->path,
-             "", true, ""});
+    failure({"timeout", "timed out after " + format_duration_ms(step_->timeout_ms), step_->path, "",
+             true, ""});
   }
 
   void finish_row(const std::string& status, const std::string& output, const ErrorInfo& e) {
@@ -285,7 +290,9 @@ class NodeExec : public Exec, public TaskOwner {
     finish_row("failed", "", e);
     bool will_retry = !in_fallback_ && e.retryable && tries_ < step_->retry.max_attempts;
     int64_t delay = will_retry ? step_->retry.delay_ms(attempt_ + 1, s_->random_unit()) : 0;
-    json d{{"error_type", e.type}, {"message", e.message}, {"retryable", e.retryable},
+    json d{{"error_type", e.type},
+           {"message", e.message},
+           {"retryable", e.retryable},
            {"will_retry", will_retry}};
     if (will_retry) d["retry_in_ms"] = delay;
     if (!will_retry && !in_fallback_ && !step_->fallback.empty()) d["fallback"] = true;
@@ -344,7 +351,6 @@ class NodeExec : public Exec, public TaskOwner {
   uint64_t started_ns_ = 0;
   ErrorInfo last_err_;
 };
-
 
 }  // namespace
 

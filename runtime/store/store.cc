@@ -6,7 +6,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 namespace orch {
@@ -116,8 +115,8 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
   }
   int flags = opts.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   if (sqlite3_open_v2(path.c_str(), &s->db_, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-    *err = "cannot open database " + path + ": " +
-           (s->db_ ? sqlite3_errmsg(s->db_) : "out of memory");
+    *err =
+        "cannot open database " + path + ": " + (s->db_ ? sqlite3_errmsg(s->db_) : "out of memory");
     return nullptr;
   }
   sqlite3_extended_result_codes(s->db_, 1);
@@ -149,8 +148,9 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
     return nullptr;
   }
   if (tables > 0 && app_id != kApplicationId) {
-    *err = path + ": not an orchrun database (it is a SQLite file with other tables; "
-                  "refusing to modify it)";
+    *err = path +
+           ": not an orchrun database (it is a SQLite file with other tables; "
+           "refusing to modify it)";
     return nullptr;
   }
   if (!opts.read_only) {
@@ -162,7 +162,8 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
     bool ok = false;
     for (int attempt = 0; attempt < 200 && !ok; attempt++) {
       ok = exec_sql(s->db_, setup, &e);
-      if (!ok && e.find("locked") == std::string::npos && e.find("busy") == std::string::npos) break;
+      if (!ok && e.find("locked") == std::string::npos && e.find("busy") == std::string::npos)
+        break;
       if (!ok) usleep(10000);
     }
     if (!ok) {
@@ -376,9 +377,8 @@ void Store::finish_run(const std::string& run_id, const std::string& status,
   if (sqlite3_step(st) != SQLITE_DONE) fail("finish run " + run_id);
 }
 
-void Store::insert_node_attempt(const std::string& run_id, const std::string& node_id,
-                                int attempt, const std::string& kind, int64_t started_at,
-                                int run_attempt) {
+void Store::insert_node_attempt(const std::string& run_id, const std::string& node_id, int attempt,
+                                const std::string& kind, int64_t started_at, int run_attempt) {
   static const char* kSql =
       "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, seq, "
       "run_attempt) VALUES(?1,?2,?3,?4,'running',?5,?6,?7)";
@@ -531,8 +531,8 @@ std::vector<RunRow> Store::unfinished_runs() {
 
 std::optional<RunRow> Store::find_by_idempotency_key(const std::string& pipeline,
                                                      const std::string& key) {
-  std::string sql = std::string("SELECT ") + kRunCols +
-                    " FROM runs WHERE pipeline=?1 AND idempotency_key=?2";
+  std::string sql =
+      std::string("SELECT ") + kRunCols + " FROM runs WHERE pipeline=?1 AND idempotency_key=?2";
   std::string err;
   Stmt st(db_, sql.c_str(), &err);
   if (!st) return std::nullopt;
@@ -657,8 +657,8 @@ ApprovalRow read_approval(sqlite3_stmt* st) {
 }  // namespace
 
 std::optional<ApprovalRow> Store::approval(const std::string& run_id, const std::string& node_id) {
-  std::string sql = std::string("SELECT ") + kApprovalCols +
-                    " FROM approvals WHERE run_id=?1 AND node_id=?2";
+  std::string sql =
+      std::string("SELECT ") + kApprovalCols + " FROM approvals WHERE run_id=?1 AND node_id=?2";
   std::string err;
   Stmt st(db_, sql.c_str(), &err);
   if (!st) return std::nullopt;

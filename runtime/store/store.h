@@ -101,8 +101,8 @@ class Store {
 
   // Definitions: the same (name, sha256) keeps its version; new source gets max+1.
   std::optional<DefinitionRow> upsert_definition(const std::string& name, const std::string& sha256,
-                                                 const std::string& source,
-                                                 const std::string& path, int64_t now);
+                                                 const std::string& source, const std::string& path,
+                                                 int64_t now);
 
   // With an idempotency key already used for this pipeline, sets *duplicate (if given) and
   // writes nothing; that is not a store failure.
@@ -153,8 +153,8 @@ class Store {
   std::vector<ApprovalRow> approvals(const std::string& run_id);
   // Records a decision on a waiting gate. False (and nothing written) if it is not waiting.
   bool decide_approval(const std::string& run_id, const std::string& node_id,
-                       const std::string& status, const std::string& by,
-                       const std::string& comment, int64_t now);
+                       const std::string& status, const std::string& by, const std::string& comment,
+                       int64_t now);
 
   // Reads (used by the CLI and tests).
   std::vector<RunRow> list_runs(const RunFilter& f);

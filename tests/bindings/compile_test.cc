@@ -1,12 +1,12 @@
 // The pipeline compiler (bindings/compile.cc) through the loader: every validation error is a
 // diagnostic "test.lua:LINE: message" pointing at the line of the offending call, all of them
 // are reported (sorted by line), and a valid pipeline gets stable paths and its defaults.
-#include <catch2/catch.hpp>
+#include "bindings/compile.h"
 
 #include <algorithm>
+#include <catch2/catch.hpp>
 #include <set>
 
-#include "bindings/compile.h"
 #include "bindings/pipeline_loader.h"
 #include "runtime/json_util.h"
 #include "test_util.h"
@@ -106,8 +106,8 @@ return o.pipeline "p" {
 }
 
 TEST_CASE("compile: did_you_mean", "[compile]") {
-  const std::vector<std::string> opts = {"retry", "timeout", "optional", "fallback", "skip_if",
-                                         "description"};
+  const std::vector<std::string> opts = {"retry",    "timeout", "optional",
+                                         "fallback", "skip_if", "description"};
   CHECK(did_you_mean("retries", opts) == "retry");
   CHECK(did_you_mean("rety", opts) == "retry");
   CHECK(did_you_mean("timout", opts) == "timeout");
@@ -129,7 +129,8 @@ return o.pipeline "p" {
 }
 )";
   auto d = Harness::diagnose(src);
-  expect_one(d, line_of(src, "o.node(\"slow\""), "unknown option 'timout' (did you mean 'timeout'?)");
+  expect_one(d, line_of(src, "o.node(\"slow\""),
+             "unknown option 'timout' (did you mean 'timeout'?)");
 }
 
 TEST_CASE("compile: a duplicate id names where it was first used", "[compile]") {
@@ -155,16 +156,21 @@ TEST_CASE("compile: options of the wrong type", "[compile]") {
     const char* message;
   };
   const Case cases[] = {
-      {"{ timeout = true }", "node 'a' timeout: expected a duration like \"30s\" or a number of seconds, got boolean"},
+      {"{ timeout = true }",
+       "node 'a' timeout: expected a duration like \"30s\" or a number of seconds, got boolean"},
       {"{ timeout = \"5 parsecs\" }", "invalid duration '5 parsecs'"},
       {"{ timeout = -1 }", "duration must be a non-negative number of seconds"},
       {"{ timeout = 0 }", "node 'a': timeout must be greater than zero"},
       {"{ optional = \"yes\" }", "node 'a': optional must be true or false, got a string"},
       {"{ retry = 0 }", "node 'a': retry must be a whole number of attempts between 1 and 1000"},
       {"{ retry = 2.5 }", "retry must be a whole number of attempts"},
-      {"{ retry = \"3\" }", "retry must be a number of attempts or a table {max=, backoff=, base=, cap=, jitter=}, got string"},
-      {"{ retry = { max = \"x\" } }", "node 'a': retry.max must be a whole number of attempts between 1 and 1000"},
-      {"{ retry = { max = 3, backoff = \"linear\" } }", "retry.backoff must be \"exponential\" or \"fixed\""},
+      {"{ retry = \"3\" }",
+       "retry must be a number of attempts or a table {max=, backoff=, base=, cap=, jitter=}, got "
+       "string"},
+      {"{ retry = { max = \"x\" } }",
+       "node 'a': retry.max must be a whole number of attempts between 1 and 1000"},
+      {"{ retry = { max = 3, backoff = \"linear\" } }",
+       "retry.backoff must be \"exponential\" or \"fixed\""},
       {"{ retry = { max = 3, jitter = \"no\" } }", "retry.jitter must be true or false"},
       {"{ retry = { max = 3, base = {} } }", "node 'a' retry.base: expected a duration"},
       {"{ retry = { max = 3, tries = 2 } }", "node 'a' retry: unknown option 'tries'"},
@@ -173,12 +179,15 @@ TEST_CASE("compile: options of the wrong type", "[compile]") {
       {"\"fast\"", "node 'a': options must be a table, got a string"},
       // A list entry is not an option (it used to be ignored: retry = { 3 } meant one attempt).
       {"{ 3 }", "node 'a': options are name = value pairs, but a list entry was given"},
-      {"{ retry = { 3 } }", "node 'a' retry: options are name = value pairs, but a list entry was given"},
+      {"{ retry = { 3 } }",
+       "node 'a' retry: options are name = value pairs, but a list entry was given"},
   };
   for (const auto& c : cases) {
     const std::string src = std::string("local o = require \"orch\"\n") +
                             "return o.pipeline \"p\" {\n"
-                            "  o.node(\"a\", function() return {} end, " + c.opts + "),\n"
+                            "  o.node(\"a\", function() return {} end, " +
+                            c.opts +
+                            "),\n"
                             "}\n";
     INFO(src);
     auto d = Harness::diagnose(src);
@@ -198,9 +207,11 @@ return o.pipeline "p" {
   INFO(all_of(d));
   REQUIRE(d.size() == 2);
   CHECK(d[0].line == 4);
-  CHECK(contains(d[0].message, "node 'shell': the body must be a function(ctx, input), got a string"));
+  CHECK(contains(d[0].message,
+                 "node 'shell': the body must be a function(ctx, input), got a string"));
   CHECK(d[1].line == 5);
-  CHECK(contains(d[1].message, "node 'missing': the body must be a function(ctx, input), got a nil"));
+  CHECK(
+      contains(d[1].message, "node 'missing': the body must be a function(ctx, input), got a nil"));
 }
 
 TEST_CASE("compile: an empty pipeline", "[compile]") {
@@ -295,8 +306,10 @@ return o.pipeline "p" {
   auto d = Harness::diagnose(src);
   INFO(all_of(d));
   REQUIRE(d.size() == 2);
-  CHECK(has_diag(d, 2, "step 2: expected a step (o.node, o.seq, o.parallel, o.when, o.switch, o.approve), "
-                       "got a plain table; wrap a list of steps in o.seq { ... }"));
+  CHECK(
+      has_diag(d, 2,
+               "step 2: expected a step (o.node, o.seq, o.parallel, o.when, o.switch, o.approve), "
+               "got a plain table; wrap a list of steps in o.seq { ... }"));
   CHECK(has_diag(d, 2, "step 3: expected a step"));
 }
 
@@ -347,7 +360,9 @@ TEST_CASE("compile: parallel join out of range or misspelt", "[compile]") {
                             "  o.parallel(\"fan\", {\n"
                             "    o.node(\"a\", function() return {} end),\n"
                             "    o.node(\"b\", function() return {} end),\n"
-                            "  }, " + c.opts + "),\n"
+                            "  }, " +
+                            c.opts +
+                            "),\n"
                             "}\n";
     INFO(src);
     auto d = Harness::diagnose(src);
@@ -398,8 +413,9 @@ return o.pipeline "p" {
 }
 )";
   auto d2 = Harness::diagnose(src2);
-  expect_one(d2, 4, "switch 'route': the selector must be a function(ctx, input) returning a "
-                    "case name, got a string");
+  expect_one(d2, 4,
+             "switch 'route': the selector must be a function(ctx, input) returning a "
+             "case name, got a string");
 
   const std::string src3 = R"(local o = require "orch"
 return o.pipeline "p" {
@@ -470,18 +486,22 @@ TEST_CASE("compile: an invalid node id", "[compile]") {
     const char* message;
   };
   const Case cases[] = {
-      {"\"a/b\"", "o.node 'a/b': invalid id (use letters, digits, '_' and '-', starting with a letter)"},
+      {"\"a/b\"",
+       "o.node 'a/b': invalid id (use letters, digits, '_' and '-', starting with a letter)"},
       {"\"1st\"", "o.node '1st': invalid id"},
       {"\"\"", "o.node '': invalid id"},
       {"\"has space\"", "o.node 'has space': invalid id"},
       {"42", "o.node: the first argument must be the step's id (a string), got a number"},
-      {"function() end", "o.node: the first argument must be the step's id (a string), got a function"},
+      {"function() end",
+       "o.node: the first argument must be the step's id (a string), got a function"},
   };
   for (const auto& c : cases) {
     const std::string src = std::string("local o = require \"orch\"\n") +
                             "return o.pipeline \"p\" {\n"
                             "  o.node(\"ok\", function() return {} end),\n"
-                            "  o.node(" + c.id + ", function() return {} end),\n"
+                            "  o.node(" +
+                            c.id +
+                            ", function() return {} end),\n"
                             "}\n";
     INFO(src);
     auto d = Harness::diagnose(src);
@@ -592,7 +612,8 @@ return o.pipeline "p" {
   auto d = Harness::diagnose(src);
   INFO(all_of(d));
   REQUIRE(d.size() == 7);
-  CHECK(has_diag(d, 2, "triggers[7] must be o.webhook{...}, o.schedule \"cron\" or o.manual{}, got a string"));
+  CHECK(has_diag(
+      d, 2, "triggers[7] must be o.webhook{...}, o.schedule \"cron\" or o.manual{}, got a string"));
   CHECK(has_diag(d, 4, "o.webhook: 'path' must be a string starting with '/'"));
   CHECK(has_diag(d, 5, "o.webhook: 'path' must be a string starting with '/'"));
   CHECK(has_diag(d, 6, "o.schedule: 'every day at noon' is not a cron expression"));
@@ -607,7 +628,8 @@ return o.pipeline "p" {
 }
 )";
   // A single trigger instead of a list (it used to be read as an empty list, and ignored).
-  expect_one(Harness::diagnose(src2), 2, "pipeline 'p': triggers must be a list: triggers = { o.manual... }");
+  expect_one(Harness::diagnose(src2), 2,
+             "pipeline 'p': triggers must be a list: triggers = { o.manual... }");
 
   const std::string src3 = R"(local o = require "orch"
 return o.pipeline "p" {
@@ -680,11 +702,11 @@ return o.pipeline "paths" {
     paths.insert(k);
     CHECK(v->path == k);
   }
-  CHECK(paths == std::set<std::string>{
-                     "start", "gather", "gather/metrics", "gather/logs", "gather/logs/fetch",
-                     "gather/logs/parse", "plain", "prep", "prep/clean", "prep/inner", "route",
-                     "route/page", "route/ignore", "route/alert", "check", "check/yes",
-                     "check/no", "check2", "check2/only"});
+  CHECK(paths == std::set<std::string>{"start", "gather", "gather/metrics", "gather/logs",
+                                       "gather/logs/fetch", "gather/logs/parse", "plain", "prep",
+                                       "prep/clean", "prep/inner", "route", "route/page",
+                                       "route/ignore", "route/alert", "check", "check/yes",
+                                       "check/no", "check2", "check2/only"});
 
   CHECK(p->by_path.at("gather")->kind == StepKind::Parallel);
   CHECK(p->by_path.at("gather")->join == -1);
@@ -836,10 +858,14 @@ return o.pipeline "g" {
   for (auto& x : d) all += x.str() + "\n";
   INFO(all);
   CHECK(all.find("test.lua:3: approve 'a': message must be a string") != std::string::npos);
-  CHECK(all.find("test.lua:4: approve 'b': approvers must be a list of names") != std::string::npos);
+  CHECK(all.find("test.lua:4: approve 'b': approvers must be a list of names") !=
+        std::string::npos);
   CHECK(all.find("test.lua:5: approve 'c' timeout: invalid duration 'soon'") != std::string::npos);
-  CHECK(all.find("test.lua:6: approve 'd': on_timeout must be \"reject\" or \"approve\"") != std::string::npos);
-  CHECK(all.find("test.lua:7: approve 'e': unknown option 'approver' (did you mean 'approvers'?)") != std::string::npos);
+  CHECK(all.find("test.lua:6: approve 'd': on_timeout must be \"reject\" or \"approve\"") !=
+        std::string::npos);
+  CHECK(
+      all.find("test.lua:7: approve 'e': unknown option 'approver' (did you mean 'approvers'?)") !=
+      std::string::npos);
   CHECK(all.find("test.lua:8: approve 'f': approvers is empty") != std::string::npos);
   auto ok = orch::test::Harness::diagnose(R"(local o = require "orch"
 return o.pipeline "g" { o.approve("go", { message = "ok?", approvers = { "a" }, timeout = "1h" }) })");

@@ -1,12 +1,11 @@
 // Lua values <-> JSON (bindings/convert.cc) on a plain Lua state, and what a node's return value
 // turns into when a pipeline runs.
-#include <catch2/catch.hpp>
+#include "bindings/convert.h"
 
+#include <catch2/catch.hpp>
+#include <cmath>
 #include <lua.hpp>
 
-#include <cmath>
-
-#include "bindings/convert.h"
 #include "runtime/json_util.h"
 #include "test_util.h"
 
@@ -93,7 +92,8 @@ TEST_CASE("convert: objects, arrays and nesting", "[convert]") {
         json{{"a", 1}, {"b", "two"}, {"c", true}, {"d", false}});
   CHECK(s.ok("return { 'x', 'y', 'z' }") == json{"x", "y", "z"});
   CHECK(s.ok("return { [2] = 'b', [1] = 'a' }") == json{"a", "b"});
-  CHECK(s.ok("return { users = { { name = 'ann', tags = { 'a', 'b' } }, { name = 'bob', tags = {} } } }") ==
+  CHECK(s.ok("return { users = { { name = 'ann', tags = { 'a', 'b' } }, { name = 'bob', tags = {} "
+             "} } }") ==
         json::parse(R"({"users":[{"name":"ann","tags":["a","b"]},{"name":"bob","tags":{}}]})"));
   // Not a sequence: an object with the keys as strings.
   CHECK(s.ok("return { 1, 2, x = 3 }") == json::parse(R"({"1":1,"2":2,"x":3})"));
@@ -169,8 +169,9 @@ TEST_CASE("convert: integers up to 2^53 stay integers, the rest are floats", "[c
   CHECK(half["x"].is_number_float());
   CHECK(half.dump() == R"({"x":0.5,"y":-2.25})");
   // And back: integers come out as exact Lua numbers.
-  s.check_pushed(json::parse(R"({"big":9007199254740992,"neg":-42,"f":0.1,"u":18446744073709551615})"),
-                 "assert(v.big == 2^53 and v.neg == -42 and v.f == 0.1 and v.u == 2^64)");
+  s.check_pushed(
+      json::parse(R"({"big":9007199254740992,"neg":-42,"f":0.1,"u":18446744073709551615})"),
+      "assert(v.big == 2^53 and v.neg == -42 and v.f == 0.1 and v.u == 2^64)");
 }
 
 TEST_CASE("convert: NaN and inf are rejected, naming the path", "[convert]") {
@@ -183,8 +184,7 @@ TEST_CASE("convert: NaN and inf are rejected, naming the path", "[convert]") {
   CHECK(s.fails("return 0/0") == "value: number is not finite (NaN or inf)");
 }
 
-TEST_CASE("convert: functions, threads and userdata are rejected, naming the path",
-          "[convert]") {
+TEST_CASE("convert: functions, threads and userdata are rejected, naming the path", "[convert]") {
   State s;
   CHECK(s.fails("return { list = { 1, 2, { f = print } } }") ==
         "value at list[3].f: cannot convert a function to JSON");
@@ -205,7 +205,8 @@ TEST_CASE("convert: cycles and excessive nesting are rejected", "[convert]") {
   CHECK(s.fails("local t = { 1 }; t[2] = t; return t") == "value at [2]: table contains a cycle");
   CHECK(s.fails("local a, b = {}, {}; a.b = b; b.list = { a }; return { root = a }") ==
         "value at root.b.list[1]: table contains a cycle");
-  std::string deep = s.fails("local t = {}; local r = t; for i = 1, 300 do t.n = {}; t = t.n end; return r");
+  std::string deep =
+      s.fails("local t = {}; local r = t; for i = 1, 300 do t.n = {}; t = t.n end; return r");
   CHECK(contains(deep, "nested too deeply"));
   CHECK(contains(deep, "value at n.n.n"));
   // Deep but within the limit is fine.
@@ -231,13 +232,14 @@ TEST_CASE("convert: invalid UTF-8 does not throw when dumped", "[convert]") {
 
 TEST_CASE("convert: push_json builds the matching Lua values", "[convert]") {
   State s;
-  s.check_pushed(json::parse(R"({"name":"x","n":3,"ok":true,"list":[1,"two",{"k":false}],"nested":{"a":{"b":[]}}})"),
-                 "assert(v.name == 'x' and v.n == 3 and v.ok == true)\n"
-                 "assert(#v.list == 3 and v.list[2] == 'two' and v.list[3].k == false)\n"
-                 "assert(getmetatable(v.list) == array_mt and getmetatable(v.nested) == nil)\n"
-                 "assert(#v.nested.a.b == 0)");
-  s.check_pushed(json(std::string("a\0b", 3)),
-                 "assert(v == 'a\\0b' and #v == 3)");
+  s.check_pushed(
+      json::parse(
+          R"({"name":"x","n":3,"ok":true,"list":[1,"two",{"k":false}],"nested":{"a":{"b":[]}}})"),
+      "assert(v.name == 'x' and v.n == 3 and v.ok == true)\n"
+      "assert(#v.list == 3 and v.list[2] == 'two' and v.list[3].k == false)\n"
+      "assert(getmetatable(v.list) == array_mt and getmetatable(v.nested) == nil)\n"
+      "assert(#v.nested.a.b == 0)");
+  s.check_pushed(json(std::string("a\0b", 3)), "assert(v == 'a\\0b' and #v == 3)");
   s.check_pushed(json(2.5), "assert(v == 2.5)");
   s.check_pushed(json(nullptr), "assert(v == null and type(v) == 'userdata')");
   // Round trip.

@@ -2,7 +2,6 @@
 // io, ffi, debug, package, getfenv/setfenv, bytecode), strict globals with file:line errors,
 // only the embedded modules for require, and opt-in libraries.
 #include <catch2/catch.hpp>
-
 #include <lua.hpp>
 
 #include "runtime/json_util.h"
@@ -73,13 +72,15 @@ TEST_CASE("sandbox: no process, file or native access by default", "[sandbox]") 
   expect_error_at_line2("os.exit(1)", "attempt to call field 'exit' (a nil value)");
   expect_error_at_line2("os.remove(\"/tmp/x\")", "attempt to call field 'remove' (a nil value)");
   expect_error_at_line2("local v = os.getenv(\"HOME\")", "attempt to call field 'getenv'");
-  expect_ok("assert(type(os.time()) == 'number' and type(os.clock()) == 'number' and "
-            "type(os.date('%Y')) == 'string')");
+  expect_ok(
+      "assert(type(os.time()) == 'number' and type(os.clock()) == 'number' and "
+      "type(os.date('%Y')) == 'string')");
   // io does not exist at all.
   expect_error_at_line2("local f = io.open(\"/etc/passwd\")", "unknown global 'io'");
   expect_error_at_line2("local p = io.popen(\"id\")", "unknown global 'io'");
   // Nor do ffi, debug, package, the environment functions, jit.
-  expect_error_at_line2("local ffi = require \"ffi\"", "module 'ffi' is not available to pipelines");
+  expect_error_at_line2("local ffi = require \"ffi\"",
+                        "module 'ffi' is not available to pipelines");
   expect_error_at_line2("local ffi = ffi", "unknown global 'ffi'");
   expect_error_at_line2("local info = debug.getinfo(1)", "unknown global 'debug'");
   expect_error_at_line2("local f = package.loadlib(\"libc.so.6\", \"system\")",
@@ -121,9 +122,10 @@ TEST_CASE("sandbox: bytecode cannot be loaded, only text", "[sandbox]") {
   }
   // A reader function handing out bytecode piecewise is refused too; and the mode argument
   // cannot be used to ask for binary.
-  const std::string src = std::string("local o = require \"orch\"\n") +
-                          "local bc, done = " + bc + ", false\n" +
-                          "local f = load(function() if done then return nil end done = true return bc end, \"x\", \"b\")\n" +
+  const std::string src = std::string("local o = require \"orch\"\n") + "local bc, done = " + bc +
+                          ", false\n" +
+                          "local f = load(function() if done then return nil end done = true "
+                          "return bc end, \"x\", \"b\")\n" +
                           "assert(f == nil, \"bytecode was loaded\")\n" +
                           "return o.pipeline \"p\" { o.node(\"a\", function() return {} end) }\n";
   auto d = Harness::diagnose(src);
@@ -209,7 +211,10 @@ TEST_CASE("sandbox: require gives the embedded modules only", "[sandbox]") {
 TEST_CASE("sandbox: io, os, ffi and debug when the operator allows them", "[sandbox]") {
   SandboxOptions io;
   io.allow_io = true;
-  expect_ok("local f = assert(io.open('/dev/null', 'r')); f:close(); assert(type(io.popen) == 'function')", io);
+  expect_ok(
+      "local f = assert(io.open('/dev/null', 'r')); f:close(); assert(type(io.popen) == "
+      "'function')",
+      io);
   expect_error_at_line2("os.execute('true')", "attempt to call field 'execute'", io);
 
   SandboxOptions os;
@@ -234,7 +239,8 @@ TEST_CASE("sandbox: async calls outside a node body raise a clear error", "[sand
                         "o.fs.read can only be called inside a node body");
   // o.exec is a Lua wrapper around the C call; the error must still name the user's line.
   expect_error_at_line2("o.exec { 'true' }", "o.exec can only be called inside a node body");
-  expect_error_at_line2("local r = o.exec 'echo hi'", "o.exec can only be called inside a node body");
+  expect_error_at_line2("local r = o.exec 'echo hi'",
+                        "o.exec can only be called inside a node body");
 }
 
 TEST_CASE("sandbox: a node that loops without yielding is stopped by its timeout", "[sandbox]") {
@@ -261,8 +267,7 @@ return o.pipeline "spin" {
 // Each body catches the deadline error in a different way and would spin again; without the
 // sandbox passing the error on, the loop thread would never get back to the scheduler. The
 // outer loops give up after 3 s of CPU so that a regression fails instead of hanging.
-TEST_CASE("sandbox: pcall, xpcall and coroutine.resume cannot swallow the timeout",
-          "[sandbox]") {
+TEST_CASE("sandbox: pcall, xpcall and coroutine.resume cannot swallow the timeout", "[sandbox]") {
   const char* bodies[] = {
       "local spin = function() while true do end end\n"
       "    while os.clock() < give_up do pcall(spin) end",
@@ -279,7 +284,9 @@ TEST_CASE("sandbox: pcall, xpcall and coroutine.resume cannot swallow the timeou
                       "return o.pipeline \"spin\" {\n"
                       "  o.node(\"spin\", function()\n"
                       "    local give_up = os.clock() + 3\n"
-                      "    " + body + "\n"
+                      "    " +
+                      body +
+                      "\n"
                       "    return { escaped = true }\n"
                       "  end, { timeout = \"200ms\" }),\n"
                       "}\n";
@@ -293,8 +300,7 @@ TEST_CASE("sandbox: pcall, xpcall and coroutine.resume cannot swallow the timeou
   }
 }
 
-TEST_CASE("sandbox: pcall, xpcall and coroutines still work as usual in node bodies",
-          "[sandbox]") {
+TEST_CASE("sandbox: pcall, xpcall and coroutines still work as usual in node bodies", "[sandbox]") {
   Harness h;
   auto s = h.run(R"(local o = require "orch"
 return o.pipeline "p" {

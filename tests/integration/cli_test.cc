@@ -24,7 +24,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string src(const std::string& rel) { return source_dir() + "/" + rel; }
+std::string src(const std::string& rel) {
+  return source_dir() + "/" + rel;
+}
 
 // SQL string literal.
 std::string q(const std::string& s) {
@@ -82,8 +84,10 @@ std::vector<std::vector<std::string>> snapshot(const std::string& db,
     all.insert(all.end(), rows.begin(), rows.end());
   }
   all.push_back({"-- definitions"});
-  auto defs = query(db, "select * from definitions where name in (select pipeline from runs "
-                        "where id in (" + in + ")) order by id");
+  auto defs = query(db,
+                    "select * from definitions where name in (select pipeline from runs "
+                    "where id in (" +
+                        in + ")) order by id");
   all.insert(all.end(), defs.begin(), defs.end());
   return all;
 }
@@ -180,7 +184,8 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
       // It stopped at its gate(s): approve every waiting gate, then resume to the end.
       CHECK(sum.at("status") == "awaiting_approval");
       std::string rid = sum.at("run_id").get<std::string>();
-      for (auto& g : query(db, "select node_id from approvals where status='waiting' and run_id=" + q(rid)))
+      for (auto& g :
+           query(db, "select node_id from approvals where status='waiting' and run_id=" + q(rid)))
         REQUIRE(orchrun({"approve", rid, g[0], "--as", "ci"}, db).exit_code == 0);
       auto r = orchrun({"resume", rid, "--json"}, db, {}, cwd);
       INFO(r.out << r.err);
@@ -194,8 +199,10 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
     std::string w = " where run_id=" + q(id);
 
     // The runs row.
-    auto run = query(db, "select status, trace_id, pipeline, version, finished_at is not null, "
-                         "error_type from runs where id=" + q(id));
+    auto run = query(db,
+                     "select status, trace_id, pipeline, version, finished_at is not null, "
+                     "error_type from runs where id=" +
+                         q(id));
     REQUIRE(run.size() == 1);
     CHECK(run[0][0] == "succeeded");
     CHECK(run[0][1] == trace);
@@ -210,7 +217,8 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
     CHECK(attempts > 0);
     CHECK(query_int(db, "select count(*) from node_runs" + w +
                             " and kind != 'decision' and status != 'skipped'") == attempts);
-    CHECK(query_int(db, "select count(*) from events" + w + " and kind='node.started'") == attempts);
+    CHECK(query_int(db, "select count(*) from events" + w + " and kind='node.started'") ==
+          attempts);
     CHECK(query_int(db, "select count(*) from events e" + w +
                             " and kind='node.started' and not exists (select 1 from node_runs n "
                             "where n.run_id=e.run_id and n.node_id=e.node_id and "
@@ -228,9 +236,10 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
     CHECK(query_int(db, "select count(*) from events" + w + " and kind='run.failed'") == 0);
 
     // The definition the run used is this exact file content.
-    CHECK(query_str(db, "select d.sha256 from definitions d join runs r on r.pipeline=d.name and "
-                        "r.version=d.version where r.id=" + q(id)) ==
-          sha256_hex(read_file(file)));
+    CHECK(query_str(db,
+                    "select d.sha256 from definitions d join runs r on r.pipeline=d.name and "
+                    "r.version=d.version where r.id=" +
+                        q(id)) == sha256_hex(read_file(file)));
 
     if (health) {
       REQUIRE(fs::exists(report));
@@ -251,8 +260,10 @@ TEST_CASE("retries, fallback and timeout are recorded attempt by attempt", "[cli
   CHECK(sum.at("output").value("cached", "") == "cache");
 
   auto rows = [&](const std::string& node) {
-    return query(db, "select attempt, kind, status, error_type, retryable from node_runs where "
-                     "run_id=" + q(id) + " and node_id=" + q(node) + " order by attempt");
+    return query(db,
+                 "select attempt, kind, status, error_type, retryable from node_runs where "
+                 "run_id=" +
+                     q(id) + " and node_id=" + q(node) + " order by attempt");
   };
   auto flaky = rows("flaky");
   REQUIRE(flaky.size() == 3);
@@ -301,8 +312,8 @@ TEST_CASE("conditions route through when/switch and skip_if, recorded as skipped
   TempDir tmp;
   std::string db = tmp.file("c.db");
   auto status = [&](const std::string& id, const std::string& node) {
-    auto r = query(db, "select status from node_runs where run_id=" + q(id) + " and node_id=" +
-                           q(node));
+    auto r =
+        query(db, "select status from node_runs where run_id=" + q(id) + " and node_id=" + q(node));
     INFO("node " << node);
     REQUIRE(r.size() == 1);
     return r[0][0];
@@ -354,8 +365,9 @@ TEST_CASE("a failing pipeline exits 1, records the error, and leaves earlier run
   CHECK(contains(r.out + r.err, "kaboom"));
   CHECK(contains(r.out + r.err, "boom"));
 
-  auto run = query(db, "select id, status, error_node, error_type, error_message, trace_id from "
-                       "runs where pipeline='will-fail'");
+  auto run = query(db,
+                   "select id, status, error_node, error_type, error_message, trace_id from "
+                   "runs where pipeline='will-fail'");
   REQUIRE(run.size() == 1);
   std::string id = run[0][0];
   CHECK(run[0][1] == "failed");
@@ -363,8 +375,9 @@ TEST_CASE("a failing pipeline exits 1, records the error, and leaves earlier run
   CHECK(!run[0][3].empty());
   CHECK(contains(run[0][4], "kaboom: the disk is on fire"));
 
-  auto boom = query(db, "select status, traceback, error_message from node_runs where run_id=" +
-                            q(id) + " and node_id='boom'");
+  auto boom =
+      query(db, "select status, traceback, error_message from node_runs where run_id=" + q(id) +
+                    " and node_id='boom'");
   REQUIRE(boom.size() == 1);  // no retry configured: one attempt
   CHECK(boom[0][0] == "failed");
   CHECK(contains(boom[0][1], "failing.lua"));
@@ -377,8 +390,8 @@ TEST_CASE("a failing pipeline exits 1, records the error, and leaves earlier run
                           " and kind='run.failed'") == 1);
   CHECK(query_int(db, "select count(*) from events where run_id=" + q(id) +
                           " and kind='run.succeeded'") == 0);
-  CHECK(query_int(db, "select count(*) from events where run_id=" + q(id) + " and trace_id != " +
-                          q(run[0][5])) == 0);
+  CHECK(query_int(db, "select count(*) from events where run_id=" + q(id) +
+                          " and trace_id != " + q(run[0][5])) == 0);
 
   // Earlier runs: byte-for-byte the same rows.
   CHECK(snapshot(db, earlier) == before);
@@ -440,7 +453,9 @@ TEST_CASE("bad command lines and bad pipelines exit 2 and write nothing", "[cli]
   }
   SECTION("a Lua syntax error") {
     std::string f = tmp.file("syntax.lua");
-    write_file(f, "local o = require \"orch\"\nreturn o.pipeline \"x\" {\n  o.node(\"a\", function() return {} end\n}\n");
+    write_file(f,
+               "local o = require \"orch\"\nreturn o.pipeline \"x\" {\n  o.node(\"a\", function() "
+               "return {} end\n}\n");
     auto r = orchrun({f}, db);
     INFO(r.err);
     CHECK(r.exit_code == 2);
@@ -452,9 +467,10 @@ TEST_CASE("bad command lines and bad pipelines exit 2 and write nothing", "[cli]
   }
   SECTION("an unknown node option") {
     std::string f = tmp.file("unknown_opt.lua");
-    write_file(f, "local o = require \"orch\"\nreturn o.pipeline \"x\" {\n"
-                  "  o.node(\"a\", function() return {} end),\n"
-                  "  o.node(\"b\", function() return {} end, { retyr = 3 }),\n}\n");
+    write_file(f,
+               "local o = require \"orch\"\nreturn o.pipeline \"x\" {\n"
+               "  o.node(\"a\", function() return {} end),\n"
+               "  o.node(\"b\", function() return {} end, { retyr = 3 }),\n}\n");
     auto r = orchrun({f}, db);
     INFO(r.err);
     CHECK(r.exit_code == 2);
@@ -475,8 +491,8 @@ TEST_CASE("bad command lines and bad pipelines exit 2 and write nothing", "[cli]
   }
   SECTION("an empty --db path") {
     // SQLite would quietly use a throw-away temporary database: the run must not "succeed".
-    for (auto args : {std::vector<std::string>{hello, "--db="},
-                      std::vector<std::string>{hello, "--db", ""}}) {
+    for (auto args :
+         {std::vector<std::string>{hello, "--db="}, std::vector<std::string>{hello, "--db", ""}}) {
       auto r = orchrun(args, "");
       INFO(r.out << r.err);
       CHECK(r.exit_code == 2);
@@ -556,10 +572,11 @@ TEST_CASE("validate reports good and bad files", "[cli]") {
   TempDir tmp;
   std::string good = tmp.file("good.lua"), bad = tmp.file("bad.lua");
   write_file(good, read_file(src("examples/hello.lua")));
-  write_file(bad, "local o = require \"orch\"\nreturn o.pipeline \"b\" {\n"
-                  "  o.node(\"a\", function() return {} end),\n"
-                  "  o.node(\"a\", function() return {} end),\n"
-                  "  o.node(\"c\", function() return {} end, { timeout = \"soon\" }),\n}\n");
+  write_file(bad,
+             "local o = require \"orch\"\nreturn o.pipeline \"b\" {\n"
+             "  o.node(\"a\", function() return {} end),\n"
+             "  o.node(\"a\", function() return {} end),\n"
+             "  o.node(\"c\", function() return {} end, { timeout = \"soon\" }),\n}\n");
 
   SECTION("human output") {
     auto r = orchrun({"validate", good, bad}, "");
@@ -800,7 +817,8 @@ TEST_CASE("Ctrl-C cancels the run, records it, kills its processes and exits 130
 return o.pipeline "slow" {
   o.parallel("wait", {
     o.node("argv", function() return o.exec { "sleep", "30" } end),
-    o.node("shell", function() return o.exec { sh = "echo $$ > )" + pidfile + R"(; exec sleep 30" } end),
+    o.node("shell", function() return o.exec { sh = "echo $$ > )" +
+                       pidfile + R"(; exec sleep 30" } end),
     o.node("nap", function() o.sleep("30s"); return {} end),
   }),
   o.node("after", function() return {} end),

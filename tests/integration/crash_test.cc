@@ -74,8 +74,7 @@ return o.pipeline "crashy" {
 
 }  // namespace
 
-TEST_CASE("runs killed with SIGKILL at random moments resume and finish exactly once",
-          "[crash]") {
+TEST_CASE("runs killed with SIGKILL at random moments resume and finish exactly once", "[crash]") {
   TempDir tmp;
   std::string db = tmp.file("crash.db"), ledger = tmp.file("ledger"), file = tmp.file("crashy.lua");
   std::string src = kPipeline;
@@ -120,8 +119,9 @@ TEST_CASE("runs killed with SIGKILL at random moments resume and finish exactly 
   // No node ran again after its success had been committed: every execution in the ledger
   // has an attempt number at most that of the stored success.
   std::map<std::pair<std::string, std::string>, int> success;
-  for (auto& r : query(db, "select run_id, node_id, attempt from node_runs where "
-                           "status='succeeded' and kind='body'"))
+  for (auto& r : query(db,
+                       "select run_id, node_id, attempt from node_runs where "
+                       "status='succeeded' and kind='body'"))
     success[{r[0], r[1]}] = std::stoi(r[2]);
   std::istringstream in(read_file(ledger));
   std::string run, node;
@@ -135,7 +135,8 @@ TEST_CASE("runs killed with SIGKILL at random moments resume and finish exactly 
   }
   CHECK(lines >= static_cast<int>(success.size()));
   // What this round exercised (shown with -s / on failure).
-  WARN("interrupted attempts: " << query_int(db, "select count(*) from node_runs where error_type='interrupted'")
+  WARN("interrupted attempts: "
+       << query_int(db, "select count(*) from node_runs where error_type='interrupted'")
        << ", resumes: " << query_int(db, "select count(*) from events where kind='run.resumed'")
        << ", executions: " << lines << ", successes: " << success.size());
 
@@ -147,34 +148,42 @@ TEST_CASE("runs killed with SIGKILL at random moments resume and finish exactly 
                             "' and status='succeeded' and kind='body'") == 7);
     CHECK(query_int(db, "select count(*) from node_runs where run_id='" + id +
                             "' and node_id='w/g' and status='skipped'") == 1);
-    CHECK(query_int(db, "select count(*) from (select node_id from node_runs where run_id='" +
-                            id + "' and status='succeeded' group by node_id having count(*) > 1)") == 0);
+    CHECK(query_int(db, "select count(*) from (select node_id from node_runs where run_id='" + id +
+                            "' and status='succeeded' group by node_id having count(*) > 1)") == 0);
     // Attempts are numbered 1..n without gaps, and none is left running.
-    CHECK(query_int(db, "select count(*) from (select node_id, max(attempt) m, count(*) c from "
-                        "node_runs where run_id='" + id + "' group by node_id) where m != c") == 0);
+    CHECK(query_int(db,
+                    "select count(*) from (select node_id, max(attempt) m, count(*) c from "
+                    "node_runs where run_id='" +
+                        id + "' group by node_id) where m != c") == 0);
     CHECK(query_int(db, "select count(*) from node_runs where run_id='" + id +
                             "' and status in ('running','pending')") == 0);
     // Every attempt row has its node.started event; every success its node.succeeded event.
-    CHECK(query_int(db, "select count(*) from node_runs n where run_id='" + id +
-                            "' and kind != 'decision' and status != 'skipped' and not exists "
-                            "(select 1 from events e where e.run_id=n.run_id and "
-                            "e.node_id=n.node_id and e.attempt=n.attempt and e.kind='node.started')") == 0);
+    CHECK(query_int(db,
+                    "select count(*) from node_runs n where run_id='" + id +
+                        "' and kind != 'decision' and status != 'skipped' and not exists "
+                        "(select 1 from events e where e.run_id=n.run_id and "
+                        "e.node_id=n.node_id and e.attempt=n.attempt and e.kind='node.started')") ==
+          0);
     CHECK(query_int(db, "select count(*) from node_runs n where run_id='" + id +
                             "' and status='succeeded' and not exists (select 1 from events e where "
                             "e.run_id=n.run_id and e.node_id=n.node_id and e.attempt=n.attempt and "
                             "e.kind='node.succeeded')") == 0);
-    CHECK(query_int(db, "select count(*) from events where run_id='" + id + "' and kind='run.started'") == 1);
-    CHECK(query_int(db, "select count(*) from events where run_id='" + id + "' and kind='run.succeeded'") == 1);
+    CHECK(query_int(db, "select count(*) from events where run_id='" + id +
+                            "' and kind='run.started'") == 1);
+    CHECK(query_int(db, "select count(*) from events where run_id='" + id +
+                            "' and kind='run.succeeded'") == 1);
     // The trace id of the run is on every event, resumes included.
-    CHECK(query_int(db, "select count(distinct trace_id) from events where run_id='" + id + "'") == 1);
+    CHECK(query_int(db, "select count(distinct trace_id) from events where run_id='" + id + "'") ==
+          1);
   }
 }
 
 TEST_CASE("resume refuses what it must not touch, and changes nothing", "[crash]") {
   TempDir tmp;
   std::string db = tmp.file("r.db"), file = tmp.file("p.lua");
-  write_file(file, "local o = require 'orch'\nreturn o.pipeline 'p' { o.node('a', function() "
-                   "return {} end) }\n");
+  write_file(file,
+             "local o = require 'orch'\nreturn o.pipeline 'p' { o.node('a', function() "
+             "return {} end) }\n");
   auto ok = orchrun({file, "--json", "--quiet"}, db);
   REQUIRE(ok.exit_code == 0);
   std::string id = query_str(db, "select id from runs");
@@ -195,8 +204,9 @@ TEST_CASE("resume refuses what it must not touch, and changes nothing", "[crash]
 TEST_CASE("a run owned by a live process is not taken over", "[crash]") {
   TempDir tmp;
   std::string db = tmp.file("live.db"), file = tmp.file("slow.lua");
-  write_file(file, "local o = require 'orch'\nreturn o.pipeline 'slow' { o.node('a', function() "
-                   "o.sleep('20s') return {} end) }\n");
+  write_file(file,
+             "local o = require 'orch'\nreturn o.pipeline 'slow' { o.node('a', function() "
+             "o.sleep('20s') return {} end) }\n");
   pid_t p = spawn_quiet({orchrun_bin(), file, "--db", db});
   std::string id;
   for (int i = 0; i < 100 && id.empty(); i++) {
@@ -218,8 +228,9 @@ TEST_CASE("a run owned by a live process is not taken over", "[crash]") {
 TEST_CASE("an idempotency key starts at most one run", "[crash]") {
   TempDir tmp;
   std::string db = tmp.file("i.db"), file = tmp.file("p.lua");
-  write_file(file, "local o = require 'orch'\nreturn o.pipeline 'p' { o.node('a', function() "
-                   "return { t = o.now_ms() } end) }\n");
+  write_file(file,
+             "local o = require 'orch'\nreturn o.pipeline 'p' { o.node('a', function() "
+             "return { t = o.now_ms() } end) }\n");
   auto first = orchrun({file, "--idempotency-key", "deploy-42", "--quiet"}, db);
   CHECK(first.exit_code == 0);
   auto second = orchrun({file, "--idempotency-key", "deploy-42"}, db);

@@ -14,7 +14,9 @@ using namespace orch::test;
 
 namespace {
 
-bool has(const std::string& s, const std::string& sub) { return s.find(sub) != std::string::npos; }
+bool has(const std::string& s, const std::string& sub) {
+  return s.find(sub) != std::string::npos;
+}
 
 pid_t spawn_quiet(const std::vector<std::string>& argv) {
   pid_t pid = fork();
@@ -101,7 +103,9 @@ TEST_CASE("a rejected gate fails the run with who and why", "[control]") {
   write_file(file, kGate);
   CHECK(orchrun({file}, db).exit_code == 4);
   std::string id = query_str(db, "select id from runs");
-  CHECK(orchrun({"reject", id, "deploy", "--as", "bob", "--comment", "freeze week"}, db).exit_code == 0);
+  CHECK(
+      orchrun({"reject", id, "deploy", "--as", "bob", "--comment", "freeze week"}, db).exit_code ==
+      0);
   auto res = orchrun({"resume", id}, db);
   CHECK(res.exit_code == 1);
   CHECK(query_str(db, "select status || '|' || error_type || '|' || error_message from runs") ==
@@ -126,8 +130,8 @@ return o.pipeline "t" {
   auto res = orchrun({"resume", "--all"}, db);
   CHECK(res.exit_code == 0);
   CHECK(query_str(db, "select status from approvals where node_id='auto'") == "timed_out");
-  CHECK(query_str(db, "select output from node_runs where node_id='auto'").find(
-            R"("approved":true)") != std::string::npos);
+  CHECK(query_str(db, "select output from node_runs where node_id='auto'")
+            .find(R"("approved":true)") != std::string::npos);
   // Inside the run, the second gate timed out while `busy` was still going: rejected by
   // timeout, and join = any succeeds through the other branch.
   CHECK(query_str(db, "select error_type from node_runs where node_id='p/strict'") ==
@@ -138,8 +142,9 @@ return o.pipeline "t" {
 TEST_CASE("orchrun cancel stops a run owned by another process", "[control]") {
   TempDir tmp;
   std::string db = tmp.file("c.db"), file = tmp.file("long.lua");
-  write_file(file, "local o = require 'orch'\nreturn o.pipeline 'long' { o.node('wait', "
-                   "function() return o.exec { 'sleep', '30' } end) }\n");
+  write_file(file,
+             "local o = require 'orch'\nreturn o.pipeline 'long' { o.node('wait', "
+             "function() return o.exec { 'sleep', '30' } end) }\n");
   pid_t owner = spawn_quiet({orchrun_bin(), file, "--db", db});
   std::string id;
   for (int i = 0; i < 100 && id.empty(); i++) {
@@ -154,7 +159,8 @@ TEST_CASE("orchrun cancel stops a run owned by another process", "[control]") {
   int status = 0;
   waitpid(owner, &status, 0);
   CHECK(WEXITSTATUS(status) == 1);
-  CHECK(query_str(db, "select status || '|' || error_message from runs") == "cancelled|maintenance");
+  CHECK(query_str(db, "select status || '|' || error_message from runs") ==
+        "cancelled|maintenance");
   CHECK(query_str(db, "select status from node_runs") == "cancelled");
   CHECK(orchrun({"cancel", id}, db).exit_code == 2);  // already cancelled
 }
@@ -162,8 +168,9 @@ TEST_CASE("orchrun cancel stops a run owned by another process", "[control]") {
 TEST_CASE("orchrun cancel records an orphaned run as cancelled", "[control]") {
   TempDir tmp;
   std::string db = tmp.file("o.db"), file = tmp.file("long.lua");
-  write_file(file, "local o = require 'orch'\nreturn o.pipeline 'long' { o.node('wait', "
-                   "function() o.sleep('30s') return {} end) }\n");
+  write_file(file,
+             "local o = require 'orch'\nreturn o.pipeline 'long' { o.node('wait', "
+             "function() o.sleep('30s') return {} end) }\n");
   pid_t owner = spawn_quiet({orchrun_bin(), file, "--db", db});
   for (int i = 0; i < 100; i++) {
     usleep(50000);
@@ -187,7 +194,8 @@ TEST_CASE("orchrun retry continues a failed run from its failed nodes", "[contro
 return o.pipeline "y" {
   o.node("prep", function() return { n = 1 } end),
   o.node("flaky", function()
-    if not o.exec({ "test", "-f", ")" + flag + R"(" }).ok then
+    if not o.exec({ "test", "-f", ")" +
+                       flag + R"(" }).ok then
       o.fail("flag missing", { retryable = true })
     end
     return { ok = true }
@@ -204,8 +212,9 @@ return o.pipeline "y" {
   // prep was reused; flaky's two failed attempts stay on record, the third succeeded in run
   // attempt 2.
   CHECK(query_int(db, "select count(*) from node_runs where node_id='prep'") == 1);
-  CHECK(query_str(db, "select group_concat(attempt || ':' || run_attempt || ':' || status, ' ') "
-                      "from node_runs where node_id='flaky' order by seq") ==
+  CHECK(query_str(db,
+                  "select group_concat(attempt || ':' || run_attempt || ':' || status, ' ') "
+                  "from node_runs where node_id='flaky' order by seq") ==
         "1:1:failed 2:1:failed 3:2:succeeded");
   CHECK(query_int(db, "select count(*) from events where kind='run.retried'") == 1);
   auto again = orchrun({"retry", id}, db);

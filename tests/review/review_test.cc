@@ -1,10 +1,9 @@
 // Review findings: each test shows one defect (it fails, or ASan aborts, on the code as reviewed).
 // Run with: build-review/tests/orchrun_tests "[review]"  (AddressSanitizer build).
-#include <catch2/catch.hpp>
-
 #include <signal.h>
 #include <unistd.h>
 
+#include <catch2/catch.hpp>
 #include <chrono>
 #include <string>
 #include <thread>
@@ -16,7 +15,9 @@ using namespace orch;
 using namespace orch::test;
 
 namespace {
-std::string q1(Harness& h, const std::string& sql) { return query_str(h.db_path, sql); }
+std::string q1(Harness& h, const std::string& sql) {
+  return query_str(h.db_path, sql);
+}
 bool contains(const std::string& hay, const std::string& needle) {
   return hay.find(needle) != std::string::npos;
 }
@@ -107,8 +108,10 @@ TEST_CASE("review: join = n equal to the branch count still needs n successes", 
 // Process::on_exit stops timer_ (which, after terminate(), is the SIGKILL escalation) and reuses
 // it for the 250 ms drain. Once the group leader dies of the SIGTERM, nothing ever SIGKILLs the
 // rest of the group: a child that ignores SIGTERM outlives the timeout for good.
-TEST_CASE("review: a timed-out command's group gets SIGKILL after kill_grace even if the leader "
-          "exited", "[review]") {
+TEST_CASE(
+    "review: a timed-out command's group gets SIGKILL after kill_grace even if the leader "
+    "exited",
+    "[review]") {
   Harness h;
   auto s = h.run(R"(
     local o = require "orch"
@@ -270,8 +273,8 @@ TEST_CASE("review: a node cannot disable its own timeout through the string meta
         while true do pcall(function() while true do end end) end
       end, { timeout = "300ms" }),
     })");
-  auto r = run_cmd({"timeout", "-s", "KILL", "3", orchrun_bin(), file, "--db", db, "--progress",
-                    "none"});
+  auto r = run_cmd(
+      {"timeout", "-s", "KILL", "3", orchrun_bin(), file, "--db", db, "--progress", "none"});
   INFO(r.out << r.err);
   CHECK(r.exit_code == 1);  // 137: still spinning after 3 s, killed
   CHECK(query_str(db, "select error_type from node_runs where node_id='a'") == "timeout");

@@ -1,6 +1,6 @@
-#include <catch2/catch.hpp>
-
 #include "runtime/duration.h"
+
+#include <catch2/catch.hpp>
 
 using namespace orch;
 

@@ -1,8 +1,8 @@
 // The scheduler, in-process: real loop, real SQLite file, real processes and timers.
-#include <catch2/catch.hpp>
-
 #include <signal.h>
 #include <unistd.h>
+
+#include <catch2/catch.hpp>
 
 #include "runtime/drivers/timer.h"
 #include "runtime/json_util.h"
@@ -11,14 +11,16 @@
 using namespace orch;
 using namespace orch::test;
 
-TEST_CASE("a sequence passes each output to the next node and stores every attempt", "[scheduler]") {
+TEST_CASE("a sequence passes each output to the next node and stores every attempt",
+          "[scheduler]") {
   Harness h;
   auto s = h.run(R"(
     local o = require "orch"
     return o.pipeline "seq" {
       o.node("a", function(ctx, input) return { n = input.start + 1 } end),
       o.node("b", function(ctx, input) return { n = input.n * 10, a = ctx.outputs.a.n } end),
-    })", R"({"start": 4})");
+    })",
+                 R"({"start": 4})");
   CHECK(s.status == "succeeded");
   CHECK(s.nodes_succeeded == 2);
   CHECK(query_str(h.db_path, "select output from runs where id='" + s.run_id + "'") ==
@@ -56,7 +58,9 @@ TEST_CASE("parallel branches overlap: timers and processes", "[scheduler]") {
   CHECK(h.close().empty());
 }
 
-static std::string q1(Harness& h, const std::string& sql) { return query_str(h.db_path, sql); }
+static std::string q1(Harness& h, const std::string& sql) {
+  return query_str(h.db_path, sql);
+}
 
 TEST_CASE("join = any succeeds on the first branch and cancels the rest", "[scheduler]") {
   Harness h;
@@ -143,8 +147,7 @@ TEST_CASE("parallel max limits how many branches run at once", "[scheduler]") {
   CHECK(h.close().empty());
 }
 
-TEST_CASE("when and switch take one branch, record the decision, skip the others",
-          "[scheduler]") {
+TEST_CASE("when and switch take one branch, record the decision, skip the others", "[scheduler]") {
   Harness h;
   const char* src = R"(
     local o = require "orch"
@@ -161,11 +164,14 @@ TEST_CASE("when and switch take one branch, record the decision, skip the others
   auto a = h.run(src, R"({"n": 50, "sev": "critical"})");
   CHECK(a.status == "succeeded");
   CHECK(a.output_json == R"({"size":"large","via":"page"})");
-  CHECK(q1(h, "select status from node_runs where run_id='" + a.run_id + "' and node_id='big/small'") == "skipped");
-  CHECK(q1(h, "select output from node_runs where run_id='" + a.run_id + "' and node_id='big'") == R"({"branch":"then"})");
+  CHECK(q1(h, "select status from node_runs where run_id='" + a.run_id +
+                  "' and node_id='big/small'") == "skipped");
+  CHECK(q1(h, "select output from node_runs where run_id='" + a.run_id + "' and node_id='big'") ==
+        R"({"branch":"then"})");
   auto b = h.run(src, R"({"n": 1, "sev": "info"})");
   CHECK(b.output_json == R"({"size":"small","via":"chat"})");
-  CHECK(q1(h, "select status from node_runs where run_id='" + b.run_id + "' and node_id='sev/page'") == "skipped");
+  CHECK(q1(h, "select status from node_runs where run_id='" + b.run_id +
+                  "' and node_id='sev/page'") == "skipped");
   CHECK(h.close().empty());
 }
 
@@ -211,7 +217,9 @@ TEST_CASE("retries record every attempt and wait the backoff between them", "[sc
       end, { retry = { max = 4, backoff = "fixed", base = "100ms", jitter = false } }),
     })");
   CHECK(s.status == "succeeded");
-  auto rows = query(h.db_path, "select attempt, status, retryable, started_at from node_runs where node_id='flaky' order by attempt");
+  auto rows = query(h.db_path,
+                    "select attempt, status, retryable, started_at from node_runs where "
+                    "node_id='flaky' order by attempt");
   REQUIRE(rows.size() == 3);
   CHECK(rows[0][1] == "failed");
   CHECK(rows[0][2] == "1");
@@ -220,7 +228,9 @@ TEST_CASE("retries record every attempt and wait the backoff between them", "[sc
   CHECK(std::stoll(rows[2][3]) - std::stoll(rows[1][3]) >= 95);
   // The idempotency key is stable across attempts: run id and node path.
   CHECK(s.output_json == R"({"attempt":3,"key":")" + s.run_id + R"(:flaky"})");
-  auto ev = query(h.db_path, "select data from events where kind='node.failed' and node_id='flaky' order by id");
+  auto ev =
+      query(h.db_path,
+            "select data from events where kind='node.failed' and node_id='flaky' order by id");
   REQUIRE(ev.size() == 2);
   CHECK(ev[0][0].find(R"("will_retry":true)") != std::string::npos);
   CHECK(h.close().empty());
@@ -256,7 +266,8 @@ TEST_CASE("a non-retryable error is not retried; fallback and optional take over
   CHECK(s.status == "succeeded");
   CHECK(q1(h, "select count(*) from node_runs where node_id='hard' and kind='body'") == "1");
   CHECK(q1(h, "select error_type from node_runs where node_id='hard' and attempt=1") == "http_400");
-  CHECK(q1(h, "select kind || ' ' || status from node_runs where node_id='hard' and attempt=2") == "fallback succeeded");
+  CHECK(q1(h, "select kind || ' ' || status from node_runs where node_id='hard' and attempt=2") ==
+        "fallback succeeded");
   CHECK(q1(h, "select status from node_runs where node_id='opt'") == "failed");
   // The optional node's failure passes the previous output through.
   CHECK(s.output_json == R"({"prev":true,"why":"bad request"})");
@@ -273,7 +284,8 @@ TEST_CASE("a node timeout cancels what the node waits on", "[scheduler]") {
       o.parallel("p", {
         o.node("sleeper", function() o.sleep("30s"); return {} end, { timeout = "150ms" }),
         o.node("proc", function(ctx)
-          return o.exec { sh = "echo $$ > )" + pidfile + R"(; sleep 30 & wait" }
+          return o.exec { sh = "echo $$ > )" +
+                 pidfile + R"(; sleep 30 & wait" }
         end, { timeout = "300ms" }),
       }),
     })");
@@ -287,8 +299,8 @@ TEST_CASE("a node timeout cancels what the node waits on", "[scheduler]") {
   for (int i = 0; i < 50 && kill(pid, 0) == 0; i++) usleep(100000);
   CHECK(kill(pid, 0) != 0);
   // Members of the group that are still alive (zombies wait for init to reap them: gone).
-  std::string alive_cmd = "ps -e -o pgid=,stat=,pid= | awk '$1==" + std::to_string(pid) +
-                          " && $2 !~ /Z/ {print $3}'";
+  std::string alive_cmd =
+      "ps -e -o pgid=,stat=,pid= | awk '$1==" + std::to_string(pid) + " && $2 !~ /Z/ {print $3}'";
   CmdResult ps;
   for (int i = 0; i < 50; i++) {
     ps = run_cmd({"sh", "-c", alive_cmd});
@@ -320,7 +332,8 @@ TEST_CASE("cancelling a run stops timers and processes and records it", "[schedu
   CHECK(s.status == "cancelled");
   CHECK(h.last_seconds < 5);
   CHECK(q1(h, "select status from runs where id='" + s.run_id + "'") == "cancelled");
-  CHECK(q1(h, "select error_message from runs where id='" + s.run_id + "'") == "operator said stop");
+  CHECK(q1(h, "select error_message from runs where id='" + s.run_id + "'") ==
+        "operator said stop");
   CHECK(q1(h, "select count(*) from node_runs where status='cancelled'") == "2");
   CHECK(h.log.count("run.cancelled") == 1);
   CHECK(h.close().empty());
@@ -335,7 +348,8 @@ TEST_CASE("a node's success is committed before the next node starts", "[schedul
     return o.pipeline "durable" {
       o.node("first", function() return { v = 1 } end),
       o.node("second", function(ctx)
-        local r = o.exec { "sqlite3", ")" + h.db_path + R"(",
+        local r = o.exec { "sqlite3", ")" +
+                 h.db_path + R"(",
           "select status from node_runs where run_id='" .. ctx.run_id .. "' and node_id='first'" }
         return { seen = r.stdout:gsub("%s+$", ""), err = r.stderr }
       end),
@@ -374,7 +388,8 @@ TEST_CASE("node bodies see ctx; ctx.log and print become log events", "[schedule
         return { run_id = ctx.run_id, trace_id = ctx.trace_id, attempt = ctx.attempt,
                  node = ctx.node, input = ctx.input.x, pipeline = ctx.pipeline }
       end),
-    })", R"({"x": "in"})");
+    })",
+                 R"({"x": "in"})");
   CHECK(s.status == "succeeded");
   auto out = parse_json(s.output_json, nullptr);
   CHECK(out["run_id"] == s.run_id);
@@ -384,7 +399,9 @@ TEST_CASE("node bodies see ctx; ctx.log and print become log events", "[schedule
   CHECK(out["input"] == "in");
   CHECK(out["pipeline"] == "ctx");
   CHECK(h.log.count("log", "look") == 3);
-  CHECK(q1(h, "select count(*) from events where kind='log' and data like '%careful%' and data like '%warn%'") == "1");
+  CHECK(q1(h,
+           "select count(*) from events where kind='log' and data like '%careful%' and data like "
+           "'%warn%'") == "1");
   CHECK(h.close().empty());
 }
 

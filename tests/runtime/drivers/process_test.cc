@@ -1,11 +1,12 @@
 // The process driver and timers on a bare loop (no Lua): capture, timeouts, process groups,
 // detaching, and a loop that closes with nothing left open.
+#include "runtime/drivers/process.h"
+
 #include <signal.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 
-#include "runtime/drivers/process.h"
 #include "runtime/drivers/timer.h"
 #include "runtime/loop.h"
 #include "test_util.h"
@@ -34,14 +35,17 @@ TEST_CASE("a process runs, its output and exit status come back, the loop closes
   spec.argv = {"sh", "-c", "printf abc; printf err >&2; exit 7"};
   bool done = false;
   std::string err, code;
-  auto* p = Process::spawn(loop.get(), &table, spec, [&](ProcessResult& r) {
-    done = true;
-    CHECK(r.exit_code == 7);
-    CHECK(r.term_signal == 0);
-    CHECK(r.out.text() == "abc");
-    CHECK(r.err.text() == "err");
-    CHECK_FALSE(r.timed_out);
-  }, &err, &code);
+  auto* p = Process::spawn(
+      loop.get(), &table, spec,
+      [&](ProcessResult& r) {
+        done = true;
+        CHECK(r.exit_code == 7);
+        CHECK(r.term_signal == 0);
+        CHECK(r.out.text() == "abc");
+        CHECK(r.err.text() == "err");
+        CHECK_FALSE(r.timed_out);
+      },
+      &err, &code);
   REQUIRE(p);
   loop.run();
   CHECK(done);
@@ -54,7 +58,8 @@ TEST_CASE("spawn failures are reported, not thrown, and leak no handles", "[proc
   ProcessSpec spec;
   spec.argv = {"/definitely/not/here"};
   std::string err, code;
-  CHECK(Process::spawn(loop.get(), nullptr, spec, [](ProcessResult&) {}, &err, &code) == nullptr);
+  CHECK(Process::spawn(
+            loop.get(), nullptr, spec, [](ProcessResult&) {}, &err, &code) == nullptr);
   CHECK(code == "ENOENT");
   CHECK(err.find("no such file") != std::string::npos);
   uv_run(loop.get(), UV_RUN_DEFAULT);
@@ -73,11 +78,14 @@ TEST_CASE("a timeout signals the whole process group", "[process]") {
   bool done = false;
   std::string err, code;
   auto start = uv_hrtime();
-  Process::spawn(loop.get(), &table, spec, [&](ProcessResult& r) {
-    done = true;
-    CHECK(r.timed_out);
-    CHECK(r.term_signal != 0);
-  }, &err, &code);
+  Process::spawn(
+      loop.get(), &table, spec,
+      [&](ProcessResult& r) {
+        done = true;
+        CHECK(r.timed_out);
+        CHECK(r.term_signal != 0);
+      },
+      &err, &code);
   loop.run();
   CHECK(done);
   CHECK((uv_hrtime() - start) / 1e9 < 3);
@@ -101,8 +109,9 @@ TEST_CASE("a process that ignores SIGTERM is killed after the grace period", "[p
   spec.kill_grace_ms = 200;
   ProcessResult got;
   std::string err, code;
-  Process::spawn(loop.get(), &table, spec, [&](ProcessResult& r) { got.term_signal = r.term_signal; },
-                 &err, &code);
+  Process::spawn(
+      loop.get(), &table, spec, [&](ProcessResult& r) { got.term_signal = r.term_signal; }, &err,
+      &code);
   auto start = uv_hrtime();
   loop.run();
   double secs = (uv_hrtime() - start) / 1e9;
@@ -119,8 +128,8 @@ TEST_CASE("a detached process is terminated and reaped without a callback", "[pr
   spec.argv = {"sleep", "30"};
   bool called = false;
   std::string err, code;
-  auto* p = Process::spawn(loop.get(), &table, spec, [&](ProcessResult&) { called = true; },
-                           &err, &code);
+  auto* p = Process::spawn(
+      loop.get(), &table, spec, [&](ProcessResult&) { called = true; }, &err, &code);
   REQUIRE(p);
   auto t = std::make_unique<Timer>(loop.get());
   t->start(50, [&] {

@@ -1,11 +1,12 @@
 // The store: schema and migrations, refusing foreign files, group commit, lookups.
+#include "runtime/store/store.h"
+
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 
-#include "runtime/store/store.h"
 #include "test_util.h"
 
 using namespace orch;
@@ -162,8 +163,7 @@ TEST_CASE("a status the schema does not allow is a store failure, not silent", "
   CHECK(s->error().find("insert run X") != std::string::npos);
 }
 
-TEST_CASE("many processes opening a new database at once all succeed and one migrates",
-          "[store]") {
+TEST_CASE("many processes opening a new database at once all succeed and one migrates", "[store]") {
   TempDir d;
   std::string path = d.file("race.db");
   std::vector<pid_t> kids;
