@@ -277,10 +277,7 @@ class Compiler {
       int d = lua_gettop(L_);
       check_keys(d, {"retry", "timeout"}, line, what + " defaults");
       lua_getfield(L_, d, "retry");
-      if (!lua_isnil(L_, -1)) {
-        read_retry(lua_gettop(L_), line, what + " defaults", &default_retry_);
-        has_default_retry_ = true;
-      }
+      if (!lua_isnil(L_, -1)) read_retry(lua_gettop(L_), line, what + " defaults", &default_retry_);
       lua_pop(L_, 1);
       lua_getfield(L_, d, "timeout");
       if (!lua_isnil(L_, -1))
@@ -355,6 +352,16 @@ class Compiler {
       p_->triggers.push_back(std::move(tr));
       lua_pop(L_, 2);
     }
+  }
+
+  // opts.timeout, when given: a duration greater than zero.
+  void read_timeout(int o, int line, const std::string& what, int64_t* ms) {
+    lua_getfield(L_, o, "timeout");
+    if (!lua_isnil(L_, -1)) {
+      if (read_duration(-1, line, what + " timeout", ms) && *ms == 0)
+        error(line, what + ": timeout must be greater than zero");
+    }
+    lua_pop(L_, 1);
   }
 
   int count_array(int t) { return static_cast<int>(lua_objlen(L_, t)); }
@@ -486,12 +493,7 @@ class Compiler {
       read_retry(lua_gettop(L_), line, what, &s->retry);
     }
     lua_pop(L_, 1);
-    lua_getfield(L_, o, "timeout");
-    if (!lua_isnil(L_, -1)) {
-      if (read_duration(-1, line, what + " timeout", &s->timeout_ms) && s->timeout_ms == 0)
-        error(line, what + ": timeout must be greater than zero");
-    }
-    lua_pop(L_, 1);
+    read_timeout(o, line, what, &s->timeout_ms);
     lua_getfield(L_, o, "optional");
     if (!lua_isnil(L_, -1)) {
       if (lua_type(L_, -1) != LUA_TBOOLEAN)
@@ -652,12 +654,7 @@ class Compiler {
       error(line, what + ": approvers must be a list of names, e.g. { \"alice\", \"bob\" }");
     }
     lua_pop(L_, 1);
-    lua_getfield(L_, o, "timeout");
-    if (!lua_isnil(L_, -1)) {
-      if (read_duration(-1, line, what + " timeout", &s->timeout_ms) && s->timeout_ms == 0)
-        error(line, what + ": timeout must be greater than zero");
-    }
-    lua_pop(L_, 1);
+    read_timeout(o, line, what, &s->timeout_ms);
     lua_getfield(L_, o, "on_timeout");
     if (lua_type(L_, -1) == LUA_TSTRING) {
       std::string t = lua_tostring(L_, -1);
@@ -731,7 +728,6 @@ class Compiler {
   std::vector<Diagnostic>* diags_;
   std::unordered_map<std::string, int> ids_;
   RetryPolicy default_retry_;
-  bool has_default_retry_ = false;
   int64_t default_timeout_ = 0;
 };
 

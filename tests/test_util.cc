@@ -119,6 +119,23 @@ CmdResult run_cmd(const std::vector<std::string>& argv, const std::vector<std::s
   return r;
 }
 
+pid_t spawn_quiet(const std::vector<std::string>& argv) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+
 CmdResult orchrun(std::vector<std::string> args, const std::string& db,
                   const std::vector<std::string>& env, const std::string& cwd) {
   args.insert(args.begin(), orchrun_bin());

@@ -1,6 +1,8 @@
 // Shared test helpers: temporary directories, running the real binary, reading the store,
 // and an in-process harness that runs a pipeline on a real loop with a real SQLite file.
 #pragma once
+#include <sys/types.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -38,6 +40,8 @@ struct CmdResult {
 // in `cwd` if given, killing it after timeout_s.
 CmdResult run_cmd(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},
                   const std::string& cwd = "", int timeout_s = 60);
+// Starts argv in the background with stdin/stdout/stderr on /dev/null; the caller reaps it.
+pid_t spawn_quiet(const std::vector<std::string>& argv);
 // Runs the real orchrun binary with --db <db> appended when db is non-empty.
 CmdResult orchrun(std::vector<std::string> args, const std::string& db,
                   const std::vector<std::string>& env = {}, const std::string& cwd = "");

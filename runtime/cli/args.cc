@@ -135,6 +135,22 @@ std::unique_ptr<Store> open_store(const Args& a, bool read_only, std::string* er
   return Store::open(path, so, err);
 }
 
+int open_run(const Args& a, bool read_only, const std::string& id, std::unique_ptr<Store>* store,
+             std::optional<RunRow>* run) {
+  std::string err;
+  *store = open_store(a, read_only, &err);
+  if (!*store) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitInternal;
+  }
+  *run = (*store)->find_run(id, &err);
+  if (!*run) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  return 0;
+}
+
 std::string db_hint(const Args& a) {
   if (!a.has("--db")) return "";
   std::string p = a.get("--db");

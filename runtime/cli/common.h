@@ -3,6 +3,7 @@
 #pragma once
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -32,6 +33,10 @@ Args parse_args(int argc, char** argv);
 std::string default_db_path();
 bool sandbox_from(const Args& a, SandboxOptions* sb, std::string* err);
 std::unique_ptr<Store> open_store(const Args& a, bool read_only, std::string* err);
+// Opens the store and finds the run `id` names (a unique prefix is enough). On failure prints
+// why and returns the exit code (kExitInternal: the store; kExitUsage: no such run); else 0.
+int open_run(const Args& a, bool read_only, const std::string& id, std::unique_ptr<Store>* store,
+             std::optional<RunRow>* run);
 // " --db PATH" for hints, quoted for the shell when needed.
 std::string db_hint(const Args& a);
 void print_diags(const std::vector<Diagnostic>& diags, const Style& st);

@@ -132,17 +132,9 @@ int cmd_inspect(const Args& a) {
     fprintf(stderr, "orchrun: give the run id or at least its first 4 characters\n");
     return kExitUsage;
   }
-  std::string err;
-  auto store = open_store(a, true, &err);
-  if (!store) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitInternal;
-  }
-  auto run = store->find_run(a.positional[0], &err);
-  if (!run) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
+  std::unique_ptr<Store> store;
+  std::optional<RunRow> run;
+  if (int rc = open_run(a, true, a.positional[0], &store, &run)) return rc;
   auto nodes = store->node_runs(run->id);
   auto events = store->events(run->id);
   if (a.has("--json")) {

@@ -417,17 +417,9 @@ int cmd_cancel(const Args& a) {
     fprintf(stderr, "usage: orchrun cancel RUN_ID [--reason TEXT]\n");
     return kExitUsage;
   }
-  std::string err;
-  auto store = open_store(a, false, &err);
-  if (!store) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitInternal;
-  }
-  auto run = store->find_run(a.positional[0], &err);
-  if (!run) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
+  std::unique_ptr<Store> store;
+  std::optional<RunRow> run;
+  if (int rc = open_run(a, false, a.positional[0], &store, &run)) return rc;
   if (run->status == "succeeded" || run->status == "failed" || run->status == "cancelled") {
     fprintf(stderr, "orchrun: run %s is already %s; nothing to cancel\n", run->id.c_str(),
             run->status.c_str());
@@ -452,6 +444,7 @@ int cmd_cancel(const Args& a) {
   // The owner polls for requests every 250 ms; its children get SIGTERM, then SIGKILL.
   for (int i = 0; i < 150; i++) {
     usleep(100000);
+    std::string err;
     auto now = store->find_run(run->id, &err);
     if (now && now->status != "running" && now->status != "queued" &&
         now->status != "awaiting_approval") {
@@ -477,16 +470,9 @@ int cmd_retry(const Args& a) {
     fprintf(stderr, "orchrun: %s\n", err.c_str());
     return kExitUsage;
   }
-  auto store = open_store(a, false, &err);
-  if (!store) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitInternal;
-  }
-  auto run = store->find_run(a.positional[0], &err);
-  if (!run) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
+  std::unique_ptr<Store> store;
+  std::optional<RunRow> run;
+  if (int rc = open_run(a, false, a.positional[0], &store, &run)) return rc;
   if (run->status != "failed" && run->status != "cancelled") {
     fprintf(stderr, "orchrun: run %s is %s; only a failed or cancelled run can be retried%s\n",
             run->id.c_str(), run->status.c_str(),
@@ -535,17 +521,9 @@ int cmd_decide(const Args& a) {
     fprintf(stderr, "orchrun: say who decides: --as NAME\n");
     return kExitUsage;
   }
-  std::string err;
-  auto store = open_store(a, false, &err);
-  if (!store) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitInternal;
-  }
-  auto run = store->find_run(a.positional[0], &err);
-  if (!run) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
+  std::unique_ptr<Store> store;
+  std::optional<RunRow> run;
+  if (int rc = open_run(a, false, a.positional[0], &store, &run)) return rc;
   const std::string& node = a.positional[1];
   auto gate = store->approval(run->id, node);
   if (!gate) {

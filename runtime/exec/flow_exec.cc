@@ -85,11 +85,9 @@ class ParallelExec : public Exec {
         lua_pop(L, 1);
       }
     } else if (c->outcome == Outcome::Failed) {
-      if (c->optional_failure && step_->join == 0) {
-        tolerated_++;
-      } else if (first_err_.type.empty()) {
+      // An optional branch's failure is tolerated by join = all; otherwise remember the first.
+      if (!(c->optional_failure && step_->join == 0) && first_err_.type.empty())
         first_err_ = c->err;
-      }
     }
     int total = static_cast<int>(children_.size());
     if (step_->join == 0) {
@@ -152,7 +150,7 @@ class ParallelExec : public Exec {
   }
   std::vector<std::unique_ptr<Exec>> children_;
   size_t next_ = 0;
-  int running_ = 0, finished_ = 0, ok_ = 0, tolerated_ = 0, need_ = 0;
+  int running_ = 0, finished_ = 0, ok_ = 0, need_ = 0;
   ErrorInfo first_err_;
 };
 

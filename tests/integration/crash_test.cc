@@ -19,23 +19,6 @@ using namespace orch::test;
 
 namespace {
 
-pid_t spawn_quiet(const std::vector<std::string>& argv) {
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int null = open("/dev/null", O_RDWR);
-    dup2(null, 0);
-    dup2(null, 1);
-    dup2(null, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
 // Waits up to `ms` for the child to exit by itself, then kills it with SIGKILL. Returns true
 // if it was killed.
 bool kill_after(pid_t pid, int ms) {

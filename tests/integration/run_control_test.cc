@@ -18,23 +18,6 @@ bool has(const std::string& s, const std::string& sub) {
   return s.find(sub) != std::string::npos;
 }
 
-pid_t spawn_quiet(const std::vector<std::string>& argv) {
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    int null = open("/dev/null", O_RDWR);
-    dup2(null, 0);
-    dup2(null, 1);
-    dup2(null, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
-  }
-  return pid;
-}
-
 const char* kGate = R"(local o = require "orch"
 return o.pipeline "nightly" {
   o.node("plan", function() return { tasks = 3 } end),
