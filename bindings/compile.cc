@@ -24,6 +24,12 @@ const char* step_kind_name(StepKind k) {
       return "switch";
     case StepKind::Approve:
       return "approve";
+    case StepKind::Map:
+      return "map";
+    case StepKind::Loop:
+      return "loop";
+    case StepKind::Call:
+      return "call";
   }
   return "?";
 }
@@ -254,8 +260,11 @@ class Compiler {
     }
     lua_pop(L_, 1);
     std::string what = "pipeline '" + p_->name + "'";
-    check_keys(idx, {"description", "triggers", "defaults", "tags"}, line, what, true);
+    check_keys(idx,
+               {"description", "triggers", "defaults", "tags", "concurrency_key", "concurrency"},
+               line, what, true);
     p_->description = str_field(idx, "description");
+    read_concurrency(idx, line, what, &p_->concurrency_key, &p_->concurrency_limit);
 
     lua_getfield(L_, idx, "tags");
     if (lua_istable(L_, -1)) {
@@ -410,7 +419,7 @@ class Compiler {
                                             : "";
       error(parent_line, where +
                              ": expected a step (o.node, o.seq, o.parallel, o.when, "
-                             "o.switch, o.approve), got " +
+                             "o.switch, o.approve, o.map, o.loop, o.call), got " +
                              describe_value(v) + hint);
       return nullptr;
     }
@@ -447,6 +456,15 @@ class Compiler {
     } else if (kind == "approve") {
       s->kind = StepKind::Approve;
       compile_approve(v, line, prefix, s.get());
+    } else if (kind == "map") {
+      s->kind = StepKind::Map;
+      compile_map(v, line, prefix, s.get());
+    } else if (kind == "loop") {
+      s->kind = StepKind::Loop;
+      compile_loop(v, line, prefix, s.get());
+    } else if (kind == "call") {
+      s->kind = StepKind::Call;
+      compile_call(v, line, prefix, s.get());
     } else {
       error(line, where + ": unknown step kind '" + kind + "'");
       return nullptr;
@@ -485,8 +503,17 @@ class Compiler {
       lua_pop(L_, 1);
       return;
     }
-    check_keys(o, {"retry", "timeout", "optional", "fallback", "skip_if", "description"}, line,
-               what);
+    check_keys(o, kNodeOptions, line, what);
+    read_node_options(o, line, what, s);
+    lua_pop(L_, 1);
+  }
+
+  inline static const std::vector<std::string> kNodeOptions = {
+      "retry",    "timeout",         "optional",    "fallback",   "skip_if",
+      "escalate", "concurrency_key", "concurrency", "description"};
+
+  // The options of a node body (o.node, or a function given to o.map / o.loop) in table `o`.
+  void read_node_options(int o, int line, const std::string& what, Step* s) {
     lua_getfield(L_, o, "retry");
     if (!lua_isnil(L_, -1)) {
       s->retry = RetryPolicy{};
@@ -520,7 +547,231 @@ class Compiler {
         s->skip_if = LuaRef::at(L_, -1);
     }
     lua_pop(L_, 1);
+    lua_getfield(L_, o, "escalate");
+    read_escalation(lua_gettop(L_), line, what, &s->escalate);
+    lua_pop(L_, 1);
+    read_concurrency(o, line, what, &s->concurrency_key, &s->concurrency_limit);
     s->description = str_field(o, "description");
+  }
+
+  // concurrency_key = "name", concurrency = n (default 1)
+  void read_concurrency(int o, int line, const std::string& what, std::string* key, int* limit) {
+    lua_getfield(L_, o, "concurrency_key");
+    if (lua_type(L_, -1) == LUA_TSTRING && lua_objlen(L_, -1) > 0)
+      *key = lua_tostring(L_, -1);
+    else if (!lua_isnil(L_, -1))
+      error(line, what + ": concurrency_key must be a non-empty string, e.g. \"deploy\"");
+    lua_pop(L_, 1);
+    lua_getfield(L_, o, "concurrency");
+    if (!lua_isnil(L_, -1)) {
+      double n = lua_isnumber(L_, -1) ? lua_tonumber(L_, -1) : 0;
+      if (n < 1 || std::floor(n) != n || n > 100000)
+        error(line, what + ": concurrency must be a whole number >= 1 (how many may hold '" + *key +
+                        "' at once)");
+      else if (key->empty())
+        error(line, what + ": concurrency is given without a concurrency_key");
+      else
+        *limit = static_cast<int>(n);
+    }
+    lua_pop(L_, 1);
+  }
+
+  // escalate = false | true | { message=, approvers=, timeout=, on_timeout= } at `idx`.
+  void read_escalation(int idx, int line, const std::string& what, Escalation* e) {
+    if (lua_isnil(L_, idx)) return;
+    if (lua_type(L_, idx) == LUA_TBOOLEAN) {
+      e->enabled = lua_toboolean(L_, idx);
+      return;
+    }
+    if (!lua_istable(L_, idx)) {
+      error(line, what +
+                      ": escalate must be true, false or a table {message=, approvers=, "
+                      "timeout=, on_timeout=}, got " +
+                      describe_value(idx));
+      return;
+    }
+    std::string w = what + " escalate";
+    check_keys(idx, {"message", "approvers", "timeout", "on_timeout"}, line, w);
+    read_gate_options(idx, line, w, &e->message, &e->approvers, &e->timeout_ms,
+                      &e->approve_on_timeout);
+  }
+
+  // The options shared by o.approve and escalations.
+  void read_gate_options(int o, int line, const std::string& what, std::string* message,
+                         std::vector<std::string>* approvers, int64_t* timeout_ms,
+                         bool* approve_on_timeout) {
+    lua_getfield(L_, o, "message");
+    if (lua_type(L_, -1) == LUA_TSTRING)
+      *message = lua_tostring(L_, -1);
+    else if (!lua_isnil(L_, -1))
+      error(line, what + ": message must be a string");
+    lua_pop(L_, 1);
+    lua_getfield(L_, o, "approvers");
+    if (lua_istable(L_, -1)) {
+      int n = static_cast<int>(lua_objlen(L_, -1));
+      for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L_, -1, i);
+        if (lua_type(L_, -1) == LUA_TSTRING)
+          approvers->emplace_back(lua_tostring(L_, -1));
+        else
+          error(line, what + ": approvers must be a list of names");
+        lua_pop(L_, 1);
+      }
+      if (n == 0) error(line, what + ": approvers is empty; leave it out to let anyone approve");
+    } else if (!lua_isnil(L_, -1)) {
+      error(line, what + ": approvers must be a list of names, e.g. { \"alice\", \"bob\" }");
+    }
+    lua_pop(L_, 1);
+    read_timeout(o, line, what, timeout_ms);
+    lua_getfield(L_, o, "on_timeout");
+    if (lua_type(L_, -1) == LUA_TSTRING) {
+      std::string t = lua_tostring(L_, -1);
+      if (t == "approve")
+        *approve_on_timeout = true;
+      else if (t != "reject")
+        error(line, what + ": on_timeout must be \"reject\" or \"approve\", got '" + t + "'");
+    } else if (!lua_isnil(L_, -1)) {
+      error(line, what + ": on_timeout must be \"reject\" or \"approve\"");
+    }
+    lua_pop(L_, 1);
+  }
+
+  // A body given as a plain function (o.map, o.loop): a node without an id of its own; its
+  // path is the item's or the iteration's. `o` is the options table (or 0).
+  std::unique_ptr<Step> function_body(int fn, int o, int line, const std::string& what) {
+    auto n = std::make_unique<Step>();
+    n->kind = StepKind::Node;
+    n->line = line;
+    n->fn = LuaRef::at(L_, fn);
+    n->retry = default_retry_;
+    n->timeout_ms = default_timeout_;
+    p_->node_count++;
+    if (o) read_node_options(o, line, what, n.get());
+    return n;
+  }
+
+  // The step run by a map (per item) or a loop (per iteration), at `v`: a step or a function.
+  std::unique_ptr<Step> body_step(int v, int o, int line, const std::string& what,
+                                  const std::string& prefix) {
+    if (lua_type(L_, v) == LUA_TFUNCTION) return function_body(v, o, line, what);
+    if (lua_isnil(L_, v)) {
+      error(line, what + ": needs a step (or a function(ctx, input)) to run");
+      return nullptr;
+    }
+    return compile_step(v, line, prefix, what + " body");
+  }
+
+  void compile_map(int v, int line, const std::string& prefix, Step* s) {
+    lua_getfield(L_, v, "id");
+    if (check_id(lua_gettop(L_), line, "map", &s->id)) s->path = prefix + s->id;
+    lua_pop(L_, 1);
+    std::string what = "map '" + s->id + "'";
+    lua_getfield(L_, v, "__nargs");
+    if (lua_tointeger(L_, -1) > 4) error(line, what + ": o.map takes (id, items, step, options)");
+    lua_pop(L_, 1);
+    lua_getfield(L_, v, "items");
+    if (lua_type(L_, -1) == LUA_TFUNCTION || lua_istable(L_, -1))
+      s->items = LuaRef::at(L_, -1);
+    else
+      error(line, what + ": items must be a list or a function(ctx, input) returning one, got " +
+                      describe_value(-1));
+    lua_pop(L_, 1);
+    lua_getfield(L_, v, "opts");
+    int o = lua_gettop(L_);
+    lua_getfield(L_, v, "body");
+    int b = lua_gettop(L_);
+    bool fn_body = lua_type(L_, b) == LUA_TFUNCTION;
+    if (lua_istable(L_, o)) {
+      std::vector<std::string> known = {"max"};
+      if (fn_body) known.insert(known.end(), kNodeOptions.begin(), kNodeOptions.end());
+      check_keys(o, known, line, what);
+      lua_getfield(L_, o, "max");
+      if (!lua_isnil(L_, -1)) {
+        double m = lua_isnumber(L_, -1) ? lua_tonumber(L_, -1) : 0;
+        if (m < 1 || std::floor(m) != m)
+          error(line, what + ": max must be a whole number of items at once, >= 1");
+        else
+          s->max_concurrency = static_cast<int>(m);
+      }
+      lua_pop(L_, 1);
+    } else if (!lua_isnil(L_, o)) {
+      error(line, what + ": options must be a table {max=, ...}");
+    }
+    auto body = body_step(b, fn_body && lua_istable(L_, o) ? o : 0, line, what, s->path + "[]/");
+    if (body) s->children.push_back(std::move(body));
+    lua_pop(L_, 2);
+  }
+
+  void compile_loop(int v, int line, const std::string& prefix, Step* s) {
+    lua_getfield(L_, v, "id");
+    if (check_id(lua_gettop(L_), line, "loop", &s->id)) s->path = prefix + s->id;
+    lua_pop(L_, 1);
+    std::string what = "loop '" + s->id + "'";
+    lua_getfield(L_, v, "opts");
+    int o = lua_gettop(L_);
+    lua_getfield(L_, v, "body");
+    int b = lua_gettop(L_);
+    if (!lua_istable(L_, o)) {
+      error(line, what + ": options must be a table {max = n, done = function(ctx, output)}, got " +
+                      describe_value(o));
+    } else {
+      check_keys(o, {"max", "done", "escalate", "description"}, line, what);
+      lua_getfield(L_, o, "max");
+      double m = lua_isnumber(L_, -1) ? lua_tonumber(L_, -1) : 0;
+      if (m < 1 || std::floor(m) != m || m > 10000)
+        error(line, what + ": max (the most iterations) is required: a whole number from 1 to " +
+                        "10000");
+      else
+        s->max_iterations = static_cast<int>(m);
+      lua_pop(L_, 1);
+      lua_getfield(L_, o, "done");
+      if (lua_type(L_, -1) == LUA_TFUNCTION)
+        s->done = LuaRef::at(L_, -1);
+      else if (!lua_isnil(L_, -1))
+        error(line, what + ": done must be a function(ctx, output) returning true when finished");
+      lua_pop(L_, 1);
+      lua_getfield(L_, o, "escalate");
+      read_escalation(lua_gettop(L_), line, what, &s->escalate);
+      lua_pop(L_, 1);
+      s->description = str_field(o, "description");
+    }
+    auto body = body_step(b, 0, line, what, s->path + "#/");
+    if (body) s->children.push_back(std::move(body));
+    lua_pop(L_, 2);
+  }
+
+  void compile_call(int v, int line, const std::string& prefix, Step* s) {
+    lua_getfield(L_, v, "id");
+    if (check_id(lua_gettop(L_), line, "call", &s->id)) s->path = prefix + s->id;
+    lua_pop(L_, 1);
+    std::string what = "call '" + s->id + "'";
+    lua_getfield(L_, v, "__nargs");
+    if (lua_tointeger(L_, -1) > 4)
+      error(line, what + ": o.call takes (id, pipeline, input, options)");
+    lua_pop(L_, 1);
+    s->call_target = str_field(v, "target");
+    static const std::regex kTarget("^[A-Za-z0-9_.][A-Za-z0-9_./-]*$");
+    if (s->call_target.empty() || !std::regex_match(s->call_target, kTarget) ||
+        s->call_target.find("..") != std::string::npos)
+      error(line, what +
+                      ": the pipeline to call must be a pipeline name or a .lua path beside this "
+                      "file (no '..'), e.g. o.call(\"notify\", \"notify-oncall\", input)");
+    lua_getfield(L_, v, "input");
+    if (lua_type(L_, -1) == LUA_TFUNCTION || lua_istable(L_, -1))
+      s->call_input = LuaRef::at(L_, -1);
+    else if (!lua_isnil(L_, -1))
+      error(line,
+            what + ": input must be a table or a function(ctx, input), got " + describe_value(-1));
+    lua_pop(L_, 1);
+    lua_getfield(L_, v, "opts");
+    int o = lua_gettop(L_);
+    if (lua_istable(L_, o)) {
+      check_keys(o, {"timeout", "description"}, line, what);
+      read_timeout(o, line, what, &s->timeout_ms);
+      s->description = str_field(o, "description");
+    } else if (!lua_isnil(L_, o)) {
+      error(line, what + ": options must be a table {timeout=}");
+    }
     lua_pop(L_, 1);
   }
 
@@ -632,40 +883,8 @@ class Compiler {
       return;
     }
     check_keys(o, {"message", "approvers", "timeout", "on_timeout", "description"}, line, what);
-    lua_getfield(L_, o, "message");
-    if (lua_type(L_, -1) == LUA_TSTRING)
-      s->message = lua_tostring(L_, -1);
-    else if (!lua_isnil(L_, -1))
-      error(line, what + ": message must be a string");
-    lua_pop(L_, 1);
-    lua_getfield(L_, o, "approvers");
-    if (lua_istable(L_, -1)) {
-      int n = static_cast<int>(lua_objlen(L_, -1));
-      for (int i = 1; i <= n; i++) {
-        lua_rawgeti(L_, -1, i);
-        if (lua_type(L_, -1) == LUA_TSTRING)
-          s->approvers.emplace_back(lua_tostring(L_, -1));
-        else
-          error(line, what + ": approvers must be a list of names");
-        lua_pop(L_, 1);
-      }
-      if (n == 0) error(line, what + ": approvers is empty; leave it out to let anyone approve");
-    } else if (!lua_isnil(L_, -1)) {
-      error(line, what + ": approvers must be a list of names, e.g. { \"alice\", \"bob\" }");
-    }
-    lua_pop(L_, 1);
-    read_timeout(o, line, what, &s->timeout_ms);
-    lua_getfield(L_, o, "on_timeout");
-    if (lua_type(L_, -1) == LUA_TSTRING) {
-      std::string t = lua_tostring(L_, -1);
-      if (t == "approve")
-        s->approve_on_timeout = true;
-      else if (t != "reject")
-        error(line, what + ": on_timeout must be \"reject\" or \"approve\", got '" + t + "'");
-    } else if (!lua_isnil(L_, -1)) {
-      error(line, what + ": on_timeout must be \"reject\" or \"approve\"");
-    }
-    lua_pop(L_, 1);
+    read_gate_options(o, line, what, &s->message, &s->approvers, &s->timeout_ms,
+                      &s->approve_on_timeout);
     s->description = str_field(o, "description");
     lua_pop(L_, 1);
   }

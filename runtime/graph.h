@@ -12,7 +12,8 @@
 
 namespace orch {
 
-enum class StepKind { Node, Seq, Parallel, When, Switch, Approve };
+// The order matters: make_exec indexes its factories by it.
+enum class StepKind { Node, Seq, Parallel, When, Switch, Approve, Map, Loop, Call };
 const char* step_kind_name(StepKind k);
 
 struct RetryPolicy {
@@ -24,6 +25,17 @@ struct RetryPolicy {
   // The delay before attempt `next_attempt` (2 for the first retry). `unit` in [0,1) is the
   // random draw, passed in so tests can pin it.
   int64_t delay_ms(int next_attempt, double unit) const;
+};
+
+// Where a node (or a loop) goes when it cannot settle by itself: a verdict of
+// needs_human_review, or retryable verdicts until the retry cap. `enabled = false` makes such a
+// node fail instead (error type "verdict").
+struct Escalation {
+  bool enabled = true;
+  std::string message;
+  std::vector<std::string> approvers;  // empty: anyone
+  int64_t timeout_ms = 0;              // 0: wait for a person as long as it takes
+  bool approve_on_timeout = false;
 };
 
 struct Trigger {
@@ -46,11 +58,27 @@ struct Step {
   RetryPolicy retry;
   int64_t timeout_ms = 0;  // per attempt; 0 = none
   bool optional = false;
+  Escalation escalate;
+  // Across runs (and processes sharing the store): at most concurrency_limit attempts of nodes
+  // with this key run at once; the others wait in arrival order.
   std::string concurrency_key;
+  int concurrency_limit = 1;
 
   // Parallel: join = 0 means all; -1 any; n > 0 means n branches.
   int join = 0;
-  int max_concurrency = 0;  // 0 = unlimited
+  int max_concurrency = 0;  // parallel and map; 0 = unlimited
+
+  // Map: `items` is a function(ctx, input) returning the list, or the list itself; the only
+  // child is the step run for each item (with the item as its input).
+  LuaRef items;
+  // Loop: at most max_iterations runs of the only child; `done` is a function(ctx, output)
+  // deciding after each (absent: the child's verdict decides).
+  int max_iterations = 0;
+  LuaRef done;
+  // Call: the pipeline to run as a child run, and its input (function(ctx, input), a table,
+  // or absent for this step's own input).
+  std::string call_target;
+  LuaRef call_input;
 
   // Approve
   std::string message;
@@ -70,6 +98,8 @@ struct Pipeline {
   std::unique_ptr<LuaEngine> engine;
   std::string name, description, file, source, sha256;
   std::vector<std::string> tags;
+  std::string concurrency_key;  // for the whole run; see Step::concurrency_key
+  int concurrency_limit = 1;
   std::vector<Trigger> triggers;
   std::unique_ptr<Step> root;  // a Seq
   std::unordered_map<std::string, Step*> by_path;

@@ -34,25 +34,169 @@ void Scheduler::remove_gate(Gate* g) {
   gates_.erase(std::remove(gates_.begin(), gates_.end(), g), gates_.end());
 }
 
+void Scheduler::remove_slot_waiter(SlotWaiter* w) {
+  slot_waiters_.erase(std::remove(slot_waiters_.begin(), slot_waiters_.end(), w),
+                      slot_waiters_.end());
+}
+
+void Scheduler::slot_released(const std::string& key) {
+  defer([this, key] {
+    std::vector<SlotWaiter*> ws = slot_waiters_;
+    for (SlotWaiter* w : ws)
+      if (std::find(slot_waiters_.begin(), slot_waiters_.end(), w) != slot_waiters_.end() &&
+          w->slot_key() == key)
+        w->try_slot();
+  });
+}
+
+namespace {
+
+// A run of a pipeline with a concurrency key waits (status queued) for its slot.
+class RunSlot : public SlotWaiter {
+ public:
+  RunSlot(Scheduler* s, Run* r, std::function<void()> go) : s_(s), r_(r), go_(std::move(go)) {}
+  ~RunSlot() override { stop(); }
+  const std::string& slot_key() const override { return r_->p->concurrency_key; }
+  bool acquire() {
+    int position = 0;
+    Store* st = s_->store();
+    const Pipeline* p = r_->p;
+    bool got = st->acquire_slot(p->concurrency_key, p->concurrency_limit, r_->id, "", getpid(),
+                                wall_ms(), &position);
+    if (!got && st->reap_slots(p->concurrency_key) > 0)
+      got = st->acquire_slot(p->concurrency_key, p->concurrency_limit, r_->id, "", getpid(),
+                             wall_ms(), &position);
+    position_ = position;
+    return got;
+  }
+  void wait() {
+    waiting_ = true;
+    s_->add_slot_waiter(this);
+    timer_ = std::make_unique<Timer>(s_->loop());
+    timer_->start(
+        200, [this] { s_->defer([this] { try_slot(); }); }, 200);
+  }
+  void try_slot() override {
+    if (!waiting_ || r_->finished) return;
+    if (!acquire()) return;
+    stop();
+    auto go = std::move(go_);
+    go();
+  }
+  int position() const { return position_; }
+
+ private:
+  void stop() {
+    if (!waiting_) return;
+    waiting_ = false;
+    s_->remove_slot_waiter(this);
+    timer_.reset();
+  }
+  Scheduler* s_;
+  Run* r_;
+  std::function<void()> go_;
+  std::unique_ptr<Timer> timer_;
+  bool waiting_ = false;
+  int position_ = 0;
+};
+
+}  // namespace
+
+void Scheduler::begin_root(Run* r) {
+  auto go = [this, r] {
+    if (r->finished || r->root->done) return;  // cancelled before it started
+    LuaRef in = dup(r->L(), r->input);
+    r->root->start(std::move(in));
+  };
+  const std::string& key = r->p->concurrency_key;
+  if (key.empty()) {
+    go();
+    return;
+  }
+  auto slot = std::make_unique<RunSlot>(this, r, [this, r, go] {
+    r->holds_slot = true;
+    store_->set_run_status(r->id, "running", wall_ms());
+    emit(r, "run.dequeued", "", 0, dump_json(json{{"concurrency_key", r->p->concurrency_key}}));
+    go();
+  });
+  RunSlot* rs = slot.get();
+  r->slot = std::move(slot);
+  if (rs->acquire()) {
+    r->holds_slot = true;
+    go();
+    return;
+  }
+  store_->set_run_status(r->id, "queued", wall_ms());
+  emit(r, "run.queued", "", 0,
+       dump_json(json{{"concurrency_key", key},
+                      {"limit", r->p->concurrency_limit},
+                      {"ahead", rs->position()}}));
+  rs->wait();
+}
+
+void Scheduler::finished_hooks(Run* r, const RunSummary& sum) {
+  if (!r->p->concurrency_key.empty()) {
+    r->slot.reset();
+    store_->release_slot(r->id, "");  // held, or a place in the queue
+    if (r->holds_slot) {
+      r->holds_slot = false;
+      slot_released(r->p->concurrency_key);
+    }
+  }
+  auto it = child_waiters_.find(r->id);
+  if (it != child_waiters_.end()) {
+    ChildDone done = std::move(it->second);
+    child_waiters_.erase(it);
+    done(sum);
+  }
+}
+
+std::string Scheduler::start_child_run(Pipeline* p, const RunOptions& opts,
+                                       const std::string& parent_run,
+                                       const std::string& parent_node, ChildDone done,
+                                       std::string* err) {
+  RunOptions o = opts;
+  o.parent_run = parent_run;
+  o.parent_node = parent_node;
+  std::string id = start_run(p, o, err);
+  if (!id.empty()) child_waiters_[id] = std::move(done);
+  return id;
+}
+
+bool Scheduler::resume_child_run(Pipeline* p, const RunRow& row, ChildDone done, std::string* err) {
+  if (!resume_run(p, row, err)) return false;
+  child_waiters_[row.id] = std::move(done);
+  return true;
+}
+
 void Scheduler::park_waiting() {
-  std::vector<Run*> parked;
-  for (auto& [id, r] : runs_)
-    if (!r->finished && r->waiting_gates > 0) parked.push_back(r.get());
-  for (Run* r : parked) {
-    int64_t now = wall_ms();
-    RunSummary sum = r->summary;
-    for (Gate* g : gates_)
-      if (g->gate_run() == r) sum.waiting_gates.push_back(g->gate_node());
-    json gates = sum.waiting_gates;
-    store_->set_run_status(r->id, "awaiting_approval", now);
-    emit(r, "run.awaiting_approval", "", 0, dump_json(json{{"gates", gates}}));
-    r->finished = true;
-    sum.status = "awaiting_approval";
-    sum.duration_ms = now - r->started_ms;
-    auto it = runs_.find(r->id);
-    finished_runs_.push_back(std::move(it->second));
-    runs_.erase(it);
-    if (on_run_finished) on_run_finished(sum);
+  // Parking a child run can leave its parent waiting for it (o.call): park until none is left.
+  for (;;) {
+    std::vector<Run*> parked;
+    for (auto& [id, r] : runs_)
+      if (!r->finished && r->waiting_gates > 0) parked.push_back(r.get());
+    if (parked.empty()) break;
+    for (Run* r : parked) {
+      int64_t now = wall_ms();
+      RunSummary sum = r->summary;
+      for (Gate* g : gates_)
+        if (g->gate_run() == r)
+          sum.waiting_gates.emplace_back(g->decided_on().empty() ? r->id : g->decided_on(),
+                                         g->gate_node());
+      json gates = json::array();
+      for (auto& [run_id, node] : sum.waiting_gates)
+        gates.push_back(run_id == r->id ? json(node) : json{{"run", run_id}, {"node", node}});
+      store_->set_run_status(r->id, "awaiting_approval", now);
+      emit(r, "run.awaiting_approval", "", 0, dump_json(json{{"gates", gates}}));
+      r->finished = true;
+      sum.status = "awaiting_approval";
+      sum.duration_ms = now - r->started_ms;
+      auto it = runs_.find(r->id);
+      finished_runs_.push_back(std::move(it->second));
+      runs_.erase(it);
+      finished_hooks(r, sum);
+      if (on_run_finished) on_run_finished(sum);
+    }
   }
   store_->commit();
   finished_runs_.clear();
@@ -245,7 +389,7 @@ Run* Scheduler::make_run(Pipeline* p, const std::string& id, const std::string& 
   r->summary.trace_id = r->trace_id;
   r->summary.pipeline = p->name;
   r->summary.version = r->version;
-  r->root = make_exec(this, r, p->root.get(), nullptr);
+  r->root = make_exec(this, r, p->root.get(), nullptr, "");
   runs_[r->id] = std::move(run);
   return r;
 }
@@ -276,6 +420,8 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
   row.created_at = now;
   row.started_at = now;
   row.idempotency_key = opts.idempotency_key;
+  row.parent_run = opts.parent_run;
+  row.parent_node = opts.parent_node;
   row.owner_pid = getpid();
   bool duplicate = false;
   store_->insert_run(row, &duplicate);
@@ -284,18 +430,18 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
     runs_.erase(r->id);
     return "";
   }
-  emit(r, "run.started", "", 0,
-       dump_json(json{{"source", opts.source}, {"file", p->file}, {"sha256", p->sha256}}));
+  json started{{"source", opts.source}, {"file", p->file}, {"sha256", p->sha256}};
+  if (!opts.parent_run.empty()) {
+    started["parent_run"] = opts.parent_run;
+    started["parent_node"] = opts.parent_node;
+  }
+  emit(r, "run.started", "", 0, dump_json(started));
   if (store_->failed()) {
     *err = "store error: " + store_->error();
     runs_.erase(r->id);
     return "";
   }
-  defer([this, r] {
-    if (r->finished || r->root->done) return;  // cancelled before it started
-    LuaRef in = dup(r->L(), r->input);
-    r->root->start(std::move(in));
-  });
+  defer([this, r] { begin_root(r); });
   return r->id;
 }
 
@@ -331,11 +477,7 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
     runs_.erase(r->id);
     return false;
   }
-  defer([this, r] {
-    if (r->finished || r->root->done) return;  // cancelled before it started
-    LuaRef in = dup(r->L(), r->input);
-    r->root->start(std::move(in));
-  });
+  defer([this, r] { begin_root(r); });
   return true;
 }
 
@@ -383,6 +525,8 @@ void Scheduler::run_finished(Run* r) {
     finished_runs_.push_back(std::move(it->second));
     runs_.erase(it);
   }
+  finished_hooks(r, sum);
+  store_->commit();
   if (on_run_finished) on_run_finished(sum);
 }
 

@@ -29,7 +29,8 @@ struct RunOptions {
   std::string input_json = "{}";  // must be valid JSON (the CLI checks it)
   std::string source = "cli";
   std::string environment;
-  std::string idempotency_key;  // unique per pipeline when set
+  std::string idempotency_key;          // unique per pipeline when set
+  std::string parent_run, parent_node;  // child runs (o.call)
 };
 
 struct RunSummary {
@@ -39,9 +40,11 @@ struct RunSummary {
   std::string error_type, error_message, error_node;
   std::string output_json;
   int nodes_succeeded = 0, nodes_failed = 0, nodes_skipped = 0, nodes_cancelled = 0;
-  int attempts = 0;                        // node attempts, all nodes
-  int nodes_reused = 0;                    // resumed runs: nodes whose stored success was reused
-  std::vector<std::string> waiting_gates;  // awaiting_approval: the gates waiting
+  int attempts = 0;      // node attempts, all nodes
+  int nodes_reused = 0;  // resumed runs: nodes whose stored success was reused
+  // awaiting_approval: the gates waiting, as (run id, node): a gate of a child run (o.call)
+  // is decided on the child.
+  std::vector<std::pair<std::string, std::string>> waiting_gates;
 };
 
 class Run;
@@ -54,6 +57,27 @@ class Gate {
   virtual void poll() = 0;  // reads the store; applies a decision made meanwhile
   virtual Run* gate_run() const = 0;
   virtual const std::string& gate_node() const = 0;
+  // The run whose gate it is, when not gate_run() (a parent waiting on its child's gate).
+  virtual std::string decided_on() const { return ""; }
+};
+
+// A step waiting for a slot of a concurrency key (runtime/exec/node_exec.cc).
+class SlotWaiter {
+ public:
+  virtual ~SlotWaiter() = default;
+  virtual const std::string& slot_key() const = 0;
+  virtual void try_slot() = 0;
+};
+
+// Child runs (o.call): where the scheduler finds the pipelines it did not start with. Set by
+// the CLI (one-shot: files beside the caller) or the server (its registry).
+class PipelineSource {
+ public:
+  virtual ~PipelineSource() = default;
+  // The pipeline `target` names, called from `caller`. nullptr with *err when none.
+  virtual Pipeline* find(const std::string& target, const Pipeline& caller, std::string* err) = 0;
+  // The definition a stored run started with.
+  virtual Pipeline* for_run(const RunRow& run, std::string* err) = 0;
 };
 
 class Scheduler : public TaskHost {
@@ -110,12 +134,29 @@ class Scheduler : public TaskHost {
   void run_finished(Run* run);
   void add_gate(Gate* g) { gates_.push_back(g); }
   void remove_gate(Gate* g);
+  void add_slot_waiter(SlotWaiter* w) { slot_waiters_.push_back(w); }
+  void remove_slot_waiter(SlotWaiter* w);
+  // A slot of `key` was released here: the local waiters look again (in arrival order).
+  void slot_released(const std::string& key);
+
+  // Child runs (o.call). The callback runs (from the pump) once the child has finished or is
+  // parked awaiting approval, with its summary.
+  PipelineSource* pipeline_source = nullptr;
+  using ChildDone = std::function<void(const RunSummary&)>;
+  std::string start_child_run(Pipeline* p, const RunOptions& opts, const std::string& parent_run,
+                              const std::string& parent_node, ChildDone done, std::string* err);
+  bool resume_child_run(Pipeline* p, const RunRow& row, ChildDone done, std::string* err);
+  void forget_child(const std::string& run_id) { child_waiters_.erase(run_id); }
+  bool is_active(const std::string& run_id) const { return runs_.count(run_id) > 0; }
 
  private:
   void pump();
   void fail_fatal();
   Run* make_run(Pipeline* p, const std::string& id, const std::string& trace_id, int version,
                 const json& input, int64_t started_ms);
+  // Starts the root of `r` once it holds its pipeline's concurrency slot (if it has a key).
+  void begin_root(Run* r);
+  void finished_hooks(Run* r, const RunSummary& sum);
 
   Loop* loop_;
   Store* store_;
@@ -126,6 +167,8 @@ class Scheduler : public TaskHost {
   std::vector<std::function<void()>> queue_;
   std::unordered_map<uint64_t, Task*> tasks_;
   std::vector<Gate*> gates_;
+  std::vector<SlotWaiter*> slot_waiters_;
+  std::unordered_map<std::string, ChildDone> child_waiters_;
   uint64_t next_task_id_ = 1;
   uv_check_t* check_;
   uv_idle_t* idle_;

@@ -131,6 +131,43 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
       *exit = {join};
       return;
     }
+    case StepKind::Call: {
+      std::string id = nid(s->path);
+      *out += "  " + id + "[[\"" + s->id + ": call " + s->call_target + "\"]]\n";
+      *entry = {id};
+      *exit = {id};
+      return;
+    }
+    case StepKind::Map:
+    case StepKind::Loop: {
+      bool map = s->kind == StepKind::Map;
+      std::string head = nid(s->path) + (map ? "_map" : "_loop");
+      const Step* body = s->children.empty() ? nullptr : s->children[0].get();
+      std::string label =
+          map ? s->id + ": for each item" +
+                    (s->max_concurrency ? ", max " + std::to_string(s->max_concurrency)
+                                        : std::string())
+              : s->id + ": loop, max " + std::to_string(s->max_iterations);
+      *out += "  " + head + "{{\"" + label + "\"}}\n";
+      *entry = {head};
+      if (!body || (body->kind == StepKind::Node && body->id.empty())) {
+        *exit = {head};  // a function body: the map/loop node is the whole story
+        return;
+      }
+      std::vector<std::string> en, ex;
+      graph_mermaid(body, out, &en, &ex, anon);
+      for (auto& e : en) *out += "  " + head + " --> " + e + "\n";
+      if (map) {
+        std::string join = nid(s->path) + "_gather";
+        *out += "  " + join + "((\"gather\"))\n";
+        for (auto& e : ex) *out += "  " + e + " --> " + join + "\n";
+        *exit = {join};
+      } else {
+        for (auto& e : ex) *out += "  " + e + " -. again .-> " + head + "\n";
+        *exit = ex;
+      }
+      return;
+    }
     case StepKind::When:
     case StepKind::Switch: {
       std::string dec = nid(s->path) + "_decide";

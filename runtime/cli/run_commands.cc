@@ -40,12 +40,16 @@ void print_summary(FILE* human, const RunSummary& summary, const Args& a) {
     fprintf(human, "%s after %s  (%s v%d; run %s)\n", st.yellow("⏸ awaiting approval").c_str(),
             format_duration_ms(summary.duration_ms).c_str(), summary.pipeline.c_str(),
             summary.version, summary.run_id.c_str());
-    for (const auto& g : summary.waiting_gates) {
-      fprintf(human, "  gate %s is waiting. To decide:\n", g.c_str());
-      fprintf(human, "    orchrun approve %s %s --as NAME [--comment TEXT]%s\n",
-              summary.run_id.c_str(), g.c_str(), db_hint(a).c_str());
-      fprintf(human, "    orchrun reject  %s %s --as NAME [--comment TEXT]%s\n",
-              summary.run_id.c_str(), g.c_str(), db_hint(a).c_str());
+    for (const auto& [run_id, g] : summary.waiting_gates) {
+      if (run_id == summary.run_id)
+        fprintf(human, "  gate %s is waiting. To decide:\n", g.c_str());
+      else
+        fprintf(human, "  gate %s of child run %s is waiting. To decide:\n", g.c_str(),
+                run_id.c_str());
+      fprintf(human, "    orchrun approve %s %s --as NAME [--comment TEXT]%s\n", run_id.c_str(),
+              g.c_str(), db_hint(a).c_str());
+      fprintf(human, "    orchrun reject  %s %s --as NAME [--comment TEXT]%s\n", run_id.c_str(),
+              g.c_str(), db_hint(a).c_str());
     }
     fprintf(human, "  then continue the run: orchrun resume %s%s\n", summary.run_id.c_str(),
             db_hint(a).c_str());

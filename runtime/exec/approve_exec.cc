@@ -1,190 +1,228 @@
-// A human gate (o.approve). The gate writes an approvals row and waits: no handle keeps the
-// loop alive for it, so a one-shot whose only remaining work is gates ends, and the run is
-// parked as awaiting_approval. The decision (orchrun approve/reject) is read from the store:
-// by the polling timer while the process still runs, or when the run is resumed.
+// Approval gates (runtime/exec/gate.h) and the o.approve step.
 #include "runtime/drivers/timer.h"
-#include "runtime/exec/exec.h"
+#include "runtime/exec/gate.h"
 
 namespace orch {
+
+GateAttempt::GateAttempt(Scheduler* s, Run* run, std::string path, Decided on_decided)
+    : s_(s), run_(run), path_(std::move(path)), on_decided_(std::move(on_decided)) {}
+
+GateAttempt::~GateAttempt() {
+  stop_waiting();
+}
+
+void GateAttempt::open_row(int attempt, int64_t started_at) {
+  attempt_ = attempt;
+  started_ms_ = started_at;
+  row_open_ = true;
+  s_->store()->insert_node_attempt(run_->id, path_, attempt_, "approval", started_at,
+                                   run_->run_attempt);
+  s_->emit(run_, "node.started", path_, attempt_, R"({"kind":"approval"})");
+  run_->summary.attempts++;
+}
+
+void GateAttempt::begin(const GateSpec& spec, int last_attempt) {
+  attempt_ = last_attempt;
+  // A row left open by the process that stopped while this gate waited.
+  if (const auto* h = run_->history_of(path_))
+    for (const auto& r : *h)
+      if (r.attempt == last_attempt && r.kind == "approval" && r.status == "running" &&
+          r.run_attempt == run_->run_attempt) {
+        row_open_ = true;
+        started_ms_ = r.started_at;
+      }
+  Store* st = s_->store();
+  auto a = st->approval(run_->id, path_);
+  // A decision of an earlier attempt of the run (before `orchrun retry`) does not count.
+  if (a && a->status != "waiting" && a->run_attempt != run_->run_attempt) a.reset();
+  int64_t now = wall_ms();
+  if (!a) {
+    ApprovalRow row;
+    row.run_id = run_->id;
+    row.node_id = path_;
+    row.run_attempt = run_->run_attempt;
+    row.kind = spec.kind;
+    row.message = spec.message;
+    json approvers = spec.approvers;
+    row.approvers = spec.approvers.empty() ? "" : dump_json(approvers);
+    row.requested_at = now;
+    row.timeout_at = spec.timeout_ms > 0 ? now + spec.timeout_ms : 0;
+    row.on_timeout = spec.approve_on_timeout ? "approve" : "reject";
+    st->insert_approval(row);
+    open_row(last_attempt + 1, now);
+    json d = spec.details.is_object() ? spec.details : json::object();
+    d["message"] = spec.message;
+    d["approvers"] = approvers;
+    d["gate"] = spec.kind;
+    if (row.timeout_at) d["timeout_at"] = iso8601_ms(row.timeout_at);
+    s_->emit(run_, "node.waiting", path_, attempt_, dump_json(d));
+    wait(row.timeout_at);
+    return;
+  }
+  if (a->status == "waiting") {
+    if (a->timeout_at && now >= a->timeout_at) {
+      time_out();
+      return;
+    }
+    if (!row_open_) open_row(last_attempt + 1, a->requested_at);
+    s_->notify(run_, "node.waiting", path_, attempt_,
+               dump_json(json{{"message", a->message}, {"still_waiting", true}}));
+    wait(a->timeout_at);
+    return;
+  }
+  decided(*a);
+}
+
+void GateAttempt::poll() {
+  if (!waiting_) return;
+  auto a = s_->store()->approval(run_->id, path_);
+  if (a && a->status != "waiting") decided(*a);
+}
+
+void GateAttempt::wait(int64_t timeout_at) {
+  waiting_ = true;
+  run_->waiting_gates++;
+  s_->add_gate(this);
+  if (timeout_at > 0) {
+    int64_t in_ms = std::max<int64_t>(0, timeout_at - wall_ms());
+    timer_ = std::make_unique<Timer>(s_->loop());
+    timer_->start(static_cast<uint64_t>(in_ms), [this] {
+      timer_.reset();
+      s_->defer([this] {
+        if (waiting_) time_out();
+      });
+    });
+    // A gate's deadline alone does not keep a one-shot alive; it is checked on resume too.
+    timer_->unref();
+  }
+}
+
+void GateAttempt::stop_waiting() {
+  if (!waiting_) return;
+  waiting_ = false;
+  run_->waiting_gates--;
+  s_->remove_gate(this);
+  timer_.reset();
+}
+
+void GateAttempt::time_out() {
+  Store* st = s_->store();
+  st->decide_approval(run_->id, path_, "timed_out", "timeout", "", wall_ms());
+  auto a = st->approval(run_->id, path_);
+  if (a) decided(*a);
+}
+
+void GateAttempt::decided(const ApprovalRow& a) {
+  stop_waiting();
+  // Decided before this process saw the gate open: give the decision its row.
+  if (!row_open_) open_row(attempt_ + 1, a.requested_at);
+  if (!started_ms_) started_ms_ = a.requested_at;
+  on_decided_(a);
+}
+
+void GateAttempt::finish_row(const std::string& status, const std::string& output,
+                             const std::string& type, const std::string& message) {
+  NodeRunRow r;
+  r.run_id = run_->id;
+  r.node_id = path_;
+  r.attempt = attempt_;
+  r.status = status;
+  r.finished_at = wall_ms();
+  r.duration_ms = started_ms_ ? r.finished_at - started_ms_ : 0;
+  r.output = output;
+  r.error_type = type;
+  r.error_message = message;
+  s_->store()->finish_node_attempt(r);
+  row_open_ = false;
+}
+
+void GateAttempt::cancel(const std::string& reason) {
+  if (!waiting_) return;
+  stop_waiting();
+  finish_row("cancelled", "", "cancelled", reason);
+  s_->emit(run_, "node.cancelled", path_, attempt_, dump_json(json{{"reason", reason}}));
+  run_->summary.nodes_cancelled++;
+}
+
+json GateAttempt::decision_json(const ApprovalRow& a) {
+  return json{{"approved", approved(a)},
+              {"decision", a.status},
+              {"by", a.decided_by},
+              {"comment", a.comment},
+              {"decided_at", iso8601_ms(a.decided_at)}};
+}
+
+std::pair<std::string, std::string> GateAttempt::refusal(const ApprovalRow& a) {
+  if (a.status == "timed_out")
+    return {"approval_timeout", "no decision before the gate's timeout (on_timeout = reject)"};
+  return {"rejected", "rejected by " + a.decided_by + (a.comment.empty() ? "" : ": " + a.comment)};
+}
+
 namespace {
 
-class ApproveExec : public Exec, public Gate {
+class ApproveExec : public Exec {
  public:
   using Exec::Exec;
-  ~ApproveExec() override { stop_waiting(); }
 
   void start(LuaRef in) override {
     input = std::move(in);
-    if (const auto* h = run_->history_of(step_->path))
-      for (const auto& r : *h) attempt_ = std::max(attempt_, r.attempt);
-    Store* st = s_->store();
-    auto a = st->approval(run_->id, step_->path);
-    int64_t now = wall_ms();
-    if (!a) {
-      ApprovalRow row;
-      row.run_id = run_->id;
-      row.node_id = step_->path;
-      row.message = step_->message;
-      json approvers = step_->approvers;
-      row.approvers = step_->approvers.empty() ? "" : dump_json(approvers);
-      row.requested_at = now;
-      row.timeout_at = step_->timeout_ms > 0 ? now + step_->timeout_ms : 0;
-      row.on_timeout = step_->approve_on_timeout ? "approve" : "reject";
-      st->insert_approval(row);
-      attempt_++;
-      started_ms_ = now;
-      st->insert_node_attempt(run_->id, step_->path, attempt_, "approval", now, run_->run_attempt);
-      s_->emit(run_, "node.started", step_->path, attempt_, R"({"kind":"approval"})");
-      run_->summary.attempts++;
-      json d{{"message", step_->message}, {"approvers", approvers}};
-      if (row.timeout_at) d["timeout_at"] = iso8601_ms(row.timeout_at);
-      s_->emit(run_, "node.waiting", step_->path, attempt_, dump_json(d));
-      wait(row.timeout_at);
-      return;
-    }
-    if (a->status == "waiting") {
-      if (a->timeout_at && now >= a->timeout_at) {
-        time_out();
-        return;
-      }
-      s_->notify(run_, "node.waiting", step_->path, attempt_,
-                 dump_json(json{{"message", a->message}, {"still_waiting", true}}));
-      wait(a->timeout_at);
-      return;
-    }
-    apply(*a);
+    int last = 0;
+    if (const auto* h = run_->history_of(path_))
+      for (const auto& r : *h) last = std::max(last, r.attempt);
+    gate_ =
+        std::make_unique<GateAttempt>(s_, run_, path_, [this](const ApprovalRow& a) { apply(a); });
+    GateSpec spec;
+    spec.message = step_->message;
+    spec.approvers = step_->approvers;
+    spec.timeout_ms = step_->timeout_ms;
+    spec.approve_on_timeout = step_->approve_on_timeout;
+    gate_->begin(spec, last);
   }
-
-  // Gate: the scheduler's control timer asks whether someone decided meanwhile.
-  void poll() override {
-    if (done || !waiting_) return;
-    auto a = s_->store()->approval(run_->id, step_->path);
-    if (a && a->status != "waiting") apply(*a);
-  }
-  Run* gate_run() const override { return run_; }
-  const std::string& gate_node() const override { return step_->path; }
 
   void cancel(const std::string& reason) override {
     if (done) return;
-    if (waiting_) {
-      stop_waiting();
-      finish_row("cancelled", "", "cancelled", reason);
-      s_->emit(run_, "node.cancelled", step_->path, attempt_, dump_json(json{{"reason", reason}}));
-      run_->summary.nodes_cancelled++;
-    }
+    if (gate_) gate_->cancel(reason);
     done = true;
     outcome = Outcome::Cancelled;
   }
 
  private:
-  void wait(int64_t timeout_at) {
-    waiting_ = true;
-    run_->waiting_gates++;
-    s_->add_gate(this);
-    if (timeout_at > 0) {
-      int64_t in_ms = std::max<int64_t>(0, timeout_at - wall_ms());
-      timer_ = std::make_unique<Timer>(s_->loop());
-      timer_->start(static_cast<uint64_t>(in_ms), [this] {
-        timer_.reset();
-        s_->defer([this] {
-          if (!done && waiting_) time_out();
-        });
-      });
-      // A gate's deadline alone does not keep a one-shot alive; it is checked on resume too.
-      timer_->unref();
-    }
-  }
-
-  void stop_waiting() {
-    if (!waiting_) return;
-    waiting_ = false;
-    run_->waiting_gates--;
-    s_->remove_gate(this);
-    timer_.reset();
-  }
-
-  void time_out() {
-    Store* st = s_->store();
-    st->decide_approval(run_->id, step_->path, "timed_out", "timeout", "", wall_ms());
-    auto a = st->approval(run_->id, step_->path);
-    if (a) apply(*a);
-  }
-
-  void finish_row(const std::string& status, const std::string& output, const std::string& type,
-                  const std::string& message) {
-    NodeRunRow r;
-    r.run_id = run_->id;
-    r.node_id = step_->path;
-    r.attempt = attempt_;
-    r.status = status;
-    r.finished_at = wall_ms();
-    r.duration_ms = started_ms_ ? r.finished_at - started_ms_ : 0;
-    r.output = output;
-    r.error_type = type;
-    r.error_message = message;
-    s_->store()->finish_node_attempt(r);
-  }
-
   void apply(const ApprovalRow& a) {
-    stop_waiting();
-    if (attempt_ == 0) {  // decided before this process saw the gate: give it its row
-      attempt_ = 1;
-      s_->store()->insert_node_attempt(run_->id, step_->path, attempt_, "approval", a.requested_at,
-                                       run_->run_attempt);
-      s_->emit(run_, "node.started", step_->path, attempt_, R"({"kind":"approval"})");
-      run_->summary.attempts++;
-    }
-    if (!started_ms_) started_ms_ = a.requested_at;
-    bool approved =
-        a.status == "approved" || (a.status == "timed_out" && a.on_timeout == "approve");
-    json out{{"approved", approved},
-             {"decision", a.status},
-             {"by", a.decided_by},
-             {"comment", a.comment},
-             {"decided_at", iso8601_ms(a.decided_at)}};
-    if (approved) {
+    json out = GateAttempt::decision_json(a);
+    int attempt = gate_->attempt();
+    if (GateAttempt::approved(a)) {
       std::string oj = dump_json(out);
-      finish_row("succeeded", oj, "", "");
-      s_->emit(run_, "node.succeeded", step_->path, attempt_, oj);
+      gate_->finish_row("succeeded", oj, "", "");
+      s_->emit(run_, "node.succeeded", path_, attempt, oj);
       lua_State* L = run_->L();
       push_json(L, out);
       output = LuaRef::pop(L);
-      run_->outputs.push(L);
-      lua_pushlstring(L, step_->id.data(), step_->id.size());
-      output.push(L);
-      lua_rawset(L, -3);
-      lua_pop(L, 1);
+      publish_output(output);
       run_->summary.nodes_succeeded++;
       finish(Outcome::Succeeded);
       return;
     }
-    std::string type = a.status == "timed_out" ? "approval_timeout" : "rejected";
-    std::string msg =
-        a.status == "timed_out"
-            ? "no decision before the gate's timeout (on_timeout = reject)"
-            : "rejected by " + a.decided_by + (a.comment.empty() ? "" : ": " + a.comment);
-    finish_row("failed", "", type, msg);
-    s_->emit(run_, "node.failed", step_->path, attempt_,
+    auto [type, msg] = GateAttempt::refusal(a);
+    gate_->finish_row("failed", "", type, msg);
+    s_->emit(run_, "node.failed", path_, attempt,
              dump_json(json{{"error_type", type},
                             {"message", msg},
                             {"retryable", false},
                             {"will_retry", false},
                             {"by", a.decided_by}}));
-    err = {type, msg, step_->path, "", false, ""};
+    err = {type, msg, path_, "", false, ""};
     run_->summary.nodes_failed++;
     finish(Outcome::Failed);
   }
 
-  bool waiting_ = false;
-  int attempt_ = 0;
-  int64_t started_ms_ = 0;
-  std::unique_ptr<Timer> timer_;
+  std::unique_ptr<GateAttempt> gate_;
 };
 
 }  // namespace
 
-std::unique_ptr<Exec> make_approve_exec(Scheduler* s, Run* run, Step* step, Exec* parent) {
-  return std::make_unique<ApproveExec>(s, run, step, parent);
+std::unique_ptr<Exec> make_approve_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                        const std::string& prefix) {
+  return std::make_unique<ApproveExec>(s, run, step, parent, prefix);
 }
 
 }  // namespace orch

@@ -59,42 +59,38 @@ ErrorInfo error_from(lua_State* L, lua_State* co, bool timed_out) {
   return e;
 }
 
-void Exec::record_skipped_subtree(Step* st, const std::string& reason) {
+void Exec::record_skipped_subtree(Step* st, const std::string& prefix, const std::string& reason) {
   if (!st) return;
-  if (st->kind == StepKind::Node) {
-    if (run_->history_of(st->path)) return;  // recorded before the run was resumed
+  std::string path = st->id.empty() ? prefix : prefix.empty() ? st->id : prefix + "/" + st->id;
+  // A node, or a step whose inner ids exist only at run time (map items, loop iterations,
+  // child runs): one row for the step itself.
+  bool leaf = st->kind == StepKind::Node || st->kind == StepKind::Map ||
+              st->kind == StepKind::Loop || st->kind == StepKind::Call;
+  if (leaf) {
+    if (path.empty() || run_->history_of(path)) return;  // recorded before the resume
     int64_t now = wall_ms();
     NodeRunRow r;
     r.run_id = run_->id;
-    r.node_id = st->path;
+    r.node_id = path;
     r.attempt = 1;
     r.status = "skipped";
     r.run_attempt = run_->run_attempt;
     r.started_at = r.finished_at = now;
     r.error_message = reason;
     s_->store()->insert_node_final(r);
-    s_->emit(run_, "node.skipped", st->path, 1, dump_json(json{{"reason", reason}}));
+    s_->emit(run_, "node.skipped", path, 1, dump_json(json{{"reason", reason}}));
     run_->summary.nodes_skipped++;
     return;
   }
-  for (auto& c : st->children) record_skipped_subtree(c.get(), reason);
+  for (auto& c : st->children) record_skipped_subtree(c.get(), path, reason);
 }
 
-std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent) {
-  switch (step->kind) {
-    case StepKind::Node:
-      return make_node_exec(s, run, step, parent);
-    case StepKind::Seq:
-      return make_seq_exec(s, run, step, parent);
-    case StepKind::Parallel:
-      return make_parallel_exec(s, run, step, parent);
-    case StepKind::When:
-    case StepKind::Switch:
-      return make_branch_exec(s, run, step, parent);
-    case StepKind::Approve:
-      return make_approve_exec(s, run, step, parent);
-  }
-  return nullptr;
+std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                const std::string& prefix) {
+  static const ExecFactory kFactories[] = {make_node_exec,   make_seq_exec,    make_parallel_exec,
+                                           make_branch_exec, make_branch_exec, make_approve_exec,
+                                           make_map_exec,    make_loop_exec,   make_call_exec};
+  return kFactories[static_cast<int>(step->kind)](s, run, step, parent, prefix);
 }
 
 }  // namespace orch

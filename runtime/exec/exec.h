@@ -55,8 +55,11 @@ class Run {
   bool finished = false;
   std::string cancel_reason;
   RunSummary summary;
-  int run_attempt = 1;    // 1, then 2, 3... for each `orchrun retry`
-  int waiting_gates = 0;  // approval gates waiting for a person
+  int run_attempt = 1;               // 1, then 2, 3... for each `orchrun retry`
+  int waiting_gates = 0;             // approval gates waiting for a person
+  std::unique_ptr<SlotWaiter> slot;  // the pipeline's concurrency slot, when it has a key
+  bool holds_slot = false;
+  std::string workspace;  // the run's directory for artifacts (created on first use)
   // Resumed runs: what the store already says about each node (attempt rows, in order).
   std::unordered_map<std::string, std::vector<NodeRunRow>> history;
   const std::vector<NodeRunRow>* history_of(const std::string& path) const {
@@ -65,7 +68,10 @@ class Run {
   }
   lua_State* L() const { return p->engine->L(); }
   // The exec tree goes first: its steps still look at the run while they are destroyed.
-  ~Run() { root.reset(); }
+  ~Run() {
+    root.reset();
+    slot.reset();
+  }
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -73,8 +79,13 @@ class Run {
 // whatever the step wrote is committed before the parent moves on.
 class Exec {
  public:
-  Exec(Scheduler* s, Run* run, Step* step, Exec* parent)
-      : s_(s), run_(run), step_(step), parent_(parent) {}
+  // `prefix` is the instance path of the enclosing steps: the ids of the named steps above,
+  // with the item of a map (`fetch[3]`) or the iteration of a loop (`fix#2`) where there is one.
+  Exec(Scheduler* s, Run* run, Step* step, Exec* parent, const std::string& prefix)
+      : s_(s), run_(run), step_(step), parent_(parent), prefix_(prefix) {
+    path_ = step->id.empty() ? prefix : prefix.empty() ? step->id : prefix + "/" + step->id;
+    if (parent) scope_ = parent->scope_;
+  }
   virtual ~Exec() = default;
   virtual void start(LuaRef input) = 0;
   // Stops the step and everything under it, synchronously, recording what was cancelled. The
@@ -89,6 +100,15 @@ class Exec {
   ErrorInfo err;
   LuaRef input;
   Step* step() const { return step_; }
+  // Where this step runs: its stable id in this run (the node_id of its rows and events).
+  const std::string& path() const { return path_; }
+
+  // What the enclosing map and loop tell the nodes under them (ctx.index, ctx.iteration).
+  struct Scope {
+    int index = 0;      // 1-based item of the nearest map; 0 outside any
+    int iteration = 0;  // 1-based iteration of the nearest loop; 0 outside any
+  };
+  Scope scope_;
 
  protected:
   void finish(Outcome o) {
@@ -112,6 +132,14 @@ class Exec {
     lua_createtable(L, 0, 4);
     lua_pushlstring(L, path.data(), path.size());
     lua_setfield(L, -2, "node");
+    if (scope_.index > 0) {
+      lua_pushinteger(L, scope_.index);
+      lua_setfield(L, -2, "index");
+    }
+    if (scope_.iteration > 0) {
+      lua_pushinteger(L, scope_.iteration);
+      lua_setfield(L, -2, "iteration");
+    }
     lua_pushlstring(L, step_->id.data(), step_->id.size());
     lua_setfield(L, -2, "id");
     lua_pushinteger(L, attempt);
@@ -125,15 +153,16 @@ class Exec {
 
   // Calls a condition/selector function (or reads a boolean) synchronously. On success pushes
   // the result and returns true; otherwise fills *e.
-  bool call_predicate(const LuaRef& fn, ErrorInfo* e) {
+  // `arg` replaces the step's input as the second argument (a loop's `done` gets the output).
+  bool call_predicate(const LuaRef& fn, ErrorInfo* e, const LuaRef* arg = nullptr) {
     lua_State* L = run_->L();
     fn.push(L);
-    if (!lua_isfunction(L, -1)) return true;  // a constant (boolean)
+    if (!lua_isfunction(L, -1)) return true;  // a constant (boolean, table)
     int base = lua_gettop(L);
     lua_pushcfunction(L, traceback_msgh);
     lua_insert(L, base);
-    push_ctx(L, step_->path, 0);
-    input.push(L);
+    push_ctx(L, path_, 0);
+    (arg ? *arg : input).push(L);
     // A condition is bounded by its step's timeout, or 10 s.
     LuaEngine* eng = run_->p->engine.get();
     uint64_t limit_ms = step_->timeout_ms > 0 ? static_cast<uint64_t>(step_->timeout_ms) : 10000;
@@ -156,14 +185,16 @@ class Exec {
   }
 
   // A decision (when/switch) is recorded like a node so that it is visible and replayable.
-  void record_decision(const std::string& status, const std::string& output, const ErrorInfo* e) {
+  void record_decision(const std::string& status, const std::string& output, const ErrorInfo* e,
+                       const std::string& at = "", const std::string& event_data = "") {
+    const std::string& path = at.empty() ? path_ : at;
     int64_t now = wall_ms();
     int attempt = 1;
-    if (const auto* h = run_->history_of(step_->path))
+    if (const auto* h = run_->history_of(path))
       for (const auto& x : *h) attempt = std::max(attempt, x.attempt + 1);
     NodeRunRow r;
     r.run_id = run_->id;
-    r.node_id = step_->path;
+    r.node_id = path;
     r.attempt = attempt;
     r.kind = "decision";
     r.run_attempt = run_->run_attempt;
@@ -175,26 +206,64 @@ class Exec {
       r.error_message = e->message;
     }
     s_->store()->insert_node_final(r);
-    json d = parse_json(output.empty() ? "{}" : output, nullptr);
+    json d = parse_json(!event_data.empty() ? event_data
+                        : output.empty()    ? std::string("{}")
+                                            : output,
+                        nullptr);
     if (e) d = json{{"error_type", e->type}, {"message", e->message}, {"retryable", false}};
-    s_->emit(run_, status == "succeeded" ? "node.succeeded" : "node.failed", step_->path, attempt,
+    s_->emit(run_, status == "succeeded" ? "node.succeeded" : "node.failed", path, attempt,
              dump_json(d));
   }
+  // The stored decision at `path` (a succeeded decision row), or a discarded json.
+  json stored_decision(const std::string& path) const {
+    if (const auto* h = run_->history_of(path))
+      for (auto it = h->rbegin(); it != h->rend(); ++it)
+        if (it->kind == "decision" && it->status == "succeeded")
+          return parse_json(it->output, nullptr);
+    return json(json::value_t::discarded);
+  }
 
-  void record_skipped_subtree(Step* st, const std::string& reason);
+  // Records the nodes of a subtree that will not run (an untaken branch, a join already
+  // settled). `prefix` is the instance path the subtree would have had.
+  void record_skipped_subtree(Step* st, const std::string& prefix, const std::string& reason);
+  // Sets ctx.outputs[id] (steps without an id, e.g. map items, publish nothing there).
+  void publish_output(const LuaRef& out) {
+    if (step_->id.empty() || out.empty()) return;
+    lua_State* L = run_->L();
+    run_->outputs.push(L);
+    lua_pushlstring(L, step_->id.data(), step_->id.size());
+    out.push(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
 
   Scheduler* s_;
   Run* run_;
   Step* step_;
   Exec* parent_;
+  std::string prefix_, path_;
 };
 
-std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
-// Factories of the concrete kinds (runtime/exec/node_exec.cc, runtime/exec/flow_exec.cc).
-std::unique_ptr<Exec> make_node_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
-std::unique_ptr<Exec> make_seq_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
-std::unique_ptr<Exec> make_parallel_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
-std::unique_ptr<Exec> make_branch_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
-std::unique_ptr<Exec> make_approve_exec(Scheduler* s, Run* run, Step* step, Exec* parent);
+// `prefix`: see Exec::Exec. Children of a step get its path() as their prefix.
+std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                const std::string& prefix);
+// Factories of the concrete kinds (runtime/exec/*.cc).
+using ExecFactory = std::unique_ptr<Exec> (*)(Scheduler*, Run*, Step*, Exec*, const std::string&);
+std::unique_ptr<Exec> make_node_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                     const std::string& prefix);
+std::unique_ptr<Exec> make_seq_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                    const std::string& prefix);
+std::unique_ptr<Exec> make_parallel_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                         const std::string& prefix);
+std::unique_ptr<Exec> make_branch_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                       const std::string& prefix);
+std::unique_ptr<Exec> make_approve_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                        const std::string& prefix);
+std::unique_ptr<Exec> make_map_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                    const std::string& prefix);
+std::unique_ptr<Exec> make_loop_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                     const std::string& prefix);
+std::unique_ptr<Exec> make_call_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                     const std::string& prefix);
 
 }  // namespace orch

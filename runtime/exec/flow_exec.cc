@@ -46,7 +46,7 @@ class SeqExec : public Exec {
  private:
   void start_child(size_t i, LuaRef in) {
     index_ = i;
-    children_.push_back(make_exec(s_, run_, step_->children[i].get(), this));
+    children_.push_back(make_exec(s_, run_, step_->children[i].get(), this, path_));
     current_ = children_.back().get();
     current_->start(std::move(in));
   }
@@ -67,7 +67,7 @@ class ParallelExec : public Exec {
     lua_createtable(L, 0, static_cast<int>(n));
     output = LuaRef::pop(L);
     for (size_t i = 0; i < n; i++)
-      children_.push_back(make_exec(s_, run_, step_->children[i].get(), this));
+      children_.push_back(make_exec(s_, run_, step_->children[i].get(), this, path_));
     launch();
   }
   void child_done(Exec* c) override {
@@ -143,7 +143,7 @@ class ParallelExec : public Exec {
       if (i < next_) {
         if (!children_[i]->done) children_[i]->cancel(reason);
       } else if (record_unstarted) {
-        record_skipped_subtree(step_->children[i].get(), reason);
+        record_skipped_subtree(step_->children[i].get(), path_, reason);
       }
     }
     next_ = children_.size();
@@ -162,7 +162,7 @@ class BranchExec : public Exec {
   void start(LuaRef in) override {
     input = std::move(in);
     // A resumed run takes the branch it took before: the decision is part of the record.
-    if (const auto* h = run_->history_of(step_->path)) {
+    if (const auto* h = run_->history_of(path_)) {
       for (const auto& r : *h) {
         if (r.status != "succeeded") continue;
         json d = parse_json(r.output, nullptr);
@@ -174,7 +174,7 @@ class BranchExec : public Exec {
             if (d["case"] == step_->case_keys[i]) chosen = static_cast<int>(i);
         if (chosen >= 0) {
           run_->summary.nodes_reused++;
-          s_->notify(run_, "node.reused", step_->path, r.attempt, r.output);
+          s_->notify(run_, "node.reused", path_, r.attempt, r.output);
           take(chosen);
           return;
         }
@@ -217,7 +217,7 @@ class BranchExec : public Exec {
              "switch '" + step_->id + "': the selector returned " +
                  (valid ? "'" + key + "'" : "a " + tname) +
                  " and there is no such case and no default (cases: " + cases + ")",
-             step_->path,
+             path_,
              "",
              false,
              ""};
@@ -236,28 +236,21 @@ class BranchExec : public Exec {
   void take(int chosen) {
     for (size_t i = 0; i < step_->children.size(); i++)
       if (static_cast<int>(i) != chosen)
-        record_skipped_subtree(step_->children[i].get(), "branch not taken");
+        record_skipped_subtree(step_->children[i].get(), path_, "branch not taken");
     Step* target =
         chosen < static_cast<int>(step_->children.size()) ? step_->children[chosen].get() : nullptr;
     if (!target) {  // when without else, condition false
       finish(Outcome::Skipped);
       return;
     }
-    child_ = make_exec(s_, run_, target, this);
+    child_ = make_exec(s_, run_, target, this, path_);
     child_->start(dup(run_->L(), input));
   }
   void child_done(Exec* c) override {
     err = c->err;
     optional_failure = c->optional_failure;
     if (!c->output.empty()) output = dup(run_->L(), c->output);
-    if (c->outcome == Outcome::Succeeded && !output.empty()) {
-      lua_State* L = run_->L();
-      run_->outputs.push(L);
-      lua_pushlstring(L, step_->id.data(), step_->id.size());
-      output.push(L);
-      lua_rawset(L, -3);
-      lua_pop(L, 1);
-    }
+    if (c->outcome == Outcome::Succeeded) publish_output(output);
     finish(c->outcome);
   }
   void cancel(const std::string& reason) override {
@@ -273,14 +266,17 @@ class BranchExec : public Exec {
 
 }  // namespace
 
-std::unique_ptr<Exec> make_seq_exec(Scheduler* s, Run* run, Step* step, Exec* parent) {
-  return std::make_unique<SeqExec>(s, run, step, parent);
+std::unique_ptr<Exec> make_seq_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                    const std::string& prefix) {
+  return std::make_unique<SeqExec>(s, run, step, parent, prefix);
 }
-std::unique_ptr<Exec> make_parallel_exec(Scheduler* s, Run* run, Step* step, Exec* parent) {
-  return std::make_unique<ParallelExec>(s, run, step, parent);
+std::unique_ptr<Exec> make_parallel_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                         const std::string& prefix) {
+  return std::make_unique<ParallelExec>(s, run, step, parent, prefix);
 }
-std::unique_ptr<Exec> make_branch_exec(Scheduler* s, Run* run, Step* step, Exec* parent) {
-  return std::make_unique<BranchExec>(s, run, step, parent);
+std::unique_ptr<Exec> make_branch_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                       const std::string& prefix) {
+  return std::make_unique<BranchExec>(s, run, step, parent, prefix);
 }
 
 }  // namespace orch

@@ -1,23 +1,35 @@
 // A node: its attempts, retries with backoff, timeout, fallback, optional, skip_if, and what a
 // resumed run reuses from the store.
+#include <unistd.h>
 #include <uv.h>
 
 #include "runtime/drivers/timer.h"
 #include "runtime/duration.h"
 #include "runtime/exec/exec.h"
+#include "runtime/exec/gate.h"
 #include "runtime/signals.h"
 
 namespace orch {
 namespace {
 
-class NodeExec : public Exec, public TaskOwner {
+// What a node's output says about the work it judged (o.verdict).
+struct Verdict {
+  std::string kind, reason;  // pass | retryable | needs_human_review
+  LuaRef output;
+  std::string output_json;
+};
+
+class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
  public:
   using Exec::Exec;
-  ~NodeExec() override { drop(); }
+  ~NodeExec() override {
+    drop();
+    release_slot();
+  }
 
   void start(LuaRef in) override {
     input = std::move(in);
-    if (const auto* h = run_->history_of(step_->path)) {
+    if (const auto* h = run_->history_of(path_)) {
       if (replay(*h)) return;
     }
     if (!step_->skip_if.empty()) {
@@ -26,7 +38,7 @@ class NodeExec : public Exec, public TaskOwner {
         e.message = "skip_if failed: " + e.message;
         begin_row(attempt_ + 1, "body");
         finish_row("failed", "", e);
-        s_->emit(run_, "node.failed", step_->path, attempt_,
+        s_->emit(run_, "node.failed", path_, attempt_,
                  dump_json(json{{"error_type", e.type},
                                 {"message", e.message},
                                 {"retryable", false},
@@ -38,7 +50,7 @@ class NodeExec : public Exec, public TaskOwner {
       bool skip = lua_toboolean(L, -1);
       lua_pop(L, 1);
       if (skip) {
-        record_skipped_subtree(step_, "skip_if");
+        record_skipped_subtree(step_, prefix_, "skip_if");
         finish(Outcome::Skipped);
         return;
       }
@@ -50,6 +62,14 @@ class NodeExec : public Exec, public TaskOwner {
     if (done) return;
     retry_timer_.reset();
     timeout_timer_.reset();
+    if (gate_ && gate_->waiting()) {
+      gate_->cancel(reason);
+      release_slot();
+      done = true;
+      outcome = Outcome::Cancelled;
+      return;
+    }
+    release_slot();
     if (task_) {
       if (task_->cancel_hook) {
         auto hook = std::move(task_->cancel_hook);
@@ -57,9 +77,9 @@ class NodeExec : public Exec, public TaskOwner {
         hook();
       }
       drop();
-      finish_row("cancelled", "", {"cancelled", reason, step_->path, "", false, ""});
+      finish_row("cancelled", "", {"cancelled", reason, path_, "", false, ""});
     }
-    s_->emit(run_, "node.cancelled", step_->path, attempt_, dump_json(json{{"reason", reason}}));
+    s_->emit(run_, "node.cancelled", path_, attempt_, dump_json(json{{"reason", reason}}));
     run_->summary.nodes_cancelled++;
     done = true;
     outcome = Outcome::Cancelled;
@@ -69,7 +89,7 @@ class NodeExec : public Exec, public TaskOwner {
                 const std::string& fields_json) override {
     json d{{"level", std::string(level)}, {"message", std::string(message)}};
     if (!fields_json.empty()) d["fields"] = parse_json(fields_json, nullptr);
-    s_->emit(run_, "log", step_->path, attempt_, dump_json(d));
+    s_->emit(run_, "log", path_, attempt_, dump_json(d));
   }
 
   void task_finished(Task* t, int status) override {
@@ -80,7 +100,7 @@ class NodeExec : public Exec, public TaskOwner {
       // Ctrl-C stopped the body; the loop is about to cancel the run.
       ErrorInfo e = error_from(L, co, false);
       drop();
-      finish_row("cancelled", "", {"cancelled", e.message, step_->path, e.traceback, true, ""});
+      finish_row("cancelled", "", {"cancelled", e.message, path_, e.traceback, true, ""});
       return;
     }
     if (status != 0) {
@@ -105,7 +125,7 @@ class NodeExec : public Exec, public TaskOwner {
     } else {
       ErrorInfo e{"bad_output",
                   std::string("node must return a table (or nothing), got ") + luaL_typename(co, 1),
-                  step_->path,
+                  path_,
                   "",
                   false,
                   ""};
@@ -118,11 +138,37 @@ class NodeExec : public Exec, public TaskOwner {
     std::string err;
     if (!lua_to_json(L, lua_gettop(L), &j, &err)) {
       lua_pop(L, 1);
-      failure({"bad_output", "output cannot be stored: " + err, step_->path, "", false, ""});
+      failure({"bad_output", "output cannot be stored: " + err, path_, "", false, ""});
+      return;
+    }
+    Verdict v;
+    std::string bad;
+    if (!read_verdict(L, lua_gettop(L), &v, &bad)) {
+      lua_pop(L, 1);
+      failure({"bad_output", bad, path_, "", false, ""});
       return;
     }
     LuaRef out = LuaRef::pop(L);
-    success(std::move(out), dump_json(j));
+    if (v.kind == "retryable" || v.kind == "needs_human_review") {
+      v.output = std::move(out);
+      v.output_json = dump_json(j);
+      verdict_failure(std::move(v));
+      return;
+    }
+    success(std::move(out), dump_json(j), v.kind, v.reason);
+  }
+
+  // SlotWaiter: the node waits for a slot of its concurrency key.
+  const std::string& slot_key() const override { return step_->concurrency_key; }
+  void try_slot() override {
+    if (done || !queued_) return;
+    if (acquire()) {
+      queued_ = false;
+      s_->remove_slot_waiter(this);
+      slot_timer_.reset();
+      auto go = std::move(after_slot_);
+      go();
+    }
   }
 
  private:
@@ -140,21 +186,17 @@ class NodeExec : public Exec, public TaskOwner {
         push_json(L, j.is_discarded() ? json::object() : j);
         LuaRef out = LuaRef::pop(L);
         attempt_ = r.attempt;
-        run_->outputs.push(L);
-        lua_pushlstring(L, step_->id.data(), step_->id.size());
-        out.push(L);
-        lua_rawset(L, -3);
-        lua_pop(L, 1);
+        publish_output(out);
         output = std::move(out);
         run_->summary.nodes_succeeded++;
         run_->summary.nodes_reused++;
-        s_->notify(run_, "node.reused", step_->path, r.attempt, "{}");
+        s_->notify(run_, "node.reused", path_, r.attempt, "{}");
         finish(Outcome::Succeeded);
         return true;
       }
       if (r.status == "skipped") {
         run_->summary.nodes_skipped++;
-        s_->notify(run_, "node.skipped", step_->path, r.attempt,
+        s_->notify(run_, "node.skipped", path_, r.attempt,
                    R"({"reason":"skipped before the resume"})");
         finish(Outcome::Skipped);
         return true;
@@ -171,8 +213,35 @@ class NodeExec : public Exec, public TaskOwner {
       begin_attempt(attempt_ + 1, false);
       return true;
     }
-    ErrorInfo e{last->error_type, last->error_message, step_->path,
-                last->traceback,  last->retryable,     ""};
+    ErrorInfo e{last->error_type, last->error_message, path_, last->traceback, last->retryable, ""};
+    // A verdict that asked for a person (or ran out of retries), or an escalation in progress.
+    const NodeRunRow* verdict_row = nullptr;
+    for (const auto& r : rows)
+      if (r.run_attempt == run_->run_attempt && !r.verdict.empty() && r.verdict != "pass")
+        verdict_row = &r;
+    bool escalating = last->kind == "approval" ||
+                      (last == verdict_row && (last->verdict == "needs_human_review" ||
+                                               tries_ >= step_->retry.max_attempts));
+    if (last->kind == "approval" && last->status == "failed") {  // the escalation was refused
+      fail_final(e);
+      return true;
+    }
+    if (verdict_row && escalating) {
+      last_err_ = e;
+      Verdict v;
+      v.kind = verdict_row->verdict;
+      v.reason = verdict_row->verdict_reason;
+      v.output_json = verdict_row->output;
+      lua_State* L = run_->L();
+      json j = parse_json(v.output_json.empty() ? "{}" : v.output_json, nullptr);
+      push_json(L, j.is_discarded() ? json::object() : j);
+      v.output = LuaRef::pop(L);
+      if (step_->escalate.enabled)
+        escalate(std::move(v));
+      else
+        fail_final(e);
+      return true;
+    }
     if (fallback_row) {
       if (fallback_row->error_type == "interrupted") {
         last_err_ = e;
@@ -202,21 +271,26 @@ class NodeExec : public Exec, public TaskOwner {
     attempt_ = attempt;
     started_ms_ = wall_ms();
     started_ns_ = uv_hrtime();
-    s_->store()->insert_node_attempt(run_->id, step_->path, attempt, kind, started_ms_,
+    s_->store()->insert_node_attempt(run_->id, path_, attempt, kind, started_ms_,
                                      run_->run_attempt);
-    s_->emit(run_, "node.started", step_->path, attempt,
-             in_fallback_ ? R"({"kind":"fallback"})" : "{}");
+    s_->emit(run_, "node.started", path_, attempt, in_fallback_ ? R"({"kind":"fallback"})" : "{}");
     run_->summary.attempts++;
   }
 
   void begin_attempt(int attempt, bool fallback) {
+    if (!step_->concurrency_key.empty() && !holding_) {
+      if (!acquire()) {
+        queue_for_slot([this, attempt, fallback] { begin_attempt(attempt, fallback); });
+        return;
+      }
+    }
     in_fallback_ = fallback;
     if (!fallback) tries_++;
     begin_row(attempt, fallback ? "fallback" : "body");
-    task_.reset(s_->new_task(run_, static_cast<TaskOwner*>(this), step_->path));
+    task_.reset(s_->new_task(run_, static_cast<TaskOwner*>(this), path_));
     lua_State* co = task_->co;
     (fallback ? step_->fallback : step_->fn).push(co);
-    push_ctx(co, step_->path, attempt);
+    push_ctx(co, path_, attempt);
     input.push(co);
     int nargs = 2;
     if (fallback) {
@@ -248,14 +322,17 @@ class NodeExec : public Exec, public TaskOwner {
       hook();  // stops the timer, kills the process group, ...
     }
     drop();
-    failure({"timeout", "timed out after " + format_duration_ms(step_->timeout_ms), step_->path, "",
-             true, ""});
+    failure({"timeout", "timed out after " + format_duration_ms(step_->timeout_ms), path_, "", true,
+             ""});
   }
 
-  void finish_row(const std::string& status, const std::string& output, const ErrorInfo& e) {
+  void finish_row(const std::string& status, const std::string& output, const ErrorInfo& e,
+                  const std::string& verdict = "", const std::string& reason = "") {
     NodeRunRow r;
+    r.verdict = verdict;
+    r.verdict_reason = reason;
     r.run_id = run_->id;
-    r.node_id = step_->path;
+    r.node_id = path_;
     r.attempt = attempt_;
     r.status = status;
     r.finished_at = wall_ms();
@@ -268,26 +345,36 @@ class NodeExec : public Exec, public TaskOwner {
     s_->store()->finish_node_attempt(r);
   }
 
-  void success(LuaRef out, const std::string& out_json) {
-    finish_row("succeeded", out_json, {});
+  void success(LuaRef out, const std::string& out_json, const std::string& verdict = "",
+               const std::string& reason = "") {
+    finish_row("succeeded", out_json, {}, verdict, reason);
     int64_t dur = static_cast<int64_t>((uv_hrtime() - started_ns_) / 1000000);
     json d{{"duration_ms", dur}};
     if (in_fallback_) d["via"] = "fallback";
-    s_->emit(run_, "node.succeeded", step_->path, attempt_, dump_json(d));
-    lua_State* L = run_->L();
-    run_->outputs.push(L);
-    lua_pushlstring(L, step_->id.data(), step_->id.size());
-    out.push(L);
-    lua_rawset(L, -3);
-    lua_pop(L, 1);
+    if (!verdict.empty()) d["verdict"] = verdict;
+    if (!reason.empty()) d["reason"] = reason;
+    s_->emit(run_, "node.succeeded", path_, attempt_, dump_json(d));
+    publish_output(out);
     output = std::move(out);
     run_->summary.nodes_succeeded++;
+    release_slot();
     finish(Outcome::Succeeded);
   }
 
-  void failure(ErrorInfo e) {
-    e.node = step_->path;
-    finish_row("failed", "", e);
+  // A verdict of retryable or needs_human_review: the attempt failed, with its output kept.
+  void verdict_failure(Verdict v) {
+    ErrorInfo e{"verdict",
+                "verdict " + v.kind + (v.reason.empty() ? "" : " (" + v.reason + ")"),
+                path_,
+                "",
+                v.kind == "retryable",
+                ""};
+    failure(e, &v);
+  }
+
+  void failure(ErrorInfo e, Verdict* v = nullptr) {
+    e.node = path_;
+    finish_row("failed", v ? v->output_json : "", e, v ? v->kind : "", v ? v->reason : "");
     bool will_retry = !in_fallback_ && e.retryable && tries_ < step_->retry.max_attempts;
     int64_t delay = will_retry ? step_->retry.delay_ms(attempt_ + 1, s_->random_unit()) : 0;
     json d{{"error_type", e.type},
@@ -295,9 +382,15 @@ class NodeExec : public Exec, public TaskOwner {
            {"retryable", e.retryable},
            {"will_retry", will_retry}};
     if (will_retry) d["retry_in_ms"] = delay;
-    if (!will_retry && !in_fallback_ && !step_->fallback.empty()) d["fallback"] = true;
+    bool escalating = v && !will_retry && step_->escalate.enabled;
+    if (!will_retry && !in_fallback_ && !step_->fallback.empty() && !v) d["fallback"] = true;
+    if (v) {
+      d["verdict"] = v->kind;
+      if (!v->reason.empty()) d["reason"] = v->reason;
+      if (escalating) d["escalate"] = true;
+    }
     if (!e.details.empty()) d["details"] = parse_json(e.details, nullptr);
-    s_->emit(run_, "node.failed", step_->path, attempt_, dump_json(d));
+    s_->emit(run_, "node.failed", path_, attempt_, dump_json(d));
     last_err_ = e;
     if (will_retry) {
       int next = attempt_ + 1;
@@ -308,6 +401,13 @@ class NodeExec : public Exec, public TaskOwner {
           if (!done) begin_attempt(next, false);
         });
       });
+      return;
+    }
+    if (v) {
+      if (escalating)
+        escalate(std::move(*v));
+      else
+        fail_final(e);
       return;
     }
     if (!in_fallback_ && !step_->fallback.empty()) {
@@ -322,10 +422,134 @@ class NodeExec : public Exec, public TaskOwner {
 
   void fail_final(const ErrorInfo& e) {
     err = e;
-    err.node = step_->path;
+    err.node = path_;
     optional_failure = step_->optional;
     run_->summary.nodes_failed++;
+    release_slot();
     finish(Outcome::Failed);
+  }
+
+  // The node cannot settle by itself: a person decides. Approving accepts the last output.
+  void escalate(Verdict v) {
+    escalated_ = std::move(v);
+    gate_ = std::make_unique<GateAttempt>(s_, run_, path_,
+                                          [this](const ApprovalRow& a) { escalation_decided(a); });
+    GateSpec spec;
+    spec.kind = "escalation";
+    const Escalation& x = step_->escalate;
+    std::string why = escalated_.kind == "needs_human_review"
+                          ? "needs human review"
+                          : "is still retryable after " + std::to_string(tries_) + " attempt" +
+                                (tries_ == 1 ? "" : "s");
+    spec.message = !x.message.empty()
+                       ? x.message
+                       : "node '" + path_ + "' " + why +
+                             (escalated_.reason.empty() ? "" : " (" + escalated_.reason + ")") +
+                             ": approve to accept its last output, reject to fail it";
+    spec.approvers = x.approvers;
+    spec.timeout_ms = x.timeout_ms;
+    spec.approve_on_timeout = x.approve_on_timeout;
+    spec.details = {{"verdict", escalated_.kind}, {"reason", escalated_.reason}, {"tries", tries_}};
+    gate_->begin(spec, attempt_);
+  }
+
+  void escalation_decided(const ApprovalRow& a) {
+    attempt_ = gate_->attempt();
+    if (!GateAttempt::approved(a)) {
+      auto [type, msg] = GateAttempt::refusal(a);
+      gate_->finish_row("failed", "", type, msg);
+      s_->emit(run_, "node.failed", path_, attempt_,
+               dump_json(json{{"error_type", type},
+                              {"message", msg},
+                              {"retryable", false},
+                              {"will_retry", false},
+                              {"by", a.decided_by}}));
+      fail_final({type, msg, path_, "", false, ""});
+      return;
+    }
+    // The accepted output: the last one the node produced, with the review that accepted it.
+    lua_State* L = run_->L();
+    escalated_.output.push(L);
+    push_json(L, GateAttempt::decision_json(a));
+    lua_setfield(L, -2, "review");
+    json j;
+    std::string e;
+    lua_to_json(L, lua_gettop(L), &j, &e);
+    LuaRef out = LuaRef::pop(L);
+    std::string oj = dump_json(j);
+    gate_->finish_row("succeeded", oj, "", "");
+    s_->emit(run_, "node.succeeded", path_, attempt_,
+             dump_json(json{{"via", "escalation"}, {"by", a.decided_by}}));
+    publish_output(out);
+    output = std::move(out);
+    run_->summary.nodes_succeeded++;
+    release_slot();
+    finish(Outcome::Succeeded);
+  }
+
+  // Reads output.verdict / output.reason (raw: no metamethods) of the table at `idx`.
+  static bool read_verdict(lua_State* L, int idx, Verdict* v, std::string* bad) {
+    lua_pushstring(L, "verdict");
+    lua_rawget(L, idx);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      return true;
+    }
+    v->kind = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+    lua_pop(L, 1);
+    if (v->kind != "pass" && v->kind != "retryable" && v->kind != "needs_human_review") {
+      *bad = "output.verdict must be \"pass\", \"retryable\" or \"needs_human_review\" " +
+             std::string("(see o.verdict), got ") +
+             (v->kind.empty() ? "a value that is not a string" : "'" + v->kind + "'");
+      return false;
+    }
+    lua_pushstring(L, "reason");
+    lua_rawget(L, idx);
+    if (lua_type(L, -1) == LUA_TSTRING) v->reason = lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return true;
+  }
+
+  // --- concurrency keys ---
+  bool acquire() {
+    int position = 0;
+    Store* st = s_->store();
+    bool got = st->acquire_slot(step_->concurrency_key, step_->concurrency_limit, run_->id, path_,
+                                getpid(), wall_ms(), &position);
+    if (!got && st->reap_slots(step_->concurrency_key) > 0)
+      got = st->acquire_slot(step_->concurrency_key, step_->concurrency_limit, run_->id, path_,
+                             getpid(), wall_ms(), &position);
+    if (got) holding_ = true;
+    queue_position_ = position;
+    return got;
+  }
+  void queue_for_slot(std::function<void()> then) {
+    after_slot_ = std::move(then);
+    if (!queued_) {
+      queued_ = true;
+      s_->emit(run_, "node.queued", path_, attempt_ + 1,
+               dump_json(json{{"concurrency_key", step_->concurrency_key},
+                              {"limit", step_->concurrency_limit},
+                              {"ahead", queue_position_}}));
+      s_->add_slot_waiter(this);
+    }
+    // Slots held by other processes are released without telling us: look again regularly.
+    // The timer keeps a one-shot alive while it waits.
+    slot_timer_ = std::make_unique<Timer>(s_->loop());
+    slot_timer_->start(
+        200, [this] { s_->defer([this] { try_slot(); }); }, 200);
+  }
+  void release_slot() {
+    if (queued_) {
+      queued_ = false;
+      s_->remove_slot_waiter(this);
+      slot_timer_.reset();
+      s_->store()->release_slot(run_->id, path_);  // our place in the queue
+    }
+    if (!holding_) return;
+    holding_ = false;
+    s_->store()->release_slot(run_->id, path_);
+    s_->slot_released(step_->concurrency_key);
   }
 
   // Forgets the task. A driver still working for it (timer, process, file job) is told to
@@ -343,7 +567,12 @@ class NodeExec : public Exec, public TaskOwner {
   }
 
   std::unique_ptr<Task> task_;
-  std::unique_ptr<Timer> timeout_timer_, retry_timer_;
+  std::unique_ptr<Timer> timeout_timer_, retry_timer_, slot_timer_;
+  std::unique_ptr<GateAttempt> gate_;
+  Verdict escalated_;
+  bool holding_ = false, queued_ = false;
+  int queue_position_ = 0;
+  std::function<void()> after_slot_;
   int attempt_ = 0;  // the attempt row number (attempts interrupted by a crash included)
   int tries_ = 0;    // body attempts that count against retry.max
   bool in_fallback_ = false;
@@ -354,8 +583,9 @@ class NodeExec : public Exec, public TaskOwner {
 
 }  // namespace
 
-std::unique_ptr<Exec> make_node_exec(Scheduler* s, Run* run, Step* step, Exec* parent) {
-  return std::make_unique<NodeExec>(s, run, step, parent);
+std::unique_ptr<Exec> make_node_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+                                     const std::string& prefix) {
+  return std::make_unique<NodeExec>(s, run, step, parent, prefix);
 }
 
 }  // namespace orch

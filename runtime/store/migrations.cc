@@ -95,6 +95,64 @@ CREATE TABLE approvals(
   comment TEXT,
   PRIMARY KEY(run_id, node_id)) WITHOUT ROWID;
 )sql",
+      // 3: verdicts, escalations per run attempt, child runs, artifacts, concurrency keys.
+      R"sql(
+ALTER TABLE node_runs ADD COLUMN verdict TEXT;
+ALTER TABLE node_runs ADD COLUMN verdict_reason TEXT;
+ALTER TABLE runs ADD COLUMN parent_node TEXT;
+ALTER TABLE runs ADD COLUMN workspace TEXT;
+CREATE INDEX runs_parent ON runs(parent_run, parent_node) WHERE parent_run IS NOT NULL;
+CREATE TABLE approvals_v3(
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  run_attempt INTEGER NOT NULL DEFAULT 1,
+  kind TEXT NOT NULL DEFAULT 'gate',
+  status TEXT NOT NULL CHECK(status IN ('waiting','approved','rejected','timed_out')),
+  message TEXT,
+  approvers TEXT,
+  requested_at INTEGER NOT NULL,
+  timeout_at INTEGER,
+  on_timeout TEXT,
+  decided_by TEXT,
+  decided_at INTEGER,
+  comment TEXT,
+  PRIMARY KEY(run_id, node_id, run_attempt)) WITHOUT ROWID;
+INSERT INTO approvals_v3(run_id, node_id, run_attempt, status, message, approvers, requested_at,
+                         timeout_at, on_timeout, decided_by, decided_at, comment)
+  SELECT run_id, node_id, 1, status, message, approvers, requested_at, timeout_at, on_timeout,
+         decided_by, decided_at, comment FROM approvals;
+DROP TABLE approvals;
+ALTER TABLE approvals_v3 RENAME TO approvals;
+CREATE TABLE artifacts(
+  id INTEGER PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  kind TEXT,
+  size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL,
+  created_at INTEGER NOT NULL);
+CREATE INDEX artifacts_run ON artifacts(run_id, id);
+CREATE TABLE artifact_uses(
+  artifact_id INTEGER NOT NULL REFERENCES artifacts(id),
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  used_at INTEGER NOT NULL,
+  PRIMARY KEY(artifact_id, node_id, attempt)) WITHOUT ROWID;
+CREATE TABLE concurrency_slots(
+  id INTEGER PRIMARY KEY,
+  key TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  owner_pid INTEGER NOT NULL,
+  owner_start INTEGER,
+  enqueued_at INTEGER NOT NULL,
+  acquired_at INTEGER,
+  UNIQUE(run_id, node_id));
+CREATE INDEX concurrency_by_key ON concurrency_slots(key, id);
+)sql",
   };
   return m;
 }

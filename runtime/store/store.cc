@@ -1,5 +1,6 @@
 #include "runtime/store/store.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,7 +32,8 @@ std::string col_text(sqlite3_stmt* st, int i) {
 const char* kRunCols =
     "id, trace_id, pipeline, version, status, source, environment, input, output, error_type, "
     "error_message, error_node, retryable, attempts, created_at, started_at, finished_at, "
-    "parent_run, idempotency_key, owner_pid, cancel_requested_at, cancel_reason";
+    "parent_run, idempotency_key, owner_pid, cancel_requested_at, cancel_reason, parent_node, "
+    "workspace";
 
 RunRow read_run(sqlite3_stmt* st) {
   RunRow r;
@@ -57,6 +59,8 @@ RunRow read_run(sqlite3_stmt* st) {
   r.owner_pid = sqlite3_column_int64(st, 19);
   r.cancel_requested_at = sqlite3_column_int64(st, 20);
   r.cancel_reason = col_text(st, 21);
+  r.parent_node = col_text(st, 22);
+  r.workspace = col_text(st, 23);
   return r;
 }
 
@@ -314,8 +318,8 @@ std::optional<DefinitionRow> Store::upsert_definition(const std::string& name,
 void Store::insert_run(const RunRow& r, bool* duplicate) {
   static const char* kSql =
       "INSERT INTO runs(id, trace_id, pipeline, version, status, source, environment, input, "
-      "attempts, created_at, started_at, parent_run, idempotency_key, owner_pid) "
-      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)";
+      "attempts, created_at, started_at, parent_run, idempotency_key, owner_pid, parent_node, "
+      "workspace) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -333,6 +337,8 @@ void Store::insert_run(const RunRow& r, bool* duplicate) {
   bind_text(st, 12, r.parent_run);
   bind_text(st, 13, r.idempotency_key);
   bind_int(st, 14, r.owner_pid, true);
+  bind_text(st, 15, r.parent_node);
+  bind_text(st, 16, r.workspace);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_CONSTRAINT_UNIQUE && duplicate && !r.idempotency_key.empty()) {
     *duplicate = true;
@@ -398,8 +404,8 @@ void Store::insert_node_attempt(const std::string& run_id, const std::string& no
 void Store::finish_node_attempt(const NodeRunRow& r) {
   static const char* kSql =
       "UPDATE node_runs SET status=?4, finished_at=?5, duration_ms=?6, output=?7, "
-      "error_type=?8, error_message=?9, traceback=?10, retryable=?11 "
-      "WHERE run_id=?1 AND node_id=?2 AND attempt=?3";
+      "error_type=?8, error_message=?9, traceback=?10, retryable=?11, verdict=?12, "
+      "verdict_reason=?13 WHERE run_id=?1 AND node_id=?2 AND attempt=?3";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -417,6 +423,8 @@ void Store::finish_node_attempt(const NodeRunRow& r) {
     sqlite3_bind_null(st, 11);
   else
     bind_int(st, 11, r.retryable ? 1 : 0);
+  bind_text(st, 12, r.verdict);
+  bind_text(st, 13, r.verdict_reason);
   if (sqlite3_step(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
 }
 
@@ -621,7 +629,8 @@ bool Store::begin_run_attempt(const std::string& run_id, int64_t owner, int64_t 
 void Store::insert_approval(const ApprovalRow& a) {
   static const char* kSql =
       "INSERT OR IGNORE INTO approvals(run_id, node_id, status, message, approvers, "
-      "requested_at, timeout_at, on_timeout) VALUES(?1,?2,'waiting',?3,?4,?5,?6,?7)";
+      "requested_at, timeout_at, on_timeout, run_attempt, kind) "
+      "VALUES(?1,?2,'waiting',?3,?4,?5,?6,?7,?8,?9)";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -632,13 +641,15 @@ void Store::insert_approval(const ApprovalRow& a) {
   bind_int(st, 5, a.requested_at);
   bind_int(st, 6, a.timeout_at, true);
   bind_text(st, 7, a.on_timeout);
+  bind_int(st, 8, a.run_attempt);
+  bind_text(st, 9, a.kind);
   if (sqlite3_step(st) != SQLITE_DONE) fail("insert approval " + a.node_id);
 }
 
 namespace {
 const char* kApprovalCols =
     "run_id, node_id, status, message, approvers, requested_at, timeout_at, on_timeout, "
-    "decided_by, decided_at, comment";
+    "decided_by, decided_at, comment, run_attempt, kind";
 ApprovalRow read_approval(sqlite3_stmt* st) {
   ApprovalRow a;
   a.run_id = col_text(st, 0);
@@ -652,13 +663,16 @@ ApprovalRow read_approval(sqlite3_stmt* st) {
   a.decided_by = col_text(st, 8);
   a.decided_at = sqlite3_column_int64(st, 9);
   a.comment = col_text(st, 10);
+  a.run_attempt = sqlite3_column_int(st, 11);
+  a.kind = col_text(st, 12);
   return a;
 }
 }  // namespace
 
 std::optional<ApprovalRow> Store::approval(const std::string& run_id, const std::string& node_id) {
   std::string sql =
-      std::string("SELECT ") + kApprovalCols + " FROM approvals WHERE run_id=?1 AND node_id=?2";
+      std::string("SELECT ") + kApprovalCols +
+      " FROM approvals WHERE run_id=?1 AND node_id=?2 ORDER BY run_attempt DESC LIMIT 1";
   std::string err;
   Stmt st(db_, sql.c_str(), &err);
   if (!st) return std::nullopt;
@@ -670,7 +684,7 @@ std::optional<ApprovalRow> Store::approval(const std::string& run_id, const std:
 
 std::vector<ApprovalRow> Store::approvals(const std::string& run_id) {
   std::string sql = std::string("SELECT ") + kApprovalCols +
-                    " FROM approvals WHERE run_id=?1 ORDER BY requested_at, node_id";
+                    " FROM approvals WHERE run_id=?1 ORDER BY requested_at, node_id, run_attempt";
   std::vector<ApprovalRow> out;
   std::string err;
   Stmt st(db_, sql.c_str(), &err);
@@ -700,6 +714,199 @@ bool Store::decide_approval(const std::string& run_id, const std::string& node_i
   bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
   commit();
   return ok;
+}
+
+int64_t Store::insert_artifact(const ArtifactRow& a) {
+  static const char* kSql =
+      "INSERT INTO artifacts(run_id, node_id, attempt, path, kind, size, sha256, created_at) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)";
+  if (!begin()) return 0;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return 0;
+  bind_text(st, 1, a.run_id);
+  bind_text(st, 2, a.node_id);
+  bind_int(st, 3, a.attempt);
+  bind_text(st, 4, a.path);
+  bind_text(st, 5, a.kind);
+  bind_int(st, 6, a.size);
+  bind_text(st, 7, a.sha256);
+  bind_int(st, 8, a.created_at);
+  if (sqlite3_step(st) != SQLITE_DONE) {
+    fail("insert artifact " + a.path);
+    return 0;
+  }
+  return sqlite3_last_insert_rowid(db_);
+}
+
+void Store::insert_artifact_use(int64_t artifact_id, const std::string& run_id,
+                                const std::string& node_id, int attempt, int64_t now) {
+  static const char* kSql =
+      "INSERT OR IGNORE INTO artifact_uses(artifact_id, run_id, node_id, attempt, used_at) "
+      "VALUES(?1,?2,?3,?4,?5)";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_int(st, 1, artifact_id);
+  bind_text(st, 2, run_id);
+  bind_text(st, 3, node_id);
+  bind_int(st, 4, attempt);
+  bind_int(st, 5, now);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("insert artifact use " + node_id);
+}
+
+std::vector<ArtifactRow> Store::artifacts(const std::string& run_id) {
+  std::vector<ArtifactRow> out;
+  std::string err;
+  Stmt st(db_,
+          "SELECT a.id, a.run_id, a.node_id, a.attempt, a.path, a.kind, a.size, a.sha256, "
+          "a.created_at, (SELECT group_concat(u.node_id || '#' || u.attempt, ' ') FROM "
+          "artifact_uses u WHERE u.artifact_id = a.id) FROM artifacts a WHERE a.run_id=?1 "
+          "ORDER BY a.id",
+          &err);
+  if (!st) return out;
+  bind_text(st.get(), 1, run_id);
+  while (sqlite3_step(st.get()) == SQLITE_ROW) {
+    ArtifactRow a;
+    a.id = sqlite3_column_int64(st.get(), 0);
+    a.run_id = col_text(st.get(), 1);
+    a.node_id = col_text(st.get(), 2);
+    a.attempt = sqlite3_column_int(st.get(), 3);
+    a.path = col_text(st.get(), 4);
+    a.kind = col_text(st.get(), 5);
+    a.size = sqlite3_column_int64(st.get(), 6);
+    a.sha256 = col_text(st.get(), 7);
+    a.created_at = sqlite3_column_int64(st.get(), 8);
+    std::string uses = col_text(st.get(), 9);
+    for (size_t i = 0; i < uses.size();) {
+      size_t j = uses.find(' ', i);
+      if (j == std::string::npos) j = uses.size();
+      a.used_by.push_back(uses.substr(i, j - i));
+      i = j + 1;
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+bool Store::acquire_slot(const std::string& key, int limit, const std::string& run_id,
+                         const std::string& node_id, int64_t owner_pid, int64_t now,
+                         int* position) {
+  commit();
+  if (!begin()) return false;
+  std::string err;
+  {
+    Stmt ins(db_,
+             "INSERT OR IGNORE INTO concurrency_slots(key, run_id, node_id, owner_pid, "
+             "enqueued_at) VALUES(?1,?2,?3,?4,?5)",
+             &err);
+    if (!ins) {
+      fail("queue for concurrency key " + key);
+      return false;
+    }
+    bind_text(ins.get(), 1, key);
+    bind_text(ins.get(), 2, run_id);
+    bind_text(ins.get(), 3, node_id);
+    bind_int(ins.get(), 4, owner_pid);
+    bind_int(ins.get(), 5, now);
+    if (sqlite3_step(ins.get()) != SQLITE_DONE) fail("queue for concurrency key " + key);
+  }
+  // Held slots, and the waiters queued before this one.
+  Stmt q(db_,
+         "SELECT (SELECT count(*) FROM concurrency_slots WHERE key=?1 AND acquired_at IS NOT "
+         "NULL), (SELECT count(*) FROM concurrency_slots WHERE key=?1 AND acquired_at IS NULL AND "
+         "id < (SELECT id FROM concurrency_slots WHERE run_id=?2 AND node_id=?3)), (SELECT "
+         "acquired_at IS NOT NULL FROM concurrency_slots WHERE run_id=?2 AND node_id=?3)",
+         &err);
+  if (!q) {
+    fail("read concurrency key " + key);
+    return false;
+  }
+  bind_text(q.get(), 1, key);
+  bind_text(q.get(), 2, run_id);
+  bind_text(q.get(), 3, node_id);
+  bool got = false;
+  if (sqlite3_step(q.get()) == SQLITE_ROW) {
+    int held = sqlite3_column_int(q.get(), 0);
+    int ahead = sqlite3_column_int(q.get(), 1);
+    bool mine = sqlite3_column_int(q.get(), 2) != 0;
+    if (mine) {
+      got = true;
+    } else if (held + ahead < limit) {
+      Stmt up(db_,
+              "UPDATE concurrency_slots SET acquired_at=?3, owner_pid=?4 WHERE run_id=?1 AND "
+              "node_id=?2",
+              &err);
+      if (up) {
+        bind_text(up.get(), 1, run_id);
+        bind_text(up.get(), 2, node_id);
+        bind_int(up.get(), 3, now);
+        bind_int(up.get(), 4, owner_pid);
+        got = sqlite3_step(up.get()) == SQLITE_DONE;
+      }
+    }
+    if (position) *position = got ? 0 : ahead;
+  }
+  commit();
+  return got && !failed();
+}
+
+void Store::release_slot(const std::string& run_id, const std::string& node_id) {
+  static const char* kSql = "DELETE FROM concurrency_slots WHERE run_id=?1 AND node_id=?2";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, run_id);
+  bind_text(st, 2, node_id);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("release concurrency slot " + node_id);
+}
+
+int Store::reap_slots(const std::string& key) {
+  std::vector<std::pair<int64_t, int64_t>> rows;  // id, pid
+  {
+    std::string err;
+    Stmt st(db_, "SELECT id, owner_pid FROM concurrency_slots WHERE key=?1", &err);
+    if (!st) return 0;
+    bind_text(st.get(), 1, key);
+    while (sqlite3_step(st.get()) == SQLITE_ROW)
+      rows.emplace_back(sqlite3_column_int64(st.get(), 0), sqlite3_column_int64(st.get(), 1));
+  }
+  int n = 0;
+  for (auto& [id, pid] : rows) {
+    if (pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) continue;
+    if (!begin()) return n;
+    std::string err;
+    Stmt del(db_, "DELETE FROM concurrency_slots WHERE id=?1", &err);
+    if (!del) return n;
+    bind_int(del.get(), 1, id);
+    if (sqlite3_step(del.get()) == SQLITE_DONE) n++;
+  }
+  return n;
+}
+
+std::optional<RunRow> Store::child_run(const std::string& parent_run,
+                                       const std::string& parent_node) {
+  std::string sql = std::string("SELECT ") + kRunCols +
+                    " FROM runs WHERE parent_run=?1 AND parent_node=?2 ORDER BY created_at DESC, "
+                    "id DESC LIMIT 1";
+  std::string err;
+  Stmt st(db_, sql.c_str(), &err);
+  if (!st) return std::nullopt;
+  bind_text(st.get(), 1, parent_run);
+  bind_text(st.get(), 2, parent_node);
+  if (sqlite3_step(st.get()) != SQLITE_ROW) return std::nullopt;
+  return read_run(st.get());
+}
+
+std::vector<RunRow> Store::child_runs(const std::string& parent_run) {
+  std::string sql =
+      std::string("SELECT ") + kRunCols + " FROM runs WHERE parent_run=?1 ORDER BY created_at, id";
+  std::vector<RunRow> out;
+  std::string err;
+  Stmt st(db_, sql.c_str(), &err);
+  if (!st) return out;
+  bind_text(st.get(), 1, parent_run);
+  while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(read_run(st.get()));
+  return out;
 }
 
 std::vector<RunRow> Store::list_runs(const RunFilter& f) {
@@ -751,7 +958,8 @@ std::optional<RunRow> Store::find_run(const std::string& id_or_prefix, std::stri
 std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
   const char* sql =
       "SELECT run_id, node_id, attempt, kind, status, started_at, finished_at, duration_ms, "
-      "output, error_type, error_message, traceback, retryable, run_attempt FROM node_runs "
+      "output, error_type, error_message, traceback, retryable, run_attempt, verdict, "
+      "verdict_reason FROM node_runs "
       "WHERE run_id=?1 ORDER BY seq";
   std::vector<NodeRunRow> out;
   std::string err;
@@ -774,6 +982,8 @@ std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
     r.traceback = col_text(st.get(), 11);
     r.retryable = sqlite3_column_int(st.get(), 12) != 0;
     r.run_attempt = sqlite3_column_int(st.get(), 13);
+    r.verdict = col_text(st.get(), 14);
+    r.verdict_reason = col_text(st.get(), 15);
     out.push_back(std::move(r));
   }
   return out;

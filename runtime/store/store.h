@@ -31,7 +31,7 @@ struct RunRow {
   bool retryable = false;
   int attempts = 1;
   int64_t created_at = 0, started_at = 0, finished_at = 0;
-  std::string parent_run, idempotency_key;
+  std::string parent_run, parent_node, workspace, idempotency_key;
   int64_t owner_pid = 0;
   int64_t cancel_requested_at = 0;
   std::string cancel_reason;
@@ -45,12 +45,25 @@ struct NodeRunRow {
   std::string output, error_type, error_message, traceback;
   bool retryable = false;
   int run_attempt = 1;  // which attempt of the whole run (orchrun retry starts the next)
+  std::string verdict, verdict_reason;  // pass | retryable | needs_human_review, reason code
 };
 
 struct ApprovalRow {
-  std::string run_id, node_id, status, message, approvers, on_timeout;
+  std::string run_id, node_id;
+  int run_attempt = 1;
+  std::string kind = "gate";  // gate (o.approve) | escalation (a verdict or a loop's cap)
+  std::string status, message, approvers, on_timeout;
   int64_t requested_at = 0, timeout_at = 0, decided_at = 0;
   std::string decided_by, comment;
+};
+
+struct ArtifactRow {
+  int64_t id = 0;
+  std::string run_id, node_id;
+  int attempt = 0;
+  std::string path, kind, sha256;  // path: relative to the run's workspace
+  int64_t size = 0, created_at = 0;
+  std::vector<std::string> used_by;  // "node#attempt", filled by artifacts()
 };
 
 struct RunFilter {
@@ -149,12 +162,33 @@ class Store {
 
   // --- Approvals ---
   void insert_approval(const ApprovalRow& a);
+  // The gate of a node in the latest run attempt that has one.
   std::optional<ApprovalRow> approval(const std::string& run_id, const std::string& node_id);
   std::vector<ApprovalRow> approvals(const std::string& run_id);
   // Records a decision on a waiting gate. False (and nothing written) if it is not waiting.
   bool decide_approval(const std::string& run_id, const std::string& node_id,
                        const std::string& status, const std::string& by, const std::string& comment,
                        int64_t now);
+
+  // --- Artifacts ---
+  int64_t insert_artifact(const ArtifactRow& a);  // returns its id (0 on failure)
+  void insert_artifact_use(int64_t artifact_id, const std::string& run_id,
+                           const std::string& node_id, int attempt, int64_t now);
+  std::vector<ArtifactRow> artifacts(const std::string& run_id);
+
+  // --- Concurrency keys (see Step::concurrency_key) ---
+  // Queues (run, node) for `key` and takes a slot at once if one is free and nobody queued
+  // earlier is waiting. Committed at once: the other processes must see it. Returns whether
+  // the slot is held; 0-based place in the queue otherwise (*position).
+  bool acquire_slot(const std::string& key, int limit, const std::string& run_id,
+                    const std::string& node_id, int64_t owner_pid, int64_t now, int* position);
+  void release_slot(const std::string& run_id, const std::string& node_id);
+  // Removes the slots and queue places held by processes that are gone.
+  int reap_slots(const std::string& key);
+
+  // --- Child runs (o.call) ---
+  std::optional<RunRow> child_run(const std::string& parent_run, const std::string& parent_node);
+  std::vector<RunRow> child_runs(const std::string& parent_run);
 
   // Reads (used by the CLI and tests).
   std::vector<RunRow> list_runs(const RunFilter& f);

@@ -98,6 +98,66 @@ function M.approve(id, opts)
   return s
 end
 
+--- o.map("id", items, step | function(ctx, item) ... end, { max = k, <node options> })
+--- Fans out over a list known only at run time: `items` is a list or a function(ctx, input)
+--- returning one. Each item runs `step` with the item as its input, as `id[1]`, `id[2]`, ...
+--- (a named step inside is `id[2]/name`); ctx.index is the item's position. At most `max` at
+--- once. The output is the list of the items' outputs, in the order of the items.
+function M.map(...)
+  local id, items, body, opts = ...
+  local s = step("map", { id = id, items = items, body = body, opts = opts,
+                          __nargs = select("#", ...) })
+  return s
+end
+
+--- o.loop("id", { max = n, done = function(ctx, output) ... end, escalate = ... }, step)
+--- Repeats `step` (a sub-graph or a function(ctx, input)) up to `max` times: iteration k runs
+--- as `id#k` (a step "test" inside is `id#k/test`), gets the previous iteration's output as its
+--- input (the loop's input the first time) and ctx.iteration = k. After each iteration `done`
+--- decides; without `done`, the iteration's verdict does (see o.verdict). When `max` is reached
+--- without success the loop escalates to a person (escalate = false: it fails instead).
+function M.loop(id, opts, body)
+  local s = step("loop", { id = id, opts = opts, body = body })
+  return s
+end
+
+--- o.call("id", "other-pipeline", input, { timeout = ... })
+--- Runs another pipeline (by name, or a .lua file beside this one) as a child run linked to
+--- this one, and waits for it: its output is the child's output, and its failure fails this
+--- step. `input` is a table, a function(ctx, input) returning one, or absent (this step's input).
+function M.call(...)
+  local id, target, input, opts = ...
+  local s = step("call", { id = id, target = target, input = input, opts = opts,
+                           __nargs = select("#", ...) })
+  return s
+end
+
+--- Verdicts: what a node returns when it judges work (tests, reviews, checks).
+---   return o.verdict.pass { ... }                       -- done
+---   return o.verdict.retryable("tests_failed", { ... }) -- try again, under the node's retry
+---   return o.verdict.needs_human_review("risky_change", { ... })
+--- A retryable verdict retries the node under its retry policy; when the cap is reached, or on
+--- needs_human_review, the run escalates to an approval gate at that node (escalate = false on
+--- the node: it fails instead). Approving accepts the node's last output; rejecting fails it.
+--- Each returns its output table with `verdict` and `reason` set.
+local function verdict(kind)
+  return function(reason, out)
+    if type(reason) == "table" and out == nil then reason, out = nil, reason end
+    out = out or {}
+    if type(out) ~= "table" then
+      error(("o.verdict.%s: the output must be a table, got %s"):format(kind, type(out)), 2)
+    end
+    out.verdict = kind
+    if reason ~= nil then out.reason = tostring(reason) end
+    return out
+  end
+end
+M.verdict = {
+  pass = verdict("pass"),
+  retryable = verdict("retryable"),
+  needs_human_review = verdict("needs_human_review"),
+}
+
 -- Triggers: declarations read by `orchrun serve`; a one-shot run ignores them.
 function M.webhook(opts)
   local s = step("trigger", { type = "webhook", opts = opts })

@@ -91,7 +91,7 @@ return o.pipeline "p" {
   auto d = Harness::diagnose(src);
   expect_one(d, line_of(src, "retries"), "node 'fetch': unknown option 'retries'");
   CHECK(contains(d[0].message, "(did you mean 'retry'?)"));
-  CHECK(contains(d[0].message, "known: retry, timeout, optional, fallback, skip_if, description"));
+  CHECK(contains(d[0].message, "known: retry, timeout, optional, fallback, skip_if, escalate, concurrency_key, concurrency, description"));
 
   // Nothing close: no hint, but the list of known options.
   const std::string src2 = R"(local o = require "orch"
@@ -308,7 +308,8 @@ return o.pipeline "p" {
   REQUIRE(d.size() == 2);
   CHECK(
       has_diag(d, 2,
-               "step 2: expected a step (o.node, o.seq, o.parallel, o.when, o.switch, o.approve), "
+               "step 2: expected a step (o.node, o.seq, o.parallel, o.when, o.switch, o.approve, "
+               "o.map, o.loop, o.call), "
                "got a plain table; wrap a list of steps in o.seq { ... }"));
   CHECK(has_diag(d, 2, "step 3: expected a step"));
 }
