@@ -55,6 +55,20 @@ class TaskHost {
   // ctx.log / o.log / print. `task` is null outside node bodies (e.g. at load time).
   virtual void log(Task* task, std::string_view level, std::string_view message,
                    const std::string& fields_json) = 0;
+  // ctx:artifact: records a file of the task's run workspace (`rel`: its path in there); sets
+  // *record to the artifact as JSON. ctx:use_artifact: finds an upstream artifact by name and
+  // records the use. Both return false with *err when refused.
+  virtual bool record_artifact(Task* task, const std::string& rel, const std::string& kind,
+                               int64_t size, const std::string& sha256, std::string* record,
+                               std::string* err) {
+    *err = "artifacts are not available here";
+    return false;
+  }
+  virtual bool use_artifact(Task* task, const std::string& name, std::string* record,
+                            std::string* err) {
+    *err = "artifacts are not available here";
+    return false;
+  }
 };
 
 class LuaEngine {
@@ -115,6 +129,8 @@ int luaopen_orch_core(lua_State* L);
 void register_exec(lua_State* L);
 // Adds core.read_file and core.write_file.
 void register_fs(lua_State* L);
+// Adds core.artifact and core.use_artifact (ctx:artifact, ctx:use_artifact).
+void register_artifacts(lua_State* L);
 // Builds the sandbox environment table and pushes it.
 void push_sandbox_env(lua_State* L, const SandboxOptions& opts);
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 
 #include "bindings/convert.h"
 #include "runtime/drivers/timer.h"
@@ -24,10 +25,26 @@ Scheduler::Scheduler(Loop* loop, Store* store)
   uv_unref(reinterpret_cast<uv_handle_t*>(check_));
   uv_idle_init(loop_->get(), idle_);
   idle_->data = this;
+  std::string db = store_->path();
+  size_t slash = db.rfind('/');
+  std::error_code ec;
+  auto dir = std::filesystem::absolute(slash == std::string::npos ? "." : db.substr(0, slash), ec)
+                 .lexically_normal()
+                 .string();
+  if (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  workspace_root = dir + "/workspaces";
   control_timer_ = std::make_unique<Timer>(loop_->get());
   control_timer_->start(
       250, [this] { poll_control(); }, 250);
   control_timer_->unref();
+}
+
+json artifact_json(const ArtifactRow& a, const std::string& workspace) {
+  json j{{"id", a.id},          {"name", a.path},     {"path", workspace + "/" + a.path},
+         {"size", a.size},      {"sha256", a.sha256}, {"node", a.node_id},
+         {"attempt", a.attempt}};
+  if (!a.kind.empty()) j["kind"] = a.kind;
+  return j;
 }
 
 void Scheduler::remove_gate(Gate* g) {
@@ -342,6 +359,30 @@ void Scheduler::notify(Run* run, const char* kind, const std::string& node, int 
   for (auto* s : sinks_) s->on_event(e);
 }
 
+bool Scheduler::record_artifact(Task* task, const std::string& rel, const std::string& kind,
+                                int64_t size, const std::string& sha256, std::string* record,
+                                std::string* err) {
+  if (!task || !task->owner) {
+    *err = "artifacts can only be recorded by a node body";
+    return false;
+  }
+  ArtifactRow a;
+  a.path = rel;
+  a.kind = kind;
+  a.size = size;
+  a.sha256 = sha256;
+  return static_cast<TaskOwner*>(task->owner)->task_artifact(std::move(a), record, err);
+}
+
+bool Scheduler::use_artifact(Task* task, const std::string& name, std::string* record,
+                             std::string* err) {
+  if (!task || !task->owner) {
+    *err = "artifacts can only be used by a node body";
+    return false;
+  }
+  return static_cast<TaskOwner*>(task->owner)->task_use_artifact(name, record, err);
+}
+
 void Scheduler::log(Task* task, std::string_view level, std::string_view message,
                     const std::string& fields_json) {
   if (!task || !task->owner) {
@@ -366,6 +407,11 @@ Run* Scheduler::make_run(Pipeline* p, const std::string& id, const std::string& 
   r->input = LuaRef::pop(L);
   lua_newtable(L);
   r->outputs = LuaRef::pop(L);
+  lua_newtable(L);
+  r->artifacts = LuaRef::pop(L);
+  r->workspace = workspace_root + "/" + id;
+  std::error_code ec;
+  std::filesystem::create_directories(r->workspace, ec);  // a failure shows on first use
   // Run-level ctx fields, shared by every attempt through __index.
   lua_createtable(L, 0, 2);
   lua_createtable(L, 0, 8);
@@ -383,6 +429,16 @@ Run* Scheduler::make_run(Pipeline* p, const std::string& id, const std::string& 
   lua_setfield(L, -2, "outputs");
   p->engine->push_logger(L);
   lua_setfield(L, -2, "log");
+  lua_pushlstring(L, r->workspace.data(), r->workspace.size());
+  lua_setfield(L, -2, "workspace");
+  r->artifacts.push(L);
+  lua_setfield(L, -2, "artifacts");
+  p->engine->push_orch(L);
+  lua_getfield(L, -1, "__ctx_artifact");
+  lua_setfield(L, -3, "artifact");
+  lua_getfield(L, -1, "__ctx_use_artifact");
+  lua_setfield(L, -3, "use_artifact");
+  lua_pop(L, 1);
   lua_setfield(L, -2, "__index");
   r->ctx_mt = LuaRef::pop(L);
   r->summary.run_id = r->id;
@@ -407,7 +463,13 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
     *err = "invalid input JSON: " + perr;
     return "";
   }
-  Run* r = make_run(p, new_ulid(now), new_trace_id(), def->version, input, now);
+  // A child run shares its parent's trace.
+  std::string trace = new_trace_id();
+  if (!opts.parent_run.empty())
+    if (auto it = runs_.find(opts.parent_run); it != runs_.end()) trace = it->second->trace_id;
+  Run* r = make_run(p, new_ulid(now), trace, def->version, input, now);
+  r->parent_run = opts.parent_run;
+  r->summary.child = !opts.parent_run.empty();
   RunRow row;
   row.id = r->id;
   row.trace_id = r->trace_id;
@@ -422,6 +484,7 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
   row.idempotency_key = opts.idempotency_key;
   row.parent_run = opts.parent_run;
   row.parent_node = opts.parent_node;
+  row.workspace = r->workspace;
   row.owner_pid = getpid();
   bool duplicate = false;
   store_->insert_run(row, &duplicate);
@@ -458,9 +521,25 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
   Run* r = make_run(p, row.id, row.trace_id, row.version, input,
                     retry ? now : (row.started_at ? row.started_at : row.created_at));
   r->run_attempt = std::max(1, row.attempts);
+  r->parent_run = row.parent_run;
+  r->summary.child = !row.parent_run.empty();
   for (auto& n : store_->node_runs(row.id)) {
     if (n.kind != "decision" && n.status != "skipped") r->summary.attempts++;
     r->history[n.node_id].push_back(std::move(n));
+  }
+  // The artifacts of the attempts that succeeded are there for the nodes still to run.
+  for (auto& a : store_->artifacts(row.id)) {
+    const auto* h = r->history_of(a.node_id);
+    bool ok = false;
+    if (h)
+      for (auto& n : *h) ok = ok || (n.attempt == a.attempt && n.status == "succeeded");
+    if (!ok) continue;
+    lua_State* L = r->L();
+    r->artifacts.push(L);
+    lua_pushlstring(L, a.path.data(), a.path.size());
+    push_json(L, artifact_json(a, r->workspace));
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
   }
   store_->set_run_status(row.id, "running", now);
   if (retry)

@@ -39,6 +39,7 @@ struct RunSummary {
   int64_t duration_ms = 0;
   std::string error_type, error_message, error_node;
   std::string output_json;
+  bool child = false;  // a child run (o.call): reported through its parent
   int nodes_succeeded = 0, nodes_failed = 0, nodes_skipped = 0, nodes_cancelled = 0;
   int attempts = 0;      // node attempts, all nodes
   int nodes_reused = 0;  // resumed runs: nodes whose stored success was reused
@@ -119,6 +120,12 @@ class Scheduler : public TaskHost {
   void resume(Task* task, int nargs) override;
   void log(Task* task, std::string_view level, std::string_view message,
            const std::string& fields_json) override;
+  bool record_artifact(Task* task, const std::string& rel, const std::string& kind, int64_t size,
+                       const std::string& sha256, std::string* record, std::string* err) override;
+  bool use_artifact(Task* task, const std::string& name, std::string* record,
+                    std::string* err) override;
+  // Each run's workspace is WORKSPACE_ROOT/RUN_ID (default: "workspaces" beside the database).
+  std::string workspace_root;
 
   // Used by the Exec classes.
   Store* store() { return store_; }

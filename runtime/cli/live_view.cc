@@ -79,7 +79,16 @@ void LiveView::on_event(const Event& e) {
     l.attempt = e.attempt;
     if (d.contains("branch")) l.note = "→ " + d["branch"].get<std::string>();
     if (d.contains("case")) l.note = "→ " + d["case"].get<std::string>();
+    if (d.contains("count") && d["count"].is_number())
+      l.note = "→ " + std::to_string(d["count"].get<int64_t>()) + " items";
+    if (d.contains("done") && d["done"].is_boolean())
+      l.note =
+          d["done"].get<bool>() ? "→ done" : "→ again (" + d.value("verdict", "not done") + ")";
+    if (d.contains("verdict") && !d.contains("done"))
+      l.note = "verdict " + d.value("verdict", "") +
+               (d.value("reason", "").empty() ? "" : " (" + d.value("reason", "") + ")");
     if (d.value("via", "") == "fallback") l.note = "via fallback";
+    if (d.value("via", "") == "escalation") l.note = "accepted by " + d.value("by", "?");
     plain = "succeeded" + (l.duration_ms >= 0 ? " in " + format_duration_ms(l.duration_ms) : "") +
             (l.note.empty() ? "" : " " + l.note);
   } else if (e.kind == "node.failed") {

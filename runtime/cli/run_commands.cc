@@ -91,6 +91,70 @@ json summary_json(const RunSummary& summary, const Store& store) {
   return j;
 }
 
+// Where a one-shot finds the pipelines its runs call (o.call): a .lua file beside the caller
+// (`o.call("x", "notify")` loads notify.lua from the caller's directory), loaded once; and for
+// child runs being resumed, the definition they started with, from the store.
+class FileSource : public PipelineSource {
+ public:
+  FileSource(LoadOptions lo, Store* store) : lo_(std::move(lo)), store_(store) {}
+  TaskHost* host = nullptr;
+
+  Pipeline* find(const std::string& target, const Pipeline& caller, std::string* err) override {
+    std::string dir = caller.file.substr(0, caller.file.rfind('/') + 1);
+    std::string file = dir + target;
+    if (file.size() < 4 || file.compare(file.size() - 4, 4, ".lua") != 0) file += ".lua";
+    auto it = by_file_.find(file);
+    if (it != by_file_.end()) return it->second;
+    if (access(file.c_str(), R_OK) != 0) {
+      *err = "no pipeline '" + target + "': cannot read " + file + " (" + strerror(errno) + ")";
+      return nullptr;
+    }
+    std::vector<Diagnostic> diags;
+    auto p = load_pipeline_file(file, lo_, &diags);
+    if (!p) {
+      *err = "pipeline " + file +
+             " does not load: " + (diags.empty() ? std::string("?") : diags[0].str());
+      return nullptr;
+    }
+    return by_file_[file] = keep(std::move(p));
+  }
+
+  Pipeline* for_run(const RunRow& run, std::string* err) override {
+    std::string k = run.pipeline + "@" + std::to_string(run.version);
+    auto it = by_def_.find(k);
+    if (it != by_def_.end()) return it->second;
+    std::string file;
+    auto src = store_->definition_source(run.pipeline, run.version, &file);
+    if (!src) {
+      *err = "definition " + k + " is not in the store";
+      return nullptr;
+    }
+    std::vector<Diagnostic> diags;
+    auto p = load_pipeline_source(file.empty() ? run.pipeline + ".lua" : file, *src, lo_, &diags);
+    if (!p) {
+      *err = "definition " + k +
+             " no longer loads: " + (diags.empty() ? std::string("?") : diags[0].str());
+      return nullptr;
+    }
+    return by_def_[k] = keep(std::move(p));
+  }
+
+  ~FileSource() override {
+    for (auto& p : owned_) p->engine->set_host(nullptr);
+  }
+
+ private:
+  Pipeline* keep(std::unique_ptr<Pipeline> p) {
+    p->engine->set_host(host);
+    owned_.push_back(std::move(p));
+    return owned_.back().get();
+  }
+  LoadOptions lo_;
+  Store* store_;
+  std::vector<std::unique_ptr<Pipeline>> owned_;
+  std::map<std::string, Pipeline*> by_file_, by_def_;
+};
+
 // Runs the loop until every run that `start` started has finished: live view, Ctrl-C
 // handling, summaries. Returns the process exit code.
 int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
@@ -105,7 +169,13 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
   }
   int exit_code = kExitInternal;
   Loop loop;
+  LoadOptions lo;
+  std::string serr;
+  sandbox_from(a, &lo.sandbox, &serr);  // checked by the command already
+  FileSource source(lo, store);         // outlives the scheduler: its runs use these pipelines
   Scheduler sched(&loop, store);
+  source.host = &sched;
+  sched.pipeline_source = &source;
   for (auto* p : pipelines) p->engine->set_host(&sched);
   std::unique_ptr<LiveView> view;
   if (progress != "none") {
@@ -113,7 +183,10 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
     sched.add_sink(view.get());
   }
   std::vector<RunSummary> done;
-  sched.on_run_finished = [&](const RunSummary& s) { done.push_back(s); };
+  // Child runs (o.call) are reported through their parent.
+  sched.on_run_finished = [&](const RunSummary& s) {
+    if (!s.child) done.push_back(s);
+  };
 
   // Ctrl-C: the first cancels the runs cleanly; a second one forces an exit.
   InterruptHandler intr(loop.get(), [&sched](int signo) {
@@ -331,6 +404,13 @@ int cmd_resume(const Args& a) {
     int64_t now = wall_ms();
     for (auto& r : store->unfinished_runs()) {
       if (owner_alive(r.owner_pid)) continue;
+      if (!r.parent_run.empty()) {
+        // A child run continues with its parent, unless the parent is gone or finished.
+        auto parent = store->find_run(r.parent_run, &err);
+        if (parent && (parent->status == "running" || parent->status == "queued" ||
+                       parent->status == "awaiting_approval"))
+          continue;
+      }
       if (r.status == "awaiting_approval") {
         // Only once someone decided (or a gate's timeout passed): otherwise it would just
         // stop at the same gate again.
@@ -356,6 +436,17 @@ int cmd_resume(const Args& a) {
               r->id.c_str(), r->status.c_str(),
               r->status == "failed" ? " (a failed run is retried, not resumed)" : "");
       return kExitUsage;
+    }
+    if (!r->parent_run.empty()) {
+      auto parent = store->find_run(r->parent_run, &err);
+      if (parent && (parent->status == "running" || parent->status == "queued" ||
+                     parent->status == "awaiting_approval")) {
+        fprintf(stderr,
+                "orchrun: run %s is a child run (o.call) of run %s, which resumes it: orchrun "
+                "resume %s%s\n",
+                r->id.c_str(), parent->id.c_str(), parent->id.c_str(), db_hint(a).c_str());
+        return kExitUsage;
+      }
     }
     if (owner_alive(r->owner_pid)) {
       fprintf(stderr, "orchrun: run %s is being run by process %lld; not taking it over\n",
@@ -583,6 +674,9 @@ int cmd_decide(const Args& a) {
          run->id.c_str(), who.c_str());
   if (run->status == "running" && owner_alive(run->owner_pid))
     printf("the process running it (%lld) continues it\n", static_cast<long long>(run->owner_pid));
+  else if (!run->parent_run.empty())
+    printf("continue it with its parent run: orchrun resume %s%s\n", run->parent_run.c_str(),
+           db_hint(a).c_str());
   else
     printf("continue the run with: orchrun resume %s%s\n", run->id.c_str(), db_hint(a).c_str());
   return kExitOk;

@@ -31,8 +31,18 @@ class TaskOwner {
   virtual void task_finished(Task* t, int status) = 0;
   virtual void task_log(std::string_view level, std::string_view message,
                         const std::string& fields_json) = 0;
+  virtual bool task_artifact(ArtifactRow a, std::string* record, std::string* err) {
+    *err = "artifacts can only be recorded by a node body";
+    return false;
+  }
+  virtual bool task_use_artifact(const std::string& name, std::string* record, std::string* err) {
+    *err = "artifacts can only be used by a node body";
+    return false;
+  }
 };
 
+// An artifact as ctx.artifacts and ctx:artifact show it.
+json artifact_json(const ArtifactRow& a, const std::string& workspace);
 // A new registry reference to the same Lua value.
 LuaRef dup(lua_State* L, const LuaRef& r);
 // Message handler for lua_pcall: adds a traceback to string errors, keeps tables as they are.
@@ -47,9 +57,10 @@ class Run {
   std::string id, trace_id;
   Pipeline* p = nullptr;
   int version = 0;
-  LuaRef input;    // the pipeline input
-  LuaRef outputs;  // id -> output, given to nodes as ctx.outputs
-  LuaRef ctx_mt;   // { __index = run-level ctx }
+  LuaRef input;      // the pipeline input
+  LuaRef outputs;    // id -> output, given to nodes as ctx.outputs
+  LuaRef artifacts;  // name -> record, of the nodes that succeeded (ctx.artifacts)
+  LuaRef ctx_mt;     // { __index = run-level ctx }
   std::unique_ptr<Exec> root;
   int64_t started_ms = 0;
   bool finished = false;
@@ -60,6 +71,7 @@ class Run {
   std::unique_ptr<SlotWaiter> slot;  // the pipeline's concurrency slot, when it has a key
   bool holds_slot = false;
   std::string workspace;  // the run's directory for artifacts (created on first use)
+  std::string parent_run;
   // Resumed runs: what the store already says about each node (attempt rows, in order).
   std::unordered_map<std::string, std::vector<NodeRunRow>> history;
   const std::vector<NodeRunRow>* history_of(const std::string& path) const {
@@ -154,6 +166,17 @@ class Exec {
   // Calls a condition/selector function (or reads a boolean) synchronously. On success pushes
   // the result and returns true; otherwise fills *e.
   // `arg` replaces the step's input as the second argument (a loop's `done` gets the output).
+  // Adds the record (JSON) of an artifact to ctx.artifacts under its name.
+  void publish_artifact(const json& rec) {
+    lua_State* L = run_->L();
+    run_->artifacts.push(L);
+    std::string name = rec.value("name", "");
+    lua_pushlstring(L, name.data(), name.size());
+    push_json(L, rec);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+  }
+
   bool call_predicate(const LuaRef& fn, ErrorInfo* e, const LuaRef* arg = nullptr) {
     lua_State* L = run_->L();
     fn.push(L);

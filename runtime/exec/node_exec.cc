@@ -158,6 +158,55 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     success(std::move(out), dump_json(j), v.kind, v.reason);
   }
 
+  bool task_artifact(ArtifactRow a, std::string* record, std::string* err) override {
+    a.run_id = run_->id;
+    a.node_id = path_;
+    a.attempt = attempt_;
+    a.created_at = wall_ms();
+    a.id = s_->store()->insert_artifact(a);
+    if (!a.id) {
+      *err = "store error: " + s_->store()->error();
+      return false;
+    }
+    json rec = artifact_json(a, run_->workspace);
+    s_->emit(run_, "artifact.recorded", path_, attempt_, dump_json(rec));
+    artifacts_.push_back(rec);
+    *record = dump_json(rec);
+    return true;
+  }
+
+  bool task_use_artifact(const std::string& name, std::string* record, std::string* err) override {
+    lua_State* L = run_->L();
+    run_->artifacts.push(L);
+    lua_pushlstring(L, name.data(), name.size());
+    lua_rawget(L, -2);
+    json rec;
+    std::string cerr;
+    bool found = lua_istable(L, -1) && lua_to_json(L, lua_gettop(L), &rec, &cerr);
+    std::string known;
+    if (!found) {
+      lua_pop(L, 1);
+      lua_pushnil(L);
+      while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) == LUA_TSTRING)
+          known += (known.empty() ? "" : ", ") + std::string(lua_tostring(L, -1));
+      }
+      lua_pop(L, 1);
+      *err =
+          "no upstream artifact named '" + name + "'" +
+          (known.empty() ? " (no node before this one recorded any)" : " (known: " + known + ")");
+      return false;
+    }
+    lua_pop(L, 2);
+    s_->store()->insert_artifact_use(rec.value("id", int64_t{0}), run_->id, path_, attempt_,
+                                     wall_ms());
+    s_->emit(run_, "artifact.used", path_, attempt_,
+             dump_json(json{{"name", name}, {"from", rec.value("node", "")}}));
+    *record = dump_json(rec);
+    return true;
+  }
+
   // SlotWaiter: the node waits for a slot of its concurrency key.
   const std::string& slot_key() const override { return step_->concurrency_key; }
   void try_slot() override {
@@ -285,6 +334,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       }
     }
     in_fallback_ = fallback;
+    artifacts_.clear();
     if (!fallback) tries_++;
     begin_row(attempt, fallback ? "fallback" : "body");
     task_.reset(s_->new_task(run_, static_cast<TaskOwner*>(this), path_));
@@ -356,13 +406,21 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     s_->emit(run_, "node.succeeded", path_, attempt_, dump_json(d));
     publish_output(out);
     output = std::move(out);
+    for (auto& rec : artifacts_) publish_artifact(rec);
     run_->summary.nodes_succeeded++;
     release_slot();
     finish(Outcome::Succeeded);
   }
 
   // A verdict of retryable or needs_human_review: the attempt failed, with its output kept.
+  // Inside a loop, a verdict the node's own retries cannot settle goes to the loop: the node
+  // succeeds with it, and the loop runs another iteration (or escalates when it is at its max).
   void verdict_failure(Verdict v) {
+    bool will_retry = v.kind == "retryable" && tries_ < step_->retry.max_attempts;
+    if (!will_retry && scope_.iteration > 0) {
+      success(std::move(v.output), v.output_json, v.kind, v.reason);
+      return;
+    }
     ErrorInfo e{"verdict",
                 "verdict " + v.kind + (v.reason.empty() ? "" : " (" + v.reason + ")"),
                 path_,
@@ -482,6 +540,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
              dump_json(json{{"via", "escalation"}, {"by", a.decided_by}}));
     publish_output(out);
     output = std::move(out);
+    for (auto& rec : artifacts_) publish_artifact(rec);
     run_->summary.nodes_succeeded++;
     release_slot();
     finish(Outcome::Succeeded);
@@ -573,6 +632,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   bool holding_ = false, queued_ = false;
   int queue_position_ = 0;
   std::function<void()> after_slot_;
+  std::vector<json> artifacts_;  // recorded by the current attempt
   int attempt_ = 0;  // the attempt row number (attempts interrupted by a crash included)
   int tries_ = 0;    // body attempts that count against retry.max
   bool in_fallback_ = false;

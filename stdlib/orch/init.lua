@@ -209,6 +209,19 @@ end
 --- Both run off the loop thread; a write replaces the file atomically.
 M.fs = { read = core.read_file, write = core.write_file }
 
+--- ctx:artifact(path [, { kind = "report" }]): records a file this node wrote in its run's
+--- workspace (ctx.workspace; a relative path is taken from there) with its size and sha256.
+--- Returns { name, path, size, sha256, kind, node }. A path that resolves outside the workspace
+--- is refused (a non-retryable error). ctx.artifacts lists the artifacts of the nodes that
+--- succeeded before this one, by name; ctx:use_artifact(name) returns one and records that this
+--- node used it.
+function M.__ctx_artifact(ctx, path, opts)
+  local rec, err = core.artifact(ctx, path, opts)
+  if not rec then M.fail(err, { type = "artifact", retryable = false }) end
+  return rec
+end
+M.__ctx_use_artifact = core.use_artifact
+
 --- o.fail(message [, { retryable = false, type = "..." }]) raises a structured error.
 function M.fail(message, opts)
   opts = opts or {}

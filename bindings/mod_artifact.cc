@@ -1,0 +1,194 @@
+// ctx:artifact(path, {kind=}) and ctx:use_artifact(name): the files a node produced in its
+// run's workspace, recorded with size and sha256, and which node used which.
+//
+// The path is resolved (symlinks included) on libuv's thread pool, where the file is also
+// hashed; anything that resolves outside the workspace is refused. The record itself is
+// written by the scheduler (TaskHost::record_artifact), on the loop thread.
+#include <openssl/evp.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "bindings/convert.h"
+#include "bindings/lua_state.h"
+
+namespace orch {
+namespace {
+
+struct ArtifactJob {
+  uv_work_t req{};
+  Task* task = nullptr;  // null once the task was cancelled
+  TaskHost* host = nullptr;
+  std::string workspace, path, kind;
+  std::string rel, err;  // results
+  std::string sha256;
+  int64_t size = 0;
+};
+
+bool real(const std::string& p, std::string* out) {
+  char buf[PATH_MAX];
+  if (!realpath(p.c_str(), buf)) return false;
+  *out = buf;
+  return true;
+}
+
+void do_hash(ArtifactJob* j) {
+  std::string ws, file;
+  if (!real(j->workspace, &ws)) {
+    j->err = "the run's workspace " + j->workspace + " is missing: " + strerror(errno);
+    return;
+  }
+  if (!real(j->path, &file)) {
+    j->err = "cannot record artifact " + j->path + ": " + strerror(errno);
+    return;
+  }
+  if (file.compare(0, ws.size() + 1, ws + "/") != 0) {
+    j->err = "artifact " + j->path + " resolves to " + file + ", outside the run's workspace " +
+             ws + "; refused";
+    return;
+  }
+  struct stat st;
+  if (stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+    j->err = "artifact " + j->path + " is not a regular file";
+    return;
+  }
+  FILE* f = fopen(file.c_str(), "rb");
+  if (!f) {
+    j->err = "cannot read artifact " + file + ": " + strerror(errno);
+    return;
+  }
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  char buf[65536];
+  size_t n;
+  int64_t total = 0;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) {
+    EVP_DigestUpdate(ctx, buf, n);
+    total += static_cast<int64_t>(n);
+  }
+  bool bad = ferror(f) != 0;
+  fclose(f);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  if (bad) {
+    j->err = "cannot read artifact " + file;
+    return;
+  }
+  static const char* hex = "0123456789abcdef";
+  for (unsigned int i = 0; i < len; i++) {
+    j->sha256 += hex[md[i] >> 4];
+    j->sha256 += hex[md[i] & 15];
+  }
+  j->size = total;
+  j->rel = file.substr(ws.size() + 1);
+}
+
+std::string ctx_workspace(lua_State* L) {
+  lua_getfield(L, 1, "workspace");
+  std::string ws = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+  lua_pop(L, 1);
+  return ws;
+}
+
+int raise_artifact(lua_State* L, const std::string& msg) {
+  lua_createtable(L, 0, 3);
+  lua_pushlstring(L, msg.data(), msg.size());
+  lua_setfield(L, -2, "message");
+  lua_pushstring(L, "artifact");
+  lua_setfield(L, -2, "type");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "retryable");
+  return lua_error(L);
+}
+
+// ctx:artifact(path [, { kind = "report" }]) -> { name, path, size, sha256, kind, node }
+int l_artifact(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  std::string path = luaL_checkstring(L, 2);
+  std::string kind;
+  if (lua_istable(L, 3)) {
+    lua_getfield(L, 3, "kind");
+    if (lua_type(L, -1) == LUA_TSTRING)
+      kind = lua_tostring(L, -1);
+    else if (!lua_isnil(L, -1))
+      luaL_error(L, "ctx:artifact: kind must be a string");
+    lua_pop(L, 1);
+  } else if (!lua_isnoneornil(L, 3)) {
+    luaL_error(L, "ctx:artifact: options must be a table {kind=}");
+  }
+  Task* t = require_task(L, "ctx:artifact");
+  std::string ws = ctx_workspace(L);
+  if (ws.empty()) return raise_artifact(L, "ctx:artifact: this run has no workspace");
+  std::filesystem::path p(path);
+  std::string abs = p.is_absolute() ? path : ws + "/" + path;
+  // Refused before anything runs when the path itself leaves the workspace ("../x").
+  std::string lex = std::filesystem::path(abs).lexically_normal().string();
+  if (lex.compare(0, ws.size() + 1, ws + "/") != 0)
+    return raise_artifact(L, "artifact path '" + path + "' is outside the run's workspace " + ws +
+                                 "; refused (write artifacts under ctx.workspace)");
+  auto* j = new ArtifactJob();
+  j->task = t;
+  j->host = LuaEngine::from(L)->host();
+  j->workspace = ws;
+  j->path = abs;
+  j->kind = kind;
+  j->req.data = j;
+  uv_queue_work(
+      j->host->loop(), &j->req, [](uv_work_t* r) { do_hash(static_cast<ArtifactJob*>(r->data)); },
+      [](uv_work_t* r, int) {
+        auto* job = static_cast<ArtifactJob*>(r->data);
+        if (Task* task = job->task) {
+          task->waiting = false;
+          task->cancel_hook = nullptr;
+          lua_State* co = task->co;
+          std::string record, err = job->err;
+          if (err.empty() && !job->host->record_artifact(task, job->rel, job->kind, job->size,
+                                                         job->sha256, &record, &err)) {
+          }
+          if (!err.empty()) {
+            // Resumed with (nil, message); the Lua side raises it as a structured error.
+            lua_pushnil(co);
+            lua_pushlstring(co, err.data(), err.size());
+            job->host->resume(task, 2);
+          } else {
+            push_json(co, parse_json(record, nullptr));
+            job->host->resume(task, 1);
+          }
+        }
+        delete job;
+      });
+  t->waiting = true;
+  t->cancel_hook = [j] { j->task = nullptr; };
+  return lua_yield(L, 0);
+}
+
+// ctx:use_artifact(name) -> the record of an upstream artifact; records that this node used it.
+int l_use_artifact(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  std::string name = luaL_checkstring(L, 2);
+  Task* t = require_task(L, "ctx:use_artifact");
+  std::string record, err;
+  if (!LuaEngine::from(L)->host()->use_artifact(t, name, &record, &err))
+    return raise_artifact(L, err);
+  push_json(L, parse_json(record, nullptr));
+  return 1;
+}
+
+}  // namespace
+
+void register_artifacts(lua_State* L) {
+  lua_pushcfunction(L, l_artifact);
+  lua_setfield(L, -2, "artifact");
+  lua_pushcfunction(L, l_use_artifact);
+  lua_setfield(L, -2, "use_artifact");
+}
+
+}  // namespace orch
