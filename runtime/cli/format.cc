@@ -91,4 +91,15 @@ void print_table(FILE* f, const std::vector<std::vector<std::string>>& rows, con
   }
 }
 
+std::string format_bytes(int64_t n) {
+  char buf[32];
+  if (n < 1024)
+    snprintf(buf, sizeof buf, "%lld B", static_cast<long long>(n));
+  else if (n < 1024 * 1024)
+    snprintf(buf, sizeof buf, "%.1f KB", static_cast<double>(n) / 1024);
+  else
+    snprintf(buf, sizeof buf, "%.1f MB", static_cast<double>(n) / (1024 * 1024));
+  return buf;
+}
+
 }  // namespace orch::cli

@@ -33,4 +33,7 @@ std::string first_line(const std::string& s, size_t max = 160);
 // Prints rows as aligned columns; the first row is the header.
 void print_table(FILE* f, const std::vector<std::vector<std::string>>& rows, const Style& st);
 
+// 1234 -> "1.2 KB"
+std::string format_bytes(int64_t n);
+
 }  // namespace orch::cli

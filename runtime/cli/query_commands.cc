@@ -123,6 +123,31 @@ int cmd_runs(const Args& a) {
 
 // --- inspect ------------------------------------------------------------------------------
 
+// The critical path, read from the timings: the attempt that finished last, then the attempt
+// that finished last before it started, and so on back to the start. Whatever is on it is what
+// the run waited for; making anything else faster would not make the run shorter.
+std::vector<const NodeRunRow*> critical_path(const std::vector<NodeRunRow>& nodes) {
+  std::vector<const NodeRunRow*> cand;
+  for (auto& n : nodes)
+    if (n.status != "skipped" && n.kind != "decision" && n.finished_at > 0) cand.push_back(&n);
+  std::vector<const NodeRunRow*> path;
+  const NodeRunRow* cur = nullptr;
+  for (auto* n : cand)
+    if (!cur || n->finished_at > cur->finished_at) cur = n;
+  while (cur) {
+    path.push_back(cur);
+    const NodeRunRow* prev = nullptr;
+    // Rows of the same millisecond are ordered by when they were written (seq order).
+    for (auto* n : cand)
+      if (n < cur && n->finished_at <= cur->started_at &&
+          (!prev || n->finished_at >= prev->finished_at))
+        prev = n;
+    cur = prev;
+  }
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
 int cmd_inspect(const Args& a) {
   if (a.positional.size() != 1) {
     fprintf(stderr, "usage: orchrun inspect RUN_ID [--json]\n");
@@ -153,9 +178,34 @@ int cmd_inspect(const Args& a) {
                       {"message", n.error_message},
                       {"retryable", n.retryable},
                       {"traceback", n.traceback}};
+      if (!n.verdict.empty()) e["verdict"] = {{"verdict", n.verdict}, {"reason", n.verdict_reason}};
+      if (n.run_attempt > 1) e["run_attempt"] = n.run_attempt;
       ns.push_back(e);
     }
     j["nodes"] = ns;
+    json cp = json::array();
+    for (auto* n : critical_path(nodes))
+      cp.push_back(
+          {{"node", n->node_id}, {"attempt", n->attempt}, {"duration_ms", n->duration_ms}});
+    j["critical_path"] = cp;
+    json arts = json::array();
+    for (auto& ar : store->artifacts(run->id)) {
+      json x{{"name", ar.path},       {"node", ar.node_id},
+             {"attempt", ar.attempt}, {"size", ar.size},
+             {"sha256", ar.sha256},   {"created_at", iso8601_ms(ar.created_at)},
+             {"used_by", ar.used_by}};
+      if (!ar.kind.empty()) x["kind"] = ar.kind;
+      if (!run->workspace.empty()) x["path"] = run->workspace + "/" + ar.path;
+      arts.push_back(x);
+    }
+    j["artifacts"] = arts;
+    json kids = json::array();
+    for (auto& c : store->child_runs(run->id))
+      kids.push_back({{"run_id", c.id},
+                      {"pipeline", c.pipeline},
+                      {"node", c.parent_node},
+                      {"status", c.status}});
+    j["child_runs"] = kids;
     json evs = json::array();
     for (auto& e : events) {
       json x{{"ts", iso8601_ms(e.ts)}, {"kind", e.kind}, {"trace_id", e.trace_id}};
@@ -170,6 +220,8 @@ int cmd_inspect(const Args& a) {
     json aps = json::array();
     for (auto& ap : store->approvals(run->id)) {
       json x{{"node", ap.node_id},
+             {"kind", ap.kind},
+             {"run_attempt", ap.run_attempt},
              {"status", ap.status},
              {"message", ap.message},
              {"requested_at", iso8601_ms(ap.requested_at)}};
@@ -196,6 +248,10 @@ int cmd_inspect(const Args& a) {
   printf("  started   %s   duration %s%s\n", local_time(t0).c_str(),
          format_duration_ms(t1 - t0).c_str(), run->finished_at ? "" : " (still running)");
   printf("  source    %s   input %s\n", run->source.c_str(), first_line(run->input, 100).c_str());
+  if (!run->parent_run.empty())
+    printf("  parent    run %s (node %s)\n", run->parent_run.c_str(), run->parent_node.c_str());
+  if (run->attempts > 1) printf("  attempts  %d (orchrun retry)\n", run->attempts);
+  if (!run->workspace.empty()) printf("  workspace %s\n", run->workspace.c_str());
   if (!run->error_type.empty())
     printf("  error     %s [%s] %s\n",
            st.red(run->error_node.empty() ? "" : run->error_node + ":").c_str(),
@@ -223,6 +279,10 @@ int cmd_inspect(const Args& a) {
           first_line(n.error_message, 80);
     else if (n.status == "skipped")
       e = n.error_message;
+    if (!n.verdict.empty() && n.verdict != "pass")
+      e = "verdict " + n.verdict + (n.verdict_reason.empty() ? "" : " (" + n.verdict_reason + ")");
+    else if (n.verdict == "pass")
+      e = "verdict pass";
     std::string att = std::to_string(n.attempt) + (n.kind == "body" ? "" : " " + n.kind);
     rows.push_back({n.node_id, att, status, "+" + format_duration_ms(start),
                     n.status == "skipped" ? "-" : format_duration_ms(dur),
@@ -249,7 +309,8 @@ int cmd_inspect(const Args& a) {
                                             (ap.comment.empty() ? "" : " — " + ap.comment)
                                       : "waiting since " + local_time(ap.requested_at) +
                                             (ap.approvers.empty() ? "" : " for " + ap.approvers);
-      printf("  %-24s %s\n", ap.node_id.c_str(), who.c_str());
+      printf("  %-24s %s%s\n", ap.node_id.c_str(), ap.kind == "escalation" ? "escalation: " : "",
+             who.c_str());
       if (!ap.message.empty()) printf("  %-24s %s\n", "", st.dim(ap.message).c_str());
     }
   }
@@ -261,6 +322,38 @@ int cmd_inspect(const Args& a) {
     json d = parse_json(e.data, nullptr);
     printf("  +%-8s %-5s %s: %s\n", format_duration_ms(e.ts - t0).c_str(),
            d.value("level", "info").c_str(), e.node.c_str(), d.value("message", "").c_str());
+  }
+  auto arts = store->artifacts(run->id);
+  if (!arts.empty()) {
+    printf("\n%s\n", st.bold("artifacts").c_str());
+    for (auto& ar : arts) {
+      std::string used;
+      for (auto& u : ar.used_by) used += (used.empty() ? "" : ", ") + u;
+      printf("  %-24s %s  %s  sha256 %s  by %s#%d%s\n", ar.path.c_str(),
+             ar.kind.empty() ? "-" : ar.kind.c_str(), format_bytes(ar.size).c_str(),
+             ar.sha256.substr(0, 12).c_str(), ar.node_id.c_str(), ar.attempt,
+             used.empty() ? "" : ("; used by " + used).c_str());
+    }
+  }
+  auto kids = store->child_runs(run->id);
+  if (!kids.empty()) {
+    printf("\n%s\n", st.bold("child runs").c_str());
+    for (auto& c : kids)
+      printf("  %-24s %s %s v%d  %s %s\n", c.parent_node.c_str(), c.id.c_str(), c.pipeline.c_str(),
+             c.version, status_symbol(c.status), st.status(c.status).c_str());
+  }
+  auto cp = critical_path(nodes);
+  if (cp.size() > 1) {
+    printf("\n%s\n  ", st.bold("critical path").c_str());
+    int64_t total = 0;
+    for (size_t i = 0; i < cp.size(); i++) {
+      total += cp[i]->duration_ms;
+      printf("%s%s (%s)", i ? " → " : "", cp[i]->node_id.c_str(),
+             format_duration_ms(cp[i]->duration_ms).c_str());
+    }
+    printf(
+        "\n  %s in nodes on the path; the rest of the run's time went to scheduling and waiting\n",
+        format_duration_ms(total).c_str());
   }
   // Slowest nodes: where the time went.
   std::vector<const NodeRunRow*> slow;
