@@ -178,6 +178,7 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
       input = R"({"report":")" + report + R"(","fail_on":"never"})";
       cwd = tmp.path();
     }
+    // Gates: o.approve, or a review that escalates with its default input.
     bool gated = contains(read_file(file), "o.approve(");
     json sum = run_json(file, db, input, cwd, gated ? 4 : 0);
     if (gated) {
@@ -247,7 +248,12 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
       CHECK(contains(read_file(report), id));
     }
   }
-  CHECK(query_int(db, "select count(*) from runs") == static_cast<int64_t>(files.size()));
+  CHECK(query_int(db, "select count(*) from runs where parent_run is null") ==
+        static_cast<int64_t>(files.size()));
+  // Child runs (o.call) finished with their parents, linked to them.
+  CHECK(query_int(db, "select count(*) from runs c where parent_run is not null and (status != "
+                      "'succeeded' or not exists (select 1 from runs p where p.id=c.parent_run and "
+                      "p.trace_id=c.trace_id))") == 0);
 }
 
 TEST_CASE("retries, fallback and timeout are recorded attempt by attempt", "[cli]") {
