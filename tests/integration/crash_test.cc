@@ -51,6 +51,9 @@ return o.pipeline "crashy" {
   }),
   o.when("w", function(ctx) return ctx.outputs.b.attempt >= 1 end,
     o.node("f", work("60ms")), o.node("g", work("20ms"))),
+  o.map("m", function(ctx) return { 1, 2, 3 } end, o.node("i", work("40ms")), { max = 2 }),
+  o.loop("l", { max = 3, done = function(ctx) return ctx.iteration >= 2 end },
+    o.node("j", work("30ms"))),
   o.node("h", work("120ms")),
 }
 )";
@@ -128,7 +131,14 @@ TEST_CASE("runs killed with SIGKILL at random moments resume and finish exactly 
     INFO("run " << id);
     // Exactly one success per executed node; the untaken branch is recorded as skipped.
     CHECK(query_int(db, "select count(*) from node_runs where run_id='" + id +
-                            "' and status='succeeded' and kind='body'") == 7);
+                            "' and status='succeeded' and kind='body'") == 12);
+    // The map fanned out once (one decision), the loop decided twice (l#1 again, l#2 done).
+    CHECK(query_int(db, "select count(*) from node_runs where run_id='" + id +
+                            "' and kind='decision' and node_id in ('m', 'l#1', 'l#2') and "
+                            "status='succeeded'") == 3);
+    CHECK(query_int(db, "select count(*) from node_runs where run_id='" + id +
+                            "' and node_id in ('m[1]/i', 'm[2]/i', 'm[3]/i', 'l#1/j', 'l#2/j') "
+                            "and status='succeeded'") == 5);
     CHECK(query_int(db, "select count(*) from node_runs where run_id='" + id +
                             "' and node_id='w/g' and status='skipped'") == 1);
     CHECK(query_int(db, "select count(*) from (select node_id from node_runs where run_id='" + id +
