@@ -208,7 +208,7 @@ bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::stri
 
 // "file:line: " of the innermost frame outside the embedded stdlib (o.exec is a Lua wrapper),
 // so that an error names the pipeline author's line.
-static void push_user_where(lua_State* L) {
+void push_user_where(lua_State* L) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
