@@ -284,10 +284,20 @@ bool HttpTestServer::wait_for_requests(size_t n, int timeout_ms) const {
                       [&] { return static_cast<size_t>(seq_) >= n; });
 }
 
-bool HttpTestServer::wait_ms(int ms) {
-  if (ms <= 0) return !stopping_;
-  std::unique_lock<std::mutex> lock(mu_);
-  return !cv_.wait_for(lock, std::chrono::milliseconds(ms), [&] { return stopping_.load(); });
+bool HttpTestServer::wait_ms(int fd, int ms) {
+  // poll() for the peer hanging up (not for data: a pipelined request may be waiting): a
+  // client that gives up during the delay is seen at once, and stop() wakes us by shutdown.
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!stopping_) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    end - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0) return true;
+    pollfd p{fd, POLLRDHUP, 0};
+    int rc = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left, 100)));
+    if (rc > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) return false;
+  }
+  return false;
 }
 
 void HttpTestServer::stop() {
@@ -370,7 +380,7 @@ void HttpTestServer::serve(Conn* c, int id) {
     cv_.notify_all();
 
     HttpTestResponse resp = handler_(req);
-    bool alive = wait_ms(resp.delay_ms);
+    bool alive = resp.delay_ms <= 0 || wait_ms(c->fd, resp.delay_ms);
     bool keep = alive && !resp.close && resp.raw.empty() && resp.cut_after < 0;
     if (iequals(req.header("connection"), "close")) keep = false;
     if (req.version == "HTTP/1.0" && !iequals(req.header("connection"), "keep-alive"))
@@ -416,7 +426,7 @@ void HttpTestServer::serve(Conn* c, int id) {
         send_all(c->fd, all);
       } else if (resp.body_delay_ms > 0) {
         send_all(c->fd, head);
-        alive = wait_ms(resp.body_delay_ms) && send_all(c->fd, body);
+        alive = wait_ms(c->fd, resp.body_delay_ms) && send_all(c->fd, body);
       } else {
         send_all(c->fd, head + body);
       }

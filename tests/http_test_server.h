@@ -50,7 +50,9 @@ struct HttpTestResponse {
   std::string reason;  // "" = the usual phrase for status
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
-  int delay_ms = 0;      // wait this long before answering (cut short when the server stops)
+  // Wait this long before answering; cut short (and nothing sent) when the server stops or
+  // the client hangs up meanwhile.
+  int delay_ms = 0;
   int body_delay_ms = 0;  // wait this long between the headers and the body
   bool chunked = false;  // send the body with Transfer-Encoding: chunked
   bool close = false;    // close the connection after this response
@@ -105,7 +107,8 @@ class HttpTestServer {
   };
   void accept_loop();
   void serve(Conn* c, int id);
-  bool wait_ms(int ms);  // false when the server stops meanwhile
+  // Waits ms; false when the server stops or the client hangs up meanwhile.
+  bool wait_ms(int fd, int ms);
 
   HttpTestHandler handler_;
   int listen_fd_ = -1;
