@@ -11,6 +11,9 @@ namespace orch {
 
 namespace {
 
+// Idle connections kept for reuse, over all hosts.
+constexpr long kMaxCachedConnections = 256;
+
 CURLM* M(void* p) {
   return static_cast<CURLM*>(p);
 }
@@ -164,6 +167,10 @@ HttpClient::HttpClient(uv_loop_t* loop) : loop_(loop), timer_(new uv_timer_t) {
   curl_multi_setopt(M(multi_), CURLMOPT_SOCKETDATA, this);
   curl_multi_setopt(M(multi_), CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
   curl_multi_setopt(M(multi_), CURLMOPT_TIMERDATA, this);
+  // curl's default cache size is 4 x the transfers in the multi handle *now*: when most of a
+  // wave of transfers finish in one loop turn (before their tasks start the next ones), it
+  // would close the connections those tasks are about to reuse. A fixed size keeps them.
+  curl_multi_setopt(M(multi_), CURLMOPT_MAXCONNECTS, kMaxCachedConnections);
 }
 
 HttpClient::~HttpClient() {

@@ -213,7 +213,9 @@ TEST_CASE("o.http.request: redirects are followed only when asked", "[http]") {
   CHECK(h.close().empty());
 }
 
-TEST_CASE("o.http.request: 100 parallel nodes have their requests in flight together", "[http]") {
+TEST_CASE("o.http.request: 100 parallel nodes have their requests in flight together and "
+          "reuse their connections",
+          "[http]") {
   HttpTestServer srv([](const HttpTestRequest& r) {
     return HttpTestResponse::json(200, R"({"i":)" + r.param("i") + "}").after_ms(200);
   });
@@ -223,10 +225,13 @@ TEST_CASE("o.http.request: 100 parallel nodes have their requests in flight toge
     local branches = {}
     for i = 1, 100 do
       branches[i] = o.node("n" .. i, function(ctx)
-        local res, err = o.http.get(ctx.input.url .. "/work", { query = { i = i } })
-        assert(res, err)
-        assert(res.json.i == i, "wrong answer")
-        return { i = res.json.i }
+        -- Twice: the second request reuses the first one's connection.
+        for _ = 1, 2 do
+          local res, err = o.http.get(ctx.input.url .. "/work", { query = { i = i } })
+          assert(res, err)
+          assert(res.json.i == i, "wrong answer")
+        end
+        return { i = i }
       end)
     end
     return o.pipeline "fan" { o.parallel("all", branches) }
@@ -235,9 +240,12 @@ TEST_CASE("o.http.request: 100 parallel nodes have their requests in flight toge
   INFO(s.error_message);
   CHECK(s.status == "succeeded");
   CHECK(s.nodes_succeeded == 100);
-  CHECK(srv.request_count() == 100);
+  CHECK(srv.request_count() == 200);
   INFO("max in flight at the server: " << srv.max_in_flight());
   CHECK(srv.max_in_flight() > 1);
+  // The first wave ends together, before any node starts its second request: the connection
+  // cache must keep them all rather than shrink with the number of transfers in flight.
+  CHECK(srv.connections_accepted() <= 100);
   CHECK(h.close().empty());
 }
 
