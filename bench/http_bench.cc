@@ -228,13 +228,20 @@ int main(int argc, char** argv) {
   std::string bin, pipeline, db;
   for (int i = 1; i + 1 < argc; i += 2) {
     std::string k = argv[i];
-    if (k == "--requests") total = atoi(argv[i + 1]);
-    else if (k == "--inflight") inflight = atoi(argv[i + 1]);
-    else if (k == "--orchrun") bin = argv[i + 1];
-    else if (k == "--pipeline") pipeline = argv[i + 1];
-    else if (k == "--db") db = argv[i + 1];
+    if (k == "--requests")
+      total = atoi(argv[i + 1]);
+    else if (k == "--inflight")
+      inflight = atoi(argv[i + 1]);
+    else if (k == "--orchrun")
+      bin = argv[i + 1];
+    else if (k == "--pipeline")
+      pipeline = argv[i + 1];
+    else if (k == "--db")
+      db = argv[i + 1];
     else {
-      fprintf(stderr, "usage: http_bench [--requests N] [--inflight K] [--orchrun BIN --pipeline FILE --db DB]\n");
+      fprintf(stderr,
+              "usage: http_bench [--requests N] [--inflight K] [--orchrun BIN --pipeline FILE --db "
+              "DB]\n");
       return 2;
     }
   }

@@ -102,8 +102,8 @@ bool read_query(lua_State* L, std::string* out, std::string* err) {
       } else if (scalar_text(L, -1, &value)) {
         params.emplace_back(name, value);
       } else {
-        *err = "query parameter '" + name + "' must be a string, a number, a boolean or a list, got " +
-               luaL_typename(L, -1);
+        *err = "query parameter '" + name +
+               "' must be a string, a number, a boolean or a list, got " + luaL_typename(L, -1);
       }
     }
     lua_pop(L, 1);

@@ -50,32 +50,58 @@ std::string url_decode(std::string_view s) {
 
 const char* reason_for(int status) {
   switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 303: return "See Other";
-    case 304: return "Not Modified";
-    case 307: return "Temporary Redirect";
-    case 308: return "Permanent Redirect";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Content Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Status";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 303:
+      return "See Other";
+    case 304:
+      return "Not Modified";
+    case 307:
+      return "Temporary Redirect";
+    case 308:
+      return "Permanent Redirect";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Status";
   }
 }
 
@@ -164,8 +190,7 @@ ReadResult read_request(Reader& in, int fd, HttpTestRequest* r) {
     r->headers.emplace_back(line.substr(0, colon),
                             std::string(trim(std::string_view(line).substr(colon + 1))));
   }
-  if (iequals(r->header("expect"), "100-continue"))
-    send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n");
+  if (iequals(r->header("expect"), "100-continue")) send_all(fd, "HTTP/1.1 100 Continue\r\n\r\n");
   if (r->header("transfer-encoding").find("chunked") != std::string::npos) {
     r->chunked = true;
     for (;;) {
@@ -240,7 +265,8 @@ HttpTestResponse HttpTestResponse::json(int status, std::string body) {
 }
 
 HttpTestServer::HttpTestServer(HttpTestHandler handler) : handler_(std::move(handler)) {
-  if (!handler_) handler_ = [](const HttpTestRequest&) { return HttpTestResponse::text(200, "ok"); };
+  if (!handler_)
+    handler_ = [](const HttpTestRequest&) { return HttpTestResponse::text(200, "ok"); };
   listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   int one = 1;
   setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -383,8 +409,7 @@ void HttpTestServer::serve(Conn* c, int id) {
     bool alive = resp.delay_ms <= 0 || wait_ms(c->fd, resp.delay_ms);
     bool keep = alive && !resp.close && resp.raw.empty() && resp.cut_after < 0;
     if (iequals(req.header("connection"), "close")) keep = false;
-    if (req.version == "HTTP/1.0" && !iequals(req.header("connection"), "keep-alive"))
-      keep = false;
+    if (req.version == "HTTP/1.0" && !iequals(req.header("connection"), "keep-alive")) keep = false;
     if (alive) {
       std::string head, body;
       if (!resp.raw.empty()) {

@@ -30,8 +30,8 @@
 namespace orch::test {
 
 struct HttpTestRequest {
-  std::string method, target, version;  // "GET", "/a/b?x=1", "HTTP/1.1"
-  std::string path, query;              // "/a/b" and "x=1" (still %-encoded)
+  std::string method, target, version;                       // "GET", "/a/b?x=1", "HTTP/1.1"
+  std::string path, query;                                   // "/a/b" and "x=1" (still %-encoded)
   std::vector<std::pair<std::string, std::string>> headers;  // as received, in order
   std::string body;                                          // de-chunked
   bool chunked = false;  // the body came with Transfer-Encoding: chunked
@@ -53,9 +53,9 @@ struct HttpTestResponse {
   // Wait this long before answering; cut short (and nothing sent) when the server stops or
   // the client hangs up meanwhile.
   int delay_ms = 0;
-  int body_delay_ms = 0;  // wait this long between the headers and the body
-  bool chunked = false;  // send the body with Transfer-Encoding: chunked
-  bool close = false;    // close the connection after this response
+  int body_delay_ms = 0;   // wait this long between the headers and the body
+  bool chunked = false;    // send the body with Transfer-Encoding: chunked
+  bool close = false;      // close the connection after this response
   int64_t cut_after = -1;  // close the connection after sending this many bytes of the reply
   std::string raw;         // when set: sent as is instead of a proper reply, then close
 

@@ -26,8 +26,8 @@ std::string lower(std::string_view s) {
 
 std::string_view trim(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' ||
-                        s.back() == '\n'))
+  while (!s.empty() &&
+         (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
     s.remove_suffix(1);
   return s;
 }
@@ -364,8 +364,8 @@ void HttpClient::finish_transfers() {
       std::string what = t->method + " " + url_for_message(t->url) + ": ";
       if (t->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
         r.code = "too_large";
-        r.error = what + "response body larger than max_body (" + std::to_string(t->max_body) +
-                  " bytes)";
+        r.error =
+            what + "response body larger than max_body (" + std::to_string(t->max_body) + " bytes)";
       } else {
         r.code = error_code(rc);
         r.error = what + (t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));

@@ -87,8 +87,8 @@ class HttpClient {
   void forget_socket(int fd);
 
   uv_loop_t* loop_;
-  void* multi_ = nullptr;         // CURLM*
-  uv_timer_t* timer_ = nullptr;   // curl's timeout; freed in its close callback
+  void* multi_ = nullptr;        // CURLM*
+  uv_timer_t* timer_ = nullptr;  // curl's timeout; freed in its close callback
   std::unordered_map<int, Socket*> sockets_;
   std::unordered_map<Id, std::unique_ptr<Transfer>> transfers_;
   Id next_id_ = 1;

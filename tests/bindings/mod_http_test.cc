@@ -45,7 +45,8 @@ bool eventually(F cond) {
 
 TEST_CASE("o.http.request: a GET with query and headers; the result's fields", "[http]") {
   HttpTestServer srv([](const HttpTestRequest& r) {
-    return HttpTestResponse::json(200, R"({"answer":42,"list":[1,2]})").header("X-Request-Id", "r-7");
+    return HttpTestResponse::json(200, R"({"answer":42,"list":[1,2]})")
+        .header("X-Request-Id", "r-7");
   });
   Harness h;
   auto s = h.run(R"(
@@ -90,8 +91,8 @@ TEST_CASE("o.http.request: json and body requests; the method defaults to POST w
   HttpTestServer srv([](const HttpTestRequest& r) {
     // Echoes what arrived, as JSON with a vendor type (decoded too).
     json echo{{"method", r.method}, {"ct", r.header("content-type")}, {"body", r.body}};
-    return HttpTestResponse::json(201, dump_json(echo)).header("Content-Type",
-                                                                "application/vnd.echo+json");
+    return HttpTestResponse::json(201, dump_json(echo))
+        .header("Content-Type", "application/vnd.echo+json");
   });
   Harness h;
   auto s = h.run(R"(
@@ -129,9 +130,10 @@ TEST_CASE("o.http.request: json and body requests; the method defaults to POST w
   CHECK(h.close().empty());
 }
 
-TEST_CASE("o.http.request: 404 and 500 are results; refused, timeout and too large are "
-          "nil, message, code",
-          "[http]") {
+TEST_CASE(
+    "o.http.request: 404 and 500 are results; refused, timeout and too large are "
+    "nil, message, code",
+    "[http]") {
   HttpTestServer srv([](const HttpTestRequest& r) {
     if (r.path == "/missing") return HttpTestResponse::text(404, "no such thing");
     if (r.path == "/broken") return HttpTestResponse::json(500, R"({"error":"db down"})");
@@ -188,7 +190,8 @@ TEST_CASE("o.http.request: 404 and 500 are results; refused, timeout and too lar
 
 TEST_CASE("o.http.request: redirects are followed only when asked", "[http]") {
   HttpTestServer srv([](const HttpTestRequest& r) {
-    if (r.path == "/old") return HttpTestResponse::text(301, "").header("Location", "/new?from=old");
+    if (r.path == "/old")
+      return HttpTestResponse::text(301, "").header("Location", "/new?from=old");
     return HttpTestResponse::text(200, "new place");
   });
   Harness h;
@@ -213,9 +216,10 @@ TEST_CASE("o.http.request: redirects are followed only when asked", "[http]") {
   CHECK(h.close().empty());
 }
 
-TEST_CASE("o.http.request: 100 parallel nodes have their requests in flight together and "
-          "reuse their connections",
-          "[http]") {
+TEST_CASE(
+    "o.http.request: 100 parallel nodes have their requests in flight together and "
+    "reuse their connections",
+    "[http]") {
   HttpTestServer srv([](const HttpTestRequest& r) {
     return HttpTestResponse::json(200, R"({"i":)" + r.param("i") + "}").after_ms(200);
   });
@@ -342,8 +346,9 @@ TEST_CASE("o.http.request: misuse raises a message naming the field", "[http]") 
   json out = output(s);
   auto m = [&](const char* k) { return out.at(k).get<std::string>(); };
   INFO(out.dump(2));
-  CHECK(contains(m("unknown"), "o.http.request: unknown option 'timout' (known: method, url, "
-                               "headers, query, body, json, timeout, follow_redirects, max_body)"));
+  CHECK(contains(m("unknown"),
+                 "o.http.request: unknown option 'timout' (known: method, url, "
+                 "headers, query, body, json, timeout, follow_redirects, max_body)"));
   CHECK(contains(m("unknown"), "test.lua:"));  // the pipeline author's line
   CHECK(contains(m("both"), "'body' and 'json' cannot be used together"));
   CHECK(contains(m("no_url"), "'url' is required"));

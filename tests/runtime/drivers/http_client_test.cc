@@ -80,11 +80,14 @@ bool eventually(F cond) {
 
 }  // namespace
 
-TEST_CASE("http client: a GET returns status, lower-cased headers and body over one kept-alive "
-          "connection",
-          "[http]") {
+TEST_CASE(
+    "http client: a GET returns status, lower-cased headers and body over one kept-alive "
+    "connection",
+    "[http]") {
   HttpTestServer srv([](const HttpTestRequest& r) {
-    return HttpTestResponse::text(200, "hello " + r.path).header("X-Many", "a").header("x-many", "b");
+    return HttpTestResponse::text(200, "hello " + r.path)
+        .header("X-Many", "a")
+        .header("x-many", "b");
   });
   Client c;
   auto r1 = c.get(srv.url("/one"));
@@ -255,7 +258,8 @@ TEST_CASE("http client: redirects are not followed unless asked, and at most max
 }
 
 TEST_CASE("http client: many transfers run at once on one loop", "[http]") {
-  HttpTestServer srv([](const HttpTestRequest& r) { return HttpTestResponse::text(200, r.query).after_ms(200); });
+  HttpTestServer srv(
+      [](const HttpTestRequest& r) { return HttpTestResponse::text(200, r.query).after_ms(200); });
   Client c;
   const int n = 40;
   int done = 0, ok = 0;
@@ -283,13 +287,15 @@ TEST_CASE("http client: many transfers run at once on one loop", "[http]") {
 
 TEST_CASE("http client: cancel aborts at once, calls nobody back, and leaves nothing open",
           "[http]") {
-  HttpTestServer srv([](const HttpTestRequest&) { return HttpTestResponse::text(200, "late").after_ms(30000); });
+  HttpTestServer srv(
+      [](const HttpTestRequest&) { return HttpTestResponse::text(200, "late").after_ms(30000); });
   Client c;
   HttpRequest req;
   req.url = srv.url("/slow");
   bool called = false;
   std::string err;
-  auto id = c.http->start(req, [&](HttpResponse&) { called = true; }, &err);
+  auto id = c.http->start(
+      req, [&](HttpResponse&) { called = true; }, &err);
   REQUIRE(id != 0);
   // Cancel once the server has the request, from a loop callback as a node timeout would.
   auto poll_timer = std::make_unique<Timer>(c.loop.get());
@@ -315,14 +321,16 @@ TEST_CASE("http client: cancel aborts at once, calls nobody back, and leaves not
 
 TEST_CASE("http client: destroying the client aborts what is in flight without callbacks",
           "[http]") {
-  HttpTestServer srv([](const HttpTestRequest&) { return HttpTestResponse::text(200, "late").after_ms(30000); });
+  HttpTestServer srv(
+      [](const HttpTestRequest&) { return HttpTestResponse::text(200, "late").after_ms(30000); });
   Client c;
   int called = 0;
   for (int i = 0; i < 3; i++) {
     HttpRequest req;
     req.url = srv.url("/slow");
     std::string err;
-    REQUIRE(c.http->start(req, [&](HttpResponse&) { called++; }, &err) != 0);
+    REQUIRE(c.http->start(
+                req, [&](HttpResponse&) { called++; }, &err) != 0);
   }
   // Run until the server has all three, then tear down.
   auto poll_timer = std::make_unique<Timer>(c.loop.get());
