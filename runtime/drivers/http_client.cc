@@ -1,7 +1,10 @@
 #include "runtime/drivers/http_client.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
+#include <fcntl.h>
 
+#include <algorithm>
 #include <cctype>
 #include <mutex>
 
@@ -145,6 +148,29 @@ size_t on_header(char* data, size_t size, size_t n, void* userp) {
   return size * n;
 }
 
+// curl's descriptors are not close-on-exec: a child started by o.exec would inherit them and
+// keep a connection open after curl closed it. Spawns happen on the loop thread, the thread
+// that makes curl create descriptors, so there is no window for a fork in between.
+void set_cloexec(int fd) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+int on_sockopt(void*, curl_socket_t fd, curlsocktype) {
+  set_cloexec(fd);
+  return CURL_SOCKOPT_OK;
+}
+
+std::vector<int> open_fds() {
+  std::vector<int> fds;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d)) fds.push_back(atoi(e->d_name));
+    closedir(d);
+  }
+  return fds;
+}
+
 size_t on_body(char* data, size_t size, size_t n, void* userp) {
   auto* t = static_cast<HttpClient::Transfer*>(userp);
   size_t len = size * n;
@@ -162,7 +188,12 @@ HttpClient::HttpClient(uv_loop_t* loop) : loop_(loop), timer_(new uv_timer_t) {
   http_global_init();
   uv_timer_init(loop_, timer_);
   timer_->data = this;
+  // curl_multi_init opens a socket pair (to wake curl_multi_poll, which we do not use): mark
+  // whatever it opened close-on-exec too.
+  std::vector<int> before = open_fds();
   multi_ = curl_multi_init();
+  for (int fd : open_fds())
+    if (std::find(before.begin(), before.end(), fd) == before.end()) set_cloexec(fd);
   curl_multi_setopt(M(multi_), CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
   curl_multi_setopt(M(multi_), CURLMOPT_SOCKETDATA, this);
   curl_multi_setopt(M(multi_), CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
@@ -215,6 +246,7 @@ HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::strin
   curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
   curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+  curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
 
   // GET, POST and HEAD through curl's own options, so that a redirect after a POST becomes a
   // GET as browsers do; any other method is sent as given.
@@ -287,6 +319,7 @@ int HttpClient::on_socket(void* easy, int fd, int what, void* userp, void* socke
     self->forget_socket(fd);
     return 0;
   }
+  set_cloexec(fd);  // also the resolver's descriptors, which skip on_sockopt
   Socket* s = nullptr;
   auto it = self->sockets_.find(fd);
   if (it != self->sockets_.end()) s = it->second;

@@ -4,12 +4,14 @@
 #include "runtime/drivers/http_client.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
+#include <filesystem>
 #include <thread>
 
 #include "http_test_server.h"
@@ -305,6 +307,16 @@ TEST_CASE("http client: cancel aborts at once, calls nobody back, and leaves not
       [&] {
         if (srv.request_count() == 0) return;
         poll.stop();
+        // While the transfer is open: its socket is close-on-exec (o.exec children must not
+        // inherit connections). Every socket of this process is, the test server's included.
+        for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+          std::error_code ec;
+          auto target = std::filesystem::read_symlink(e.path(), ec).string();
+          if (target.rfind("socket:", 0) != 0) continue;
+          int fd = std::stoi(e.path().filename().string());
+          INFO("fd " << fd << " " << target);
+          CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+        }
         c.http->cancel(id);
         c.http->cancel(id);  // twice is harmless
       },
