@@ -272,7 +272,7 @@ HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::strin
   }
   // Without these, curl adds its own: a form content type for POST bodies, and
   // "Expect: 100-continue" (a one-second stall with servers that ignore it) for large ones.
-  if (req.has_body && !has_content_type)
+  if ((req.has_body || req.method == "POST") && !has_content_type)
     t->header_list = curl_slist_append(t->header_list, "Content-Type:");
   if (!has_expect) t->header_list = curl_slist_append(t->header_list, "Expect:");
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
@@ -319,11 +319,11 @@ int HttpClient::on_socket(void* easy, int fd, int what, void* userp, void* socke
     self->forget_socket(fd);
     return 0;
   }
-  set_cloexec(fd);  // also the resolver's descriptors, which skip on_sockopt
   Socket* s = nullptr;
   auto it = self->sockets_.find(fd);
   if (it != self->sockets_.end()) s = it->second;
   if (!s) {
+    set_cloexec(fd);  // also the resolver's descriptors, which skip on_sockopt
     s = new Socket();
     s->fd = fd;
     s->client = self;

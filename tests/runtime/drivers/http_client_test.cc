@@ -222,6 +222,32 @@ TEST_CASE("http client: failures come back with a stable code", "[http]") {
   auto cut = c.get(srv.url("/cut"));
   CHECK(cut.code == "error");
 
+  // https:// to a server that answers the TLS hello in clear text: the handshake fails.
+  {
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+    REQUIRE(listen(lfd, 1) == 0);
+    socklen_t len = sizeof a;
+    getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+    std::thread plain([lfd] {
+      int fd = accept(lfd, nullptr, nullptr);
+      const char reply[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n";
+      (void)!write(fd, reply, sizeof reply - 1);
+      close(fd);
+    });
+    HttpRequest tls_req;
+    tls_req.url = "https://127.0.0.1:" + std::to_string(ntohs(a.sin_port)) + "/";
+    tls_req.timeout_ms = 10000;
+    auto tls = c.fetch(tls_req);
+    plain.join();
+    close(lfd);
+    INFO(tls.error);
+    CHECK(tls.code == "tls");
+  }
+
   // After all that, the client still works.
   CHECK(c.get(srv.url("/ok")).body == "fine");
   CHECK(c.close().empty());
