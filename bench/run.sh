@@ -32,3 +32,14 @@ for i in $(seq "$RUNS"); do
   rm -f "$TMP/floor.db"*
   "$B/bench/sqlite_floor" "$TMP/floor.db" 10000 | sed 's/.*"nodes_per_s":\([0-9]*\).*/\1/'
 done | { echo -n "floor (same rows, C++) n/s  : "; median; }
+echo
+
+echo "## o.http.request: 100 requests in flight over kept-alive connections, local epoll server"
+for i in $(seq "$RUNS"); do
+  rm -f "$TMP/http.db"*
+  "$B/bench/http_bench" --requests 20000 --orchrun "$B/orchrun" --pipeline bench/pipelines/http.lua \
+    --db "$TMP/http.db" | sed 's/.*"pipeline_req_per_s":\([0-9]*\).*/\1/'
+done | { echo -n "orchrun pipeline req/s      : "; median; }
+for i in $(seq "$RUNS"); do
+  "$B/bench/http_bench" --requests 20000 | sed 's/.*"driver_req_per_s":\([0-9]*\).*/\1/'
+done | { echo -n "driver alone (C++) req/s    : "; median; }

@@ -206,13 +206,15 @@ bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::stri
   return true;
 }
 
-// "file:line: " of the innermost frame outside the embedded stdlib (o.exec is a Lua wrapper),
-// so that an error names the pipeline author's line.
-static void push_user_where(lua_State* L) {
+// "file:line: " of the innermost frame outside the embedded stdlib (o.exec is a Lua wrapper)
+// and the sandbox, so that an error names the pipeline author's line.
+void push_user_where(lua_State* L) {
   lua_Debug ar;
   for (int level = 1; lua_getstack(L, level, &ar); level++) {
     lua_getinfo(L, "Sl", &ar);
-    if (ar.currentline > 0 && strncmp(ar.source, "@stdlib/", 8) != 0) {
+    // The sandbox's pcall wrapper is not the author's code either.
+    if (ar.currentline > 0 && strncmp(ar.source, "@stdlib/", 8) != 0 &&
+        strcmp(ar.source, "=[orch sandbox]") != 0) {
       lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
       return;
     }

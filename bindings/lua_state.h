@@ -16,6 +16,7 @@
 namespace orch {
 
 class ProcessTable;
+class HttpClient;
 
 struct SandboxOptions {
   // Libraries a pipeline may use only when the operator allows them (--allow io,os,ffi,debug).
@@ -50,6 +51,8 @@ class TaskHost {
   virtual ~TaskHost() = default;
   virtual uv_loop_t* loop() = 0;
   virtual ProcessTable* processes() = 0;
+  // The loop's HTTP client (o.http.request); null where the host offers none.
+  virtual HttpClient* http() { return nullptr; }
   // The driver has pushed `nargs` results onto task->co: resume it on the next pump.
   virtual void resume(Task* task, int nargs) = 0;
   // ctx.log / o.log / print. `task` is null outside node bodies (e.g. at load time).
@@ -131,9 +134,14 @@ void register_exec(lua_State* L);
 void register_fs(lua_State* L);
 // Adds core.artifact and core.use_artifact (ctx:artifact, ctx:use_artifact).
 void register_artifacts(lua_State* L);
+// Adds core.http_request.
+void register_http(lua_State* L);
 // Builds the sandbox environment table and pushes it.
 void push_sandbox_env(lua_State* L, const SandboxOptions& opts);
 
+// Pushes "file:line: " of the innermost caller outside the embedded stdlib ("" if none), so
+// that a binding's error names the pipeline author's line.
+void push_user_where(lua_State* L);
 // Raises a Lua error unless called from a task's coroutine; returns the task.
 Task* require_task(lua_State* L, const char* fname);
 // A duration argument: seconds as a number or "250ms"/"5s"/"2m". Raises on bad input.

@@ -153,6 +153,7 @@ int luaopen_orch_core(lua_State* L) {
   register_exec(L);
   register_fs(L);
   register_artifacts(L);
+  register_http(L);
   lua_pushlightuserdata(L, nullptr);
   lua_setfield(L, -2, "null");
   push_array_mt(L);

@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "bindings/convert.h"
+#include "runtime/drivers/http_client.h"
 #include "runtime/drivers/timer.h"
 #include "runtime/exec/exec.h"
 #include "runtime/ids.h"
@@ -238,9 +239,15 @@ Scheduler::~Scheduler() {
   finished_runs_.clear();
   store_->commit();
   processes_.kill_all();
+  http_.reset();  // aborts what is left and closes its sockets
   control_timer_.reset();
   close_and_delete(check_);
   close_and_delete(idle_);
+}
+
+HttpClient* Scheduler::http() {
+  if (!http_) http_ = std::make_unique<HttpClient>(loop_->get());
+  return http_.get();
 }
 
 void Scheduler::defer(std::function<void()> fn) {

@@ -117,6 +117,7 @@ class Scheduler : public TaskHost {
   // TaskHost
   uv_loop_t* loop() override { return loop_->get(); }
   ProcessTable* processes() override { return &processes_; }
+  HttpClient* http() override;  // created on first use
   void resume(Task* task, int nargs) override;
   void log(Task* task, std::string_view level, std::string_view message,
            const std::string& fields_json) override;
@@ -168,6 +169,7 @@ class Scheduler : public TaskHost {
   Loop* loop_;
   Store* store_;
   ProcessTable processes_;
+  std::unique_ptr<HttpClient> http_;
   std::vector<EventSink*> sinks_;
   std::unordered_map<std::string, std::unique_ptr<Run>> runs_;
   std::vector<std::unique_ptr<Run>> finished_runs_;  // freed at the end of the pump

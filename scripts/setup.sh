@@ -12,6 +12,8 @@ PACKAGES=(
   libuv1-dev                         # the event loop: timers, processes, pipes, signals
   libsqlite3-dev                     # the store
   libssl-dev                         # SHA-256 of pipeline sources (OpenSSL libcrypto)
+  libcurl4-openssl-dev               # o.http.request: libcurl's multi interface on the loop
+  ca-certificates                    # the system CA store o.http.request checks TLS against
   nlohmann-json3-dev                 # JSON for outputs, events and the CLI
   catch2                             # tests
   sqlite3                            # the sqlite3 shell, to look into the store by hand

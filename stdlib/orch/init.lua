@@ -221,6 +221,40 @@ function M.__ctx_artifact(ctx, path, opts)
   return rec
 end
 M.__ctx_use_artifact = core.use_artifact
+--- o.http.request { url=, method=, headers=, query=, body= | json=, timeout=, follow_redirects=,
+---                  max_body= }
+--- Returns { status, ok, headers (lower-cased names), body, json, duration_ms, url } for any
+--- HTTP status (a 404 or a 500 is a result, not an error), or nil, message, code when the
+--- transfer fails; code is "timeout", "connect", "dns", "tls", "too_large" or "error".
+--- o.http.get(url, opts), o.http.post(url, opts), o.http.put(...), o.http.delete(...) are
+--- the same with the URL and the method given.
+local function http_method(method)
+  local fname = "o.http." .. method:lower()
+  return function(url, opts)
+    if type(url) ~= "string" then
+      error(("%s expects a URL string first, got %s"):format(fname, type(url)), 2)
+    end
+    if opts ~= nil and type(opts) ~= "table" then
+      error(("%s: options must be a table, got %s"):format(fname, type(opts)), 2)
+    end
+    local req = {}
+    for k, v in pairs(opts or {}) do req[k] = v end
+    if req.url ~= nil or req.method ~= nil then
+      error(("%s: give the URL as the first argument, not 'url' or 'method' in the options")
+            :format(fname), 2)
+    end
+    req.url, req.method = url, method
+    local res, err, code = core.http_request(req)
+    return res, err, code
+  end
+end
+M.http = {
+  request = core.http_request,
+  get = http_method("GET"),
+  post = http_method("POST"),
+  put = http_method("PUT"),
+  delete = http_method("DELETE"),
+}
 
 --- o.fail(message [, { retryable = false, type = "..." }]) raises a structured error.
 function M.fail(message, opts)
