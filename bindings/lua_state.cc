@@ -90,6 +90,7 @@ LuaEngine* LuaEngine::from(lua_State* L) {
 std::unique_ptr<LuaEngine> LuaEngine::create(const SandboxOptions& opts, std::string* err) {
   std::unique_ptr<LuaEngine> e(new LuaEngine());
   e->opts_ = opts;
+  e->secrets_ = SecretSource(opts.secrets_file);
   if (!e->init(err)) return nullptr;
   return e;
 }

@@ -265,6 +265,7 @@ class NodeExec : public Exec, public TaskOwner {
     r.error_message = e.message;
     r.traceback = e.traceback;
     r.retryable = e.retryable;
+    for (std::string* text : {&r.output, &r.error_message, &r.traceback}) run_->redact(text);
     s_->store()->finish_node_attempt(r);
   }
 
