@@ -6,7 +6,7 @@ local o = require "orch"
 local SAMPLE = [[
 {
   "receiver": "ops",
-  "groupKey": 123456789012345678901,
+  "groupKey": 12345678901234567890,
   "alerts": [
     { "status": "firing", "labels": { "alertname": "DiskFull", "severity": "critical",
       "instance": "db1:9100" }, "annotations": { "summary": "/var is 97% full" },

@@ -45,6 +45,11 @@ TEST_CASE("o.json: integers beyond 2^53 decode as strings of their exact digits"
   CHECK(eval("local v = o.json.decode('9007199254740992') return { type(v), v == 2^53 }") ==
         R"(["number",true])");
   CHECK(eval("local v = o.json.decode('-42') return { type(v), v }") == R"(["number",-42])");
+  // Even beyond 64 bits (where the parser itself would give an approximate float).
+  CHECK(eval("local v = o.json.decode('[123456789012345678901234567890]') return { type(v[1]), "
+             "v[1] }") == R"(["string","123456789012345678901234567890"])");
+  CHECK(eval("local v = o.json.decode('-99999999999999999999999') return v") ==
+        R"("-99999999999999999999999")");
   // Floats stay numbers, whatever their size.
   CHECK(eval("local v = o.json.decode('1e300') return { type(v), v > 1e299 }") ==
         R"(["number",true])");
