@@ -1,5 +1,6 @@
-// Secrets through the real binary: --secrets and the environment, what the terminal shows,
-// what inspect shows, what the SQLite file holds, and what child processes inherit.
+// The stdlib through the real binary: secrets (--secrets and the environment, what the
+// terminal, inspect and the SQLite file show, what child processes inherit) and the data and
+// system examples' results.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -157,4 +158,40 @@ TEST_CASE("examples/secrets.lua redacts a configured token and runs without one"
   CHECK_FALSE(contains(store_text(db), "demo-token-value"));
   auto without = orchrun({example, "--quiet"}, db);
   CHECK(without.exit_code == 0);
+}
+
+TEST_CASE("examples/data.lua and examples/system.lua produce their reports", "[stdlib][cli]") {
+  TempDir tmp;
+  std::string db = tmp.file("e.db");
+  auto data = orchrun({source_dir() + "/examples/data.lua", "--json", "--quiet"}, db);
+  INFO(data.out << data.err);
+  REQUIRE(data.exit_code == 0);
+  json out = parse_json(data.out, nullptr).at("output");
+  CHECK(out["text"] ==
+        "3 firing alerts (group 12345678901234567890), worst first: DiskFull\n"
+        "critical: 1, warning: 2\n"
+        "- [CRITICAL] DiskFull on db1:9100: /var is 97% full\n"
+        "- [WARNING] HighLoad on web1:9100: load 7.9 on 2 cores\n"
+        "- [WARNING] CertExpiry on lb1:443: certificate expires in 6 days");
+  json shaped = parse_json(out["json"].get<std::string>(), nullptr);
+  CHECK(shaped["silenced"] == json::array());
+  CHECK(shaped["hosts"] == json::array({"db1:9100"}));
+
+  // Bad input is reported with its position, not retried.
+  auto bad = orchrun({source_dir() + "/examples/data.lua", "--quiet", "--input",
+                      R"({"payload": "{\"alerts\": [1,]}"})"},
+                     db);
+  CHECK(bad.exit_code == 1);
+  CHECK(contains(bad.err, "payload is not JSON: 1:15: syntax error while parsing value"));
+
+  auto sys = orchrun({source_dir() + "/examples/system.lua", "--json", "--quiet"}, db);
+  INFO(sys.out << sys.err);
+  REQUIRE(sys.exit_code == 0);
+  std::string text = parse_json(sys.out, nullptr).at("output").at("text").get<std::string>();
+  CHECK(contains(text, "% of "));
+  CHECK(contains(text, " cores, load "));
+  CHECK(contains(text, "disk / "));
+  CHECK(query_int(db,
+                  "select count(*) from events where kind='node.succeeded' and "
+                  "node_id='gather/meanwhile'") == 1);
 }
