@@ -200,6 +200,9 @@ bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::stri
     auto nl = full.find("\nstack traceback:");
     *err = full.substr(0, nl);
     if (traceback && nl != std::string::npos) *traceback = full.substr(nl + 1);
+    // A secret read at load time must not reach the terminal through a load error either.
+    redactor_.apply(err);
+    if (traceback) redactor_.apply(traceback);
     lua_settop(L_, base);
     return false;
   }

@@ -64,10 +64,16 @@ int l_log(lua_State* L) {
     else
       fields = dump_json(json{{"_error", err}});
   }
+  // Redacted here already: a log at load time goes straight to the terminal.
+  std::string text(msg, n);
+  if (e) {
+    e->redactor().apply(&text);
+    e->redactor().apply(&fields);
+  }
   if (e && e->host()) {
-    e->host()->log(e->current, level, std::string_view(msg, n), fields);
+    e->host()->log(e->current, level, text, fields);
   } else {
-    fprintf(stderr, "[%s] %.*s %s\n", level, static_cast<int>(n), msg, fields.c_str());
+    fprintf(stderr, "[%s] %s %s\n", level, text.c_str(), fields.c_str());
   }
   return 0;
 }

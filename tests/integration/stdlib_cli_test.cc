@@ -78,6 +78,19 @@ TEST_CASE("orchrun --secrets: the value never reaches the terminal, inspect or t
   std::string stored = store_text(db);
   CHECK(contains(stored, R"({"auth":"Bearer ***"})"));
   CHECK_FALSE(contains(stored, "dpl-7f3a9c"));
+
+  // Printed while the file loads (before any run exists): redacted too.
+  std::string loading = tmp.file("loading.lua");
+  write_file(loading, R"(
+local o = require "orch"
+print("loading with " .. o.secret "DEPLOY_TOKEN")
+return o.pipeline "loading" { o.node("a", function() end) }
+)");
+  auto l = orchrun({loading, "--secrets", secrets, "--quiet"}, db);
+  INFO(l.out << l.err);
+  CHECK(l.exit_code == 0);
+  CHECK(contains(l.err, "loading with ***"));
+  CHECK_FALSE(contains(l.out + l.err, "dpl-7f3a9c"));
 }
 
 TEST_CASE("orchrun refuses a secrets file others can read before running anything",

@@ -197,6 +197,17 @@ TEST_CASE("o.secret misuse raises at the caller's line; secrets read at load tim
 
   Harness h;
   h.load_options.sandbox.secrets_file = secrets_file(h.dir, "HOOK_SECRET=load-time-value\n");
+  // A load error that carries the value does not show it.
+  SandboxOptions sb;
+  sb.secrets_file = h.load_options.sandbox.secrets_file;
+  auto load_err = Harness::diagnose(R"(
+    local o = require "orch"
+    error("cannot use " .. o.secret "HOOK_SECRET")
+    return o.pipeline "x" { o.node("a", function() end) })",
+                                    sb);
+  REQUIRE(load_err.size() == 1);
+  CHECK(contains(load_err[0].str(), "cannot use ***"));
+  CHECK_FALSE(contains(load_err[0].str(), "load-time-value"));
   // Read when the file is loaded (as a webhook trigger would) and kept in an upvalue.
   auto s = h.run(R"(
     local o = require "orch"
