@@ -1,12 +1,15 @@
 #include "bindings/convert.h"
 
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 namespace orch {
 namespace {
 
 const char kArrayMtKey[] = "orch.array_mt";
+// 2^53: every integer up to it is exact in a double (a Lua number).
+constexpr int64_t kMaxExactInteger = int64_t{1} << 53;
 
 bool is_array_mt(lua_State* L, int idx) {
   if (!lua_getmetatable(L, idx)) return false;
@@ -26,6 +29,7 @@ std::string key_to_path(lua_State* L, int idx) {
 struct Encoder {
   lua_State* L;
   std::string* err;
+  bool check_utf8;
   std::vector<const void*> seen;
 
   bool fail(const std::string& path, const std::string& why) {
@@ -57,6 +61,11 @@ struct Encoder {
       case LUA_TSTRING: {
         size_t n;
         const char* s = lua_tolstring(L, idx, &n);
+        if (check_utf8) {
+          size_t bad = invalid_utf8_at(std::string_view(s, n));
+          if (bad != std::string_view::npos)
+            return fail(path, "invalid UTF-8 in string (byte " + std::to_string(bad + 1) + ")");
+        }
         *out = std::string(s, n);
         return true;
       }
@@ -125,6 +134,10 @@ struct Encoder {
         std::string key(ks, kn);
         std::string sub = path + key_to_path(L, -3);
         lua_pop(L, 1);
+        if (check_utf8 && invalid_utf8_at(key) != std::string_view::npos) {
+          lua_pop(L, 2);
+          return fail(path, "invalid UTF-8 in an object key");
+        }
         json v;
         if (!encode(-1, &v, sub, depth + 1)) {
           lua_pop(L, 2);
@@ -152,9 +165,41 @@ void push_array_mt(lua_State* L) {
   lua_getfield(L, LUA_REGISTRYINDEX, kArrayMtKey);
 }
 
-bool lua_to_json(lua_State* L, int idx, json* out, std::string* err) {
+size_t invalid_utf8_at(std::string_view s) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t n = s.size(), i = 0;
+  while (i < n) {
+    unsigned char c = p[i];
+    size_t len;
+    uint32_t cp;
+    if (c < 0x80) {
+      i++;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07;
+    } else {
+      return i;
+    }
+    if (i + len > n) return i;
+    for (size_t k = 1; k < len; k++) {
+      if ((p[i + k] & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (p[i + k] & 0x3F);
+    }
+    // Overlong forms, UTF-16 surrogates and values past U+10FFFF are not UTF-8.
+    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
+bool lua_to_json(lua_State* L, int idx, json* out, std::string* err, bool check_utf8) {
   luaL_checkstack(L, 2 * kMaxJsonDepth + 20, "converting to JSON");
-  Encoder e{L, err, {}};
+  Encoder e{L, err, check_utf8, {}};
   return e.encode(idx, out, "", 0);
 }
 
@@ -168,12 +213,26 @@ void push_json(lua_State* L, const json& j) {
     case json::value_t::boolean:
       lua_pushboolean(L, j.get<bool>());
       break;
-    case json::value_t::number_integer:
-      lua_pushnumber(L, static_cast<lua_Number>(j.get<int64_t>()));
+    case json::value_t::number_integer: {
+      int64_t v = j.get<int64_t>();
+      if (v > kMaxExactInteger || v < -kMaxExactInteger) {
+        std::string digits = std::to_string(v);
+        lua_pushlstring(L, digits.data(), digits.size());
+      } else {
+        lua_pushnumber(L, static_cast<lua_Number>(v));
+      }
       break;
-    case json::value_t::number_unsigned:
-      lua_pushnumber(L, static_cast<lua_Number>(j.get<uint64_t>()));
+    }
+    case json::value_t::number_unsigned: {
+      uint64_t v = j.get<uint64_t>();
+      if (v > static_cast<uint64_t>(kMaxExactInteger)) {
+        std::string digits = std::to_string(v);
+        lua_pushlstring(L, digits.data(), digits.size());
+      } else {
+        lua_pushnumber(L, static_cast<lua_Number>(v));
+      }
       break;
+    }
     case json::value_t::number_float:
       lua_pushnumber(L, j.get<double>());
       break;

@@ -4,9 +4,12 @@
 // An empty table is an object unless it carries orch's array metatable (o.json.array). JSON
 // null is a light userdata sentinel (o.json.null). Integral numbers within 2^53 become JSON
 // integers. Functions, userdata, threads, NaN/inf and cycles are errors naming the path.
+// JSON integers beyond 2^53 become Lua strings of their exact digits: a double would silently
+// change them (ids, counters), and a string keeps them intact through a round trip.
 #pragma once
 #include <lua.hpp>
 #include <string>
+#include <string_view>
 
 #include "runtime/json_util.h"
 
@@ -18,7 +21,11 @@ constexpr int kMaxJsonDepth = 200;
 void convert_init(lua_State* L);
 void push_array_mt(lua_State* L);
 
-bool lua_to_json(lua_State* L, int idx, json* out, std::string* err);
+// With check_utf8, a string (or key) that is not valid UTF-8 is an error naming its path
+// (o.json.encode); otherwise it is kept and replaced when the JSON is written (dump_json).
+bool lua_to_json(lua_State* L, int idx, json* out, std::string* err, bool check_utf8 = false);
+// The byte offset of the first invalid UTF-8 sequence in s, or npos when s is valid.
+size_t invalid_utf8_at(std::string_view s);
 void push_json(lua_State* L, const json& j);
 
 }  // namespace orch

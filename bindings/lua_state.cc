@@ -90,6 +90,7 @@ LuaEngine* LuaEngine::from(lua_State* L) {
 std::unique_ptr<LuaEngine> LuaEngine::create(const SandboxOptions& opts, std::string* err) {
   std::unique_ptr<LuaEngine> e(new LuaEngine());
   e->opts_ = opts;
+  e->secrets_ = SecretSource(opts.secrets_file);
   if (!e->init(err)) return nullptr;
   return e;
 }
@@ -199,6 +200,9 @@ bool LuaEngine::run_pipeline_chunk(const std::string& chunkname, const std::stri
     auto nl = full.find("\nstack traceback:");
     *err = full.substr(0, nl);
     if (traceback && nl != std::string::npos) *traceback = full.substr(nl + 1);
+    // A secret read at load time must not reach the terminal through a load error either.
+    redactor_.apply(err);
+    if (traceback) redactor_.apply(traceback);
     lua_settop(L_, base);
     return false;
   }

@@ -12,6 +12,8 @@
 #include <unordered_map>
 
 #include "bindings/lua_ref.h"
+#include "runtime/redact.h"
+#include "runtime/secrets.h"
 
 namespace orch {
 
@@ -29,6 +31,8 @@ struct SandboxOptions {
   // The JIT compiler is off by default: compiled traces skip the count hook, and the hook is
   // what stops a node body that loops without yielding once its timeout has passed.
   bool jit = false;
+  // Where o.secret looks after the environment (--secrets FILE / $ORCHRUN_SECRETS_FILE).
+  std::string secrets_file;
 };
 
 // One coroutine running a node body (or a fallback, a condition ...).
@@ -113,6 +117,12 @@ class LuaEngine {
 
   const SandboxOptions& options() const { return opts_; }
 
+  // The secrets this pipeline's code has read (o.secret), redacted from what is stored or
+  // shown. Per pipeline state rather than per run: a value read by one run can be kept in an
+  // upvalue and used by the next, and o.secret may be called at load time (triggers).
+  Redactor& redactor() { return redactor_; }
+  SecretSource& secrets() { return secrets_; }
+
  private:
   LuaEngine() = default;
   bool init(std::string* err);
@@ -124,6 +134,8 @@ class LuaEngine {
   LuaRef orch_;
   LuaRef logger_;
   std::unordered_map<lua_State*, Task*> tasks_;
+  Redactor redactor_;
+  SecretSource secrets_{""};
 };
 
 // Registered as package.preload["orch.core"].
@@ -136,6 +148,10 @@ void register_fs(lua_State* L);
 void register_artifacts(lua_State* L);
 // Adds core.http_request.
 void register_http(lua_State* L);
+// Adds core.secret.
+void register_secret(lua_State* L);
+// Adds core.system (o.context.system).
+void register_context(lua_State* L);
 // Builds the sandbox environment table and pushes it.
 void push_sandbox_env(lua_State* L, const SandboxOptions& opts);
 

@@ -1,6 +1,7 @@
 // orch.core: the C functions the Lua stdlib builds on (sleep, log, json, durations).
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
@@ -63,48 +64,206 @@ int l_log(lua_State* L) {
     else
       fields = dump_json(json{{"_error", err}});
   }
+  // Redacted here already: a log at load time goes straight to the terminal.
+  std::string text(msg, n);
+  if (e) {
+    e->redactor().apply(&text);
+    e->redactor().apply(&fields);
+  }
   if (e && e->host()) {
-    e->host()->log(e->current, level, std::string_view(msg, n), fields);
+    e->host()->log(e->current, level, text, fields);
   } else {
-    fprintf(stderr, "[%s] %.*s %s\n", level, static_cast<int>(n), msg, fields.c_str());
+    fprintf(stderr, "[%s] %s %s\n", level, text.c_str(), fields.c_str());
   }
   return 0;
 }
 
+// Reads o.json.encode's options into *indent (-1: compact). Returns "" or what is wrong.
+std::string encode_options(lua_State* L, int idx, int* indent) {
+  if (lua_isnoneornil(L, idx)) return "";
+  if (!lua_istable(L, idx))
+    return std::string("options must be a table, got ") + luaL_typename(L, idx);
+  std::string bad;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    std::string key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "?";
+    if (key == "pretty") {
+      if (lua_toboolean(L, -1) && *indent < 0) *indent = 2;
+    } else if (key == "indent") {
+      if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) < 0 || lua_tonumber(L, -1) > 16)
+        bad = "option 'indent' must be a number of spaces from 0 to 16";
+      else
+        *indent = static_cast<int>(lua_tointeger(L, -1));
+    } else if (key == "sort_keys") {
+      // Objects are kept sorted by key (byte order): the output is always deterministic.
+      if (!lua_toboolean(L, -1))
+        bad = "sort_keys = false is not supported (keys are always written in sorted order)";
+    } else {
+      bad = "unknown option '" + key + "' (known: pretty, indent, sort_keys)";
+    }
+    lua_pop(L, 1);
+    if (!bad.empty()) {
+      lua_pop(L, 1);
+      return bad;
+    }
+  }
+  return "";
+}
+
+// o.json.encode(value [, {pretty = true, indent = n, sort_keys = true}]) -> text. Raises on a
+// value that has no JSON form (naming its path): the value is the program's own data.
 int l_json_encode(lua_State* L) {
   luaL_checkany(L, 1);
-  bool pretty = false;
-  if (lua_istable(L, 2)) {
-    lua_getfield(L, 2, "pretty");
-    pretty = lua_toboolean(L, -1);
-    lua_pop(L, 1);
-  }
   int top = lua_gettop(L);
   bool ok;
   {
+    int indent = -1;
+    std::string err = encode_options(L, 2, &indent);
     json j;
-    std::string err;
-    ok = lua_to_json(L, 1, &j, &err);
+    ok = err.empty() && lua_to_json(L, 1, &j, &err, /*check_utf8=*/true);
     lua_settop(L, top);
-    std::string s = ok ? dump_json(j, pretty ? 2 : -1) : "o.json.encode: " + err;
+    std::string s = ok ? dump_json(j, indent) : "o.json.encode: " + err;
     lua_pushlstring(L, s.data(), s.size());
   }
   if (!ok) return lua_error(L);
   return 1;
 }
 
+// "line:col" of byte offset `pos` (0-based) in text; columns count bytes from 1.
+std::string line_col(std::string_view text, size_t pos) {
+  size_t line = 1, col = 1;
+  for (size_t i = 0; i < pos && i < text.size(); i++) {
+    if (text[i] == '\n') {
+      line++;
+      col = 1;
+    } else {
+      col++;
+    }
+  }
+  return std::to_string(line) + ":" + std::to_string(col);
+}
+
+// Deeper nesting than the converters accept is refused before parsing (the parser and the
+// conversion to Lua would otherwise recurse that deep). Returns npos or the offending offset.
+size_t too_deep_at(std::string_view text) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (size_t i = 0; i < text.size(); i++) {
+    char c = text[i];
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxJsonDepth) return i;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return std::string_view::npos;
+}
+
+// Builds the value as nlohmann's own parser does, except for integers too large even for 64
+// bits, which that parser hands over as floats (approximate): they are kept as the string of
+// their digits, like every other integer beyond 2^53 (see push_json).
+class DecodeSax : public nlohmann::json_sax<json> {
+ public:
+  json root;
+  std::string why;  // the parser's message, on failure
+  size_t error_at = 0;
+
+  bool null() override { return put(json(nullptr)); }
+  bool boolean(bool v) override { return put(json(v)); }
+  bool number_integer(number_integer_t v) override { return put(json(v)); }
+  bool number_unsigned(number_unsigned_t v) override { return put(json(v)); }
+  bool number_float(number_float_t v, const string_t& text) override {
+    bool integral = text.find_first_of(".eE") == string_t::npos;
+    return put(integral ? json(text) : json(v));
+  }
+  bool string(string_t& v) override { return put(json(std::move(v))); }
+  bool binary(binary_t& v) override { return put(json::binary(std::move(v))); }
+  bool start_object(std::size_t) override { return open(json::object()); }
+  bool key(string_t& k) override {
+    key_ = std::move(k);
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(json::array()); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t position, const std::string&,
+                   const nlohmann::detail::exception& ex) override {
+    // what(): "[json.exception.parse_error.101] parse error at line 1, column 5: <why>"
+    std::string what = ex.what();
+    size_t col = what.find(", column ");
+    size_t colon = col == std::string::npos ? std::string::npos : what.find(": ", col);
+    why = colon == std::string::npos ? what : what.substr(colon + 2);
+    error_at = position > 0 ? position - 1 : 0;
+    return false;
+  }
+
+ private:
+  // Only the chain of open containers is held: nothing is added to a container while one of
+  // its children is open, so these pointers stay valid.
+  std::vector<json*> open_;
+  string_t key_;
+
+  json* place(json v) {
+    if (open_.empty()) {
+      root = std::move(v);
+      return &root;
+    }
+    json& top = *open_.back();
+    if (top.is_array()) {
+      top.push_back(std::move(v));
+      return &top.back();
+    }
+    json& slot = top[key_];
+    slot = std::move(v);
+    return &slot;
+  }
+  bool put(json v) {
+    place(std::move(v));
+    return true;
+  }
+  bool open(json container) {
+    open_.push_back(place(std::move(container)));
+    return true;
+  }
+  bool close() {
+    open_.pop_back();
+    return true;
+  }
+};
+
+// o.json.decode(text) -> value | nil, "line:col: message". Text comes from outside (a command's
+// output, a file, a response): a malformed one is an operational failure, not a bug.
 int l_json_decode(lua_State* L) {
   size_t n;
   const char* s = luaL_checklstring(L, 1, &n);
+  std::string_view text(s, n);
   std::string err;
-  json j = parse_json(std::string(s, n), &err);
-  if (j.is_discarded()) {
+  DecodeSax sax;
+  if (size_t deep = too_deep_at(text); deep != std::string_view::npos) {
+    err =
+        line_col(text, deep) + ": nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
+  } else {
+    try {
+      if (!json::sax_parse(text, &sax)) err = line_col(text, sax.error_at) + ": " + sax.why;
+    } catch (const std::exception& e) {
+      err = std::string("1:1: ") + e.what();
+    }
+  }
+  if (!err.empty()) {
     lua_pushnil(L);
-    std::string m = "invalid JSON: " + err;
-    lua_pushlstring(L, m.data(), m.size());
+    lua_pushlstring(L, err.data(), err.size());
     return 2;
   }
-  push_json(L, j);
+  push_json(L, sax.root);
   return 1;
 }
 
@@ -154,6 +313,8 @@ int luaopen_orch_core(lua_State* L) {
   register_fs(L);
   register_artifacts(L);
   register_http(L);
+  register_secret(L);
+  register_context(L);
   lua_pushlightuserdata(L, nullptr);
   lua_setfield(L, -2, "null");
   push_array_mt(L);

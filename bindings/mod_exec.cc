@@ -103,8 +103,13 @@ bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
   lua_getfield(L, 1, "env_clear");
   bool clear = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  // Secrets reach a child only when passed explicitly (env = { TOKEN = o.secret "X" }), which
+  // also registers them for redaction: ORCHRUN_SECRET_* variables are not inherited.
+  bool secret_env = false;
+  for (char** e = environ; e && *e && !secret_env; ++e)
+    secret_env = strncmp(*e, kSecretEnvPrefix, strlen(kSecretEnvPrefix)) == 0;
   lua_getfield(L, 1, "env");
-  if (!lua_isnil(L, -1) || clear) {
+  if (!lua_isnil(L, -1) || clear || secret_env) {
     if (!lua_isnil(L, -1) && !lua_istable(L, -1)) {
       *err = "o.exec: 'env' must be a table of NAME = value";
       lua_pop(L, 1);
@@ -128,6 +133,7 @@ bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
       for (char** e = environ; e && *e; ++e) {
         std::string kv = *e;
         std::string name = kv.substr(0, kv.find('='));
+        if (name.rfind(kSecretEnvPrefix, 0) == 0) continue;
         bool overridden = false;
         for (auto& [k, v] : extra) overridden = overridden || k == name;
         if (!overridden) spec->env.push_back(kv);

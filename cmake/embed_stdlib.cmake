@@ -1,6 +1,8 @@
 # Turns the stdlib's Lua files into a C++ source file so that the binary carries them:
 # a pipeline runs from any directory with nothing installed beside `orchrun`.
-# Inputs: SRC_DIR (stdlib/), OUT (generated .cc), FILES (list of paths relative to SRC_DIR).
+# Inputs: SRC_DIR (stdlib/), OUT (generated .cc), FILES (paths relative to SRC_DIR, joined
+# with '|').
+string(REPLACE "|" ";" FILES "${FILES}")
 set(body "")
 set(table "")
 set(i 0)

@@ -347,6 +347,7 @@ Event make_event(Run* run, const char* kind, const std::string& node, int attemp
   e.node = node;
   e.attempt = attempt;
   e.data = std::move(data);
+  run->redact(&e.data);
   return e;
 }
 
@@ -589,6 +590,8 @@ void Scheduler::run_finished(Run* r) {
   ErrorInfo e = root->err;
   if (std::string(status) == "cancelled") e = {"cancelled", r->cancel_reason, "", "", true, ""};
   if (std::string(status) == "succeeded") e = {};
+  r->redact(&out_json);
+  r->redact(&e.message);
   store_->finish_run(r->id, status, out_json, e.type, e.message, e.node, e.retryable, now);
   json d{{"duration_ms", now - r->started_ms}};
   if (!e.type.empty()) {

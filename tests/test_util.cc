@@ -228,7 +228,7 @@ std::vector<Diagnostic> Harness::diagnose(const std::string& source, const Sandb
 
 RunSummary Harness::run(const std::string& source, const std::string& input_json) {
   std::vector<Diagnostic> diags;
-  auto p = load_pipeline_source("test.lua", source, LoadOptions{}, &diags);
+  auto p = load_pipeline_source("test.lua", source, load_options, &diags);
   std::string all;
   for (auto& d : diags) all += d.str() + "\n";
   INFO(all);

@@ -81,6 +81,8 @@ class Harness {
   std::unique_ptr<Store> store;
   EventLog log;
   double last_seconds = 0;
+  // How run() loads pipelines (sandbox options, the secrets file).
+  LoadOptions load_options;
   // Called once the run has started (e.g. to schedule a cancel).
   std::function<void(Scheduler&, const std::string& run_id)> on_started;
 

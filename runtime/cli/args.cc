@@ -16,7 +16,7 @@ Args parse_args(int argc, char** argv) {
       {"--progress", true}, {"--sync", true},   {"--help", false},
       {"--version", false}, {"--quiet", false}, {"--idempotency-key", true},
       {"--all", false},     {"--reason", true}, {"--as", true},
-      {"--comment", true}};
+      {"--comment", true},  {"--secrets", true}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -62,14 +62,15 @@ Args parse_args(int argc, char** argv) {
   static const std::map<std::string, std::vector<std::string>> kAllowed = {
       {"run",
        {"--input", "--db", "--json", "--allow", "--progress", "--sync", "--quiet",
-        "--idempotency-key"}},
-      {"resume", {"--all", "--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
-      {"retry", {"--db", "--json", "--allow", "--progress", "--sync", "--quiet"}},
+        "--idempotency-key", "--secrets"}},
+      {"resume",
+       {"--all", "--db", "--json", "--allow", "--progress", "--sync", "--quiet", "--secrets"}},
+      {"retry", {"--db", "--json", "--allow", "--progress", "--sync", "--quiet", "--secrets"}},
       {"cancel", {"--db", "--reason"}},
       {"approve", {"--db", "--as", "--comment"}},
       {"reject", {"--db", "--as", "--comment"}},
-      {"validate", {"--json", "--allow"}},
-      {"graph", {"--format", "--allow"}},
+      {"validate", {"--json", "--allow", "--secrets"}},
+      {"graph", {"--format", "--allow", "--secrets"}},
       {"runs", {"--db", "--json", "--status", "--pipeline", "--since", "--limit"}},
       {"inspect", {"--db", "--json"}}};
   auto allowed = kAllowed.find(a.command);
@@ -112,6 +113,27 @@ bool sandbox_from(const Args& a, SandboxOptions* sb, std::string* err) {
       sb->allow_debug = true;
     else {
       *err = "--allow: unknown library '" + lib + "' (choose from io, os, ffi, debug)";
+      return false;
+    }
+  }
+  // The secrets file is checked now (readable, owner-only mode): a bad one stops before any
+  // run starts rather than in the middle of one.
+  std::string from = "--secrets";
+  if (a.has("--secrets")) {
+    sb->secrets_file = a.get("--secrets");
+    if (sb->secrets_file.empty()) {
+      *err = "--secrets needs a file name";
+      return false;
+    }
+  } else if (const char* e = getenv("ORCHRUN_SECRETS_FILE"); e && *e) {
+    sb->secrets_file = e;
+    from = "ORCHRUN_SECRETS_FILE";
+  }
+  if (!sb->secrets_file.empty()) {
+    std::map<std::string, std::string> values;
+    std::string why;
+    if (!load_secrets_file(sb->secrets_file, &values, &why)) {
+      *err = from + ": " + why;
       return false;
     }
   }

@@ -40,6 +40,8 @@ Options:
   --input JSON     the pipeline input, inline or @file.json (default: {})
   --json           machine-readable output on stdout
   --allow LIBS     let pipelines use io, os, ffi or debug (comma-separated); off by default
+  --secrets FILE   NAME=value lines for o.secret, mode 0600 (default: $ORCHRUN_SECRETS_FILE);
+                   $ORCHRUN_SECRET_<NAME> wins over the file
   --sync full      fsync every commit (survives power loss, not only a crash of orchrun)
   --progress MODE  tty | plain | none (default: tty on a terminal, plain otherwise)
   --quiet          no live view, and no summary unless the run fails (then on stderr)

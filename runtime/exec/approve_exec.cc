@@ -132,6 +132,8 @@ void GateAttempt::finish_row(const std::string& status, const std::string& outpu
   r.output = output;
   r.error_type = type;
   r.error_message = message;
+  run_->redact(&r.output);
+  run_->redact(&r.error_message);
   s_->store()->finish_node_attempt(r);
   row_open_ = false;
 }

@@ -200,6 +200,8 @@ class CallExec : public Exec, public Gate {
     r.error_type = e.type;
     r.error_message = e.message;
     r.retryable = e.retryable;
+    run_->redact(&r.output);
+    run_->redact(&r.error_message);
     s_->store()->finish_node_attempt(r);
     row_open_ = false;
   }

@@ -79,6 +79,9 @@ class Run {
     return it == history.end() ? nullptr : &it->second;
   }
   lua_State* L() const { return p->engine->L(); }
+  // Replaces the secrets the pipeline has read by "***" (runtime/redact.h): applied to what
+  // goes to the store or a sink.
+  void redact(std::string* text) const { p->engine->redactor().apply(text); }
   // The exec tree goes first: its steps still look at the run while they are destroyed.
   ~Run() {
     root.reset();
@@ -228,6 +231,8 @@ class Exec {
       r.error_type = e->type;
       r.error_message = e->message;
     }
+    run_->redact(&r.output);
+    run_->redact(&r.error_message);
     s_->store()->insert_node_final(r);
     json d = parse_json(!event_data.empty() ? event_data
                         : output.empty()    ? std::string("{}")

@@ -392,6 +392,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     r.error_message = e.message;
     r.traceback = e.traceback;
     r.retryable = e.retryable;
+    for (std::string* text : {&r.output, &r.error_message, &r.traceback}) run_->redact(text);
     s_->store()->finish_node_attempt(r);
   }
 

@@ -255,12 +255,15 @@ M.http = {
   put = http_method("PUT"),
   delete = http_method("DELETE"),
 }
+-- tostring() of a structured error is its message (a load-time error shows it, not "table").
+local fail_mt = { __tostring = function(e) return e.message end }
 
 --- o.fail(message [, { retryable = false, type = "..." }]) raises a structured error.
 function M.fail(message, opts)
   opts = opts or {}
-  error({ __orch_error = true, message = tostring(message),
-          retryable = opts.retryable, type = opts.type, details = opts.details }, 2)
+  error(setmetatable({ __orch_error = true, message = tostring(message),
+                       retryable = opts.retryable, type = opts.type, details = opts.details },
+                     fail_mt), 2)
 end
 
 --- The logger given to node bodies as ctx.log (and available as o.log):
@@ -283,6 +286,9 @@ M.log = M.logger
 M.duration_ms = core.duration_ms
 M.now_ms = core.now_ms
 
+--- o.json.encode(v [, { pretty = true, indent = n }]) -> text (raises on a value with no JSON
+--- form, naming its path); o.json.decode(text) -> value | nil, "line:col: message".
+--- Objects are written with sorted keys. See README "o.json" for null, arrays and big integers.
 M.json = {
   encode = core.json_encode,
   decode = core.json_decode,
@@ -290,5 +296,31 @@ M.json = {
   -- Marks a table as a JSON array, so that an empty one encodes as [] and not {}.
   array = function(t) return setmetatable(t or {}, core.array_mt) end,
 }
+
+--- o.template(str, data [, { missing = "error" | "empty" | "keep" }]) -> text
+M.template = require "orch.template"
+
+--- o.transform.get/pick/extract/filter/find/map/group_by/count_by/sort_by
+M.transform = require "orch.transform"
+
+--- o.context.system { "cpu", "memory", "disk", "load", "processes", interval = "200ms",
+---                    paths = { "/" } } -> facts | nil, message, code (async: yields)
+M.context = { system = core.system }
+
+--- o.secret(name [, { optional = true }]) -> value
+--- From $ORCHRUN_SECRET_<name>, else the secrets file (--secrets FILE, $ORCHRUN_SECRETS_FILE).
+--- The value is redacted ("***") from everything orchrun stores or prints. A secret that is
+--- not set raises a non-retryable error of type "secret" (with optional = true: returns nil).
+function M.secret(name, opts)
+  if type(name) ~= "string" then
+    error("o.secret: the name must be a string, got " .. type(name), 2)
+  end
+  if opts ~= nil and type(opts) ~= "table" then error("o.secret: options must be a table", 2) end
+  local v, err, kind = core.secret(name)
+  if v then return v end
+  if kind == "invalid" then error(err, 2) end
+  if kind == "missing" and opts and opts.optional then return nil end
+  M.fail(err, { type = "secret", retryable = false })
+end
 
 return M

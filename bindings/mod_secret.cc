@@ -1,0 +1,44 @@
+// core.secret: a secret value for pipeline code, remembered by the engine's redactor so that
+// it is replaced by "***" wherever orchrun stores or prints it (runtime/redact.h).
+#include <string>
+
+#include "bindings/lua_state.h"
+
+namespace orch {
+namespace {
+
+// core.secret(name) -> value | nil, message, "missing" | "refused" | "invalid"
+int l_secret(lua_State* L) {
+  size_t n;
+  const char* s = luaL_checklstring(L, 1, &n);
+  std::string name(s, n);
+  std::string err;
+  const char* kind = "invalid";
+  std::optional<std::string> v;
+  LuaEngine* e = LuaEngine::from(L);
+  if (!valid_secret_name(name)) {
+    err = "o.secret: invalid secret name '" + name +
+          "' (letters, digits and '_', not starting with a digit)";
+  } else {
+    v = e->secrets().get(name, &err);
+    kind = err.find("is not set") != std::string::npos ? "missing" : "refused";
+  }
+  if (!v) {
+    lua_pushnil(L);
+    lua_pushlstring(L, err.data(), err.size());
+    lua_pushstring(L, kind);
+    return 3;
+  }
+  e->redactor().add(*v);
+  lua_pushlstring(L, v->data(), v->size());
+  return 1;
+}
+
+}  // namespace
+
+void register_secret(lua_State* L) {
+  lua_pushcfunction(L, l_secret);
+  lua_setfield(L, -2, "secret");
+}
+
+}  // namespace orch
