@@ -415,8 +415,12 @@ int cmd_resume(const Args& a) {
         // Only once someone decided (or a gate's timeout passed): otherwise it would just
         // stop at the same gate again.
         bool ready = false;
-        for (auto& ap : store->approvals(r.id))
-          ready = ready || ap.status != "waiting" || (ap.timeout_at && ap.timeout_at <= now);
+        std::vector<std::string> gated = {r.id};  // its own gates, and its child runs' (o.call)
+        for (auto& c : store->child_runs(r.id))
+          if (c.status == "awaiting_approval") gated.push_back(c.id);
+        for (auto& id : gated)
+          for (auto& ap : store->approvals(id))
+            ready = ready || ap.status != "waiting" || (ap.timeout_at && ap.timeout_at <= now);
         if (!ready) continue;
       }
       candidates.push_back(r);

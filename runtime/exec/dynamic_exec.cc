@@ -190,15 +190,15 @@ class LoopExec : public Exec {
       return;
     }
     last_ = passthrough(c);
-    std::string at = iteration_path(k_);
-    // Was this iteration the last? Asked once; a resumed run reads the answer.
+    // Was this iteration the last? Asked once; a resumed run reads the answer (decision row
+    // k of the loop).
     std::string verdict, reason;
-    json d = stored_decision(at);
+    json d = stored_iteration_decision(k_);
     if (d.is_object() && d.contains("done")) {
       verdict = d.value("verdict", "");
       reason = d.value("reason", "");
       if (d["done"].get<bool>()) verdict = "pass";
-    } else if (!decide(at, &verdict, &reason)) {
+    } else if (!decide(&verdict, &reason)) {
       return;
     }
     if (verdict == "pass") {
@@ -225,6 +225,14 @@ class LoopExec : public Exec {
  private:
   std::string iteration_path(int k) const { return path_ + "#" + std::to_string(k); }
 
+  json stored_iteration_decision(int k) const {
+    if (const auto* h = run_->history_of(path_))
+      for (const auto& r : *h)
+        if (r.kind == "decision" && r.status == "succeeded" && r.attempt == k)
+          return parse_json(r.output, nullptr);
+    return json(json::value_t::discarded);
+  }
+
   void iterate(int k, LuaRef in) {
     k_ = k;
     old_.push_back(std::move(child_));
@@ -233,15 +241,16 @@ class LoopExec : public Exec {
     child_->start(std::move(in));
   }
 
-  // Asks `done` (or reads the iteration's verdict) and records the answer at `at`.
-  bool decide(const std::string& at, std::string* verdict, std::string* reason) {
+  // Asks `done` (or reads the iteration's verdict) and records the answer: the loop's decision
+  // row number k (its own path; a function body already uses the iteration's path).
+  bool decide(std::string* verdict, std::string* reason) {
     lua_State* L = run_->L();
     ErrorInfo e;
     if (!step_->done.empty()) {
       scope_.iteration = k_;
       if (!call_predicate(step_->done, &e, &last_)) {
         e.message = "loop '" + step_->id + "': done failed: " + e.message;
-        record_decision("failed", "", &e, at);
+        record_decision("failed", "", &e, "", "", k_);
         err = e;
         run_->summary.nodes_failed++;
         finish(Outcome::Failed);
@@ -267,11 +276,11 @@ class LoopExec : public Exec {
                                    : " returned the unknown verdict '" + *verdict + "'") +
                  " and the loop has no done function; return o.verdict.pass/retryable/"
                  "needs_human_review, or give done = function(ctx, output)",
-             at,
+             path_,
              "",
              false,
              ""};
-        record_decision("failed", "", &e, at);
+        record_decision("failed", "", &e, "", "", k_);
         err = e;
         run_->summary.nodes_failed++;
         finish(Outcome::Failed);
@@ -281,7 +290,7 @@ class LoopExec : public Exec {
     json out{{"done", *verdict == "pass"}, {"iteration", k_}};
     if (*verdict != "pass") out["verdict"] = *verdict;
     if (!reason->empty()) out["reason"] = *reason;
-    record_decision("succeeded", dump_json(out), nullptr, at);
+    record_decision("succeeded", dump_json(out), nullptr, "", "", k_);
     return true;
   }
 
@@ -299,7 +308,7 @@ class LoopExec : public Exec {
       finish(Outcome::Failed);
       return;
     }
-    int last = 0;
+    int last = k_;  // the decision rows of this loop are numbered 1..k
     if (const auto* h = run_->history_of(path_))
       for (const auto& r : *h) last = std::max(last, r.attempt);
     gate_ = std::make_unique<GateAttempt>(s_, run_, path_,

@@ -211,13 +211,18 @@ class Exec {
   }
 
   // A decision (when/switch) is recorded like a node so that it is visible and replayable.
+  // `attempt` > 0 numbers the row (a loop's decisions: one per iteration); otherwise it
+  // follows the rows on record before the resume.
   void record_decision(const std::string& status, const std::string& output, const ErrorInfo* e,
-                       const std::string& at = "", const std::string& event_data = "") {
+                       const std::string& at = "", const std::string& event_data = "",
+                       int attempt = 0) {
     const std::string& path = at.empty() ? path_ : at;
     int64_t now = wall_ms();
-    int attempt = 1;
-    if (const auto* h = run_->history_of(path))
-      for (const auto& x : *h) attempt = std::max(attempt, x.attempt + 1);
+    if (attempt <= 0) {
+      attempt = 1;
+      if (const auto* h = run_->history_of(path))
+        for (const auto& x : *h) attempt = std::max(attempt, x.attempt + 1);
+    }
     NodeRunRow r;
     r.run_id = run_->id;
     r.node_id = path;

@@ -805,7 +805,7 @@ bool Store::acquire_slot(const std::string& key, int limit, const std::string& r
     }
     bind_text(ins.get(), 1, key);
     bind_text(ins.get(), 2, run_id);
-    bind_text(ins.get(), 3, node_id);
+    bind_text(ins.get(), 3, node_id, false);  // "" is the whole run
     bind_int(ins.get(), 4, owner_pid);
     bind_int(ins.get(), 5, now);
     if (sqlite3_step(ins.get()) != SQLITE_DONE) fail("queue for concurrency key " + key);
@@ -823,7 +823,7 @@ bool Store::acquire_slot(const std::string& key, int limit, const std::string& r
   }
   bind_text(q.get(), 1, key);
   bind_text(q.get(), 2, run_id);
-  bind_text(q.get(), 3, node_id);
+  bind_text(q.get(), 3, node_id, false);
   bool got = false;
   if (sqlite3_step(q.get()) == SQLITE_ROW) {
     int held = sqlite3_column_int(q.get(), 0);
@@ -838,7 +838,7 @@ bool Store::acquire_slot(const std::string& key, int limit, const std::string& r
               &err);
       if (up) {
         bind_text(up.get(), 1, run_id);
-        bind_text(up.get(), 2, node_id);
+        bind_text(up.get(), 2, node_id, false);
         bind_int(up.get(), 3, now);
         bind_int(up.get(), 4, owner_pid);
         got = sqlite3_step(up.get()) == SQLITE_DONE;
@@ -856,7 +856,7 @@ void Store::release_slot(const std::string& run_id, const std::string& node_id) 
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
   bind_text(st, 1, run_id);
-  bind_text(st, 2, node_id);
+  bind_text(st, 2, node_id, false);
   if (sqlite3_step(st) != SQLITE_DONE) fail("release concurrency slot " + node_id);
 }
 
