@@ -223,7 +223,6 @@ double pipeline_rps(const std::string& bin, const std::string& file, const std::
 }  // namespace
 
 int main(int argc, char** argv) {
-  orch::http_global_init();
   int total = 20000, inflight = 100;
   std::string bin, pipeline, db;
   for (int i = 1; i + 1 < argc; i += 2) {

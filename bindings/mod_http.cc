@@ -336,6 +336,10 @@ Start start_request(lua_State* L, Task* t) {
     lua_pushliteral(L, "o.http.request is not available in this host");
     return Start::Misuse;
   }
+  if (!http_available(&err)) {  // libcurl could not be loaded: the reason, as it is
+    lua_pushlstring(L, err.data(), err.size());
+    return Start::Failed;
+  }
   HttpClient::Id id = client->start(
       req,
       [t, host](HttpResponse& r) {

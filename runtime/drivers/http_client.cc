@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 
 #include <algorithm>
@@ -73,7 +74,108 @@ const char* error_code(CURLcode rc) {
   }
 }
 
+// curl's descriptors are not close-on-exec: a child started by o.exec would inherit them and
+// keep a connection open after curl closed it. Spawns happen on the loop thread, the thread
+// that makes curl create descriptors, so there is no window for a fork in between.
+void set_cloexec(int fd) {
+  int flags = fcntl(fd, F_GETFD);
+  if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
+}
+
+std::vector<int> open_fds() {
+  std::vector<int> fds;
+  if (DIR* d = opendir("/proc/self/fd")) {
+    while (dirent* e = readdir(d))
+      if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d)) fds.push_back(atoi(e->d_name));
+    closedir(d);
+  }
+  return fds;
+}
+
+// Marks close-on-exec whatever was opened since `before` (open_fds()) was taken.
+void mark_new_fds_cloexec(const std::vector<int>& before) {
+  for (int fd : open_fds())
+    if (std::find(before.begin(), before.end(), fd) == before.end()) set_cloexec(fd);
+}
+
+// The libcurl functions we call, loaded with dlsym: libcurl is not linked (see http_available).
+// Each pointer has the exact type of the function declared in <curl/curl.h>, variadic ones
+// (curl_easy_setopt, curl_multi_setopt, curl_easy_getinfo) included.
+#define ORCH_CURL_FUNCTIONS(X) \
+  X(global_init)               \
+  X(easy_init)                 \
+  X(easy_cleanup)              \
+  X(easy_setopt)               \
+  X(easy_getinfo)              \
+  X(easy_strerror)             \
+  X(slist_append)              \
+  X(slist_free_all)            \
+  X(multi_init)                \
+  X(multi_cleanup)             \
+  X(multi_setopt)              \
+  X(multi_add_handle)          \
+  X(multi_remove_handle)       \
+  X(multi_socket_action)       \
+  X(multi_info_read)           \
+  X(multi_strerror)
+
+struct CurlApi {
+#define ORCH_CURL_POINTER(name) decltype(&::curl_##name) name = nullptr;
+  ORCH_CURL_FUNCTIONS(ORCH_CURL_POINTER)
+#undef ORCH_CURL_POINTER
+};
+
+// Filled once by http_available; read only after it returned true.
+CurlApi curl;
+
+constexpr const char* kLibcurl = "libcurl.so.4";
+
+// Loads libcurl into `curl` and initialises it; false with *err when it cannot.
+bool load_curl(std::string* err) {
+  // RTLD_LOCAL: curl's symbols (and those of the libraries it pulls) stay out of the global
+  // namespace, where LuaJIT C modules look symbols up.
+  void* lib = dlopen(kLibcurl, RTLD_NOW | RTLD_LOCAL);
+  if (!lib) {
+    *err = std::string("cannot load ") + kLibcurl + ": " + dlerror();
+    return false;
+  }
+  CurlApi api;
+#define ORCH_CURL_LOAD(name)                                                  \
+  api.name = reinterpret_cast<decltype(api.name)>(dlsym(lib, "curl_" #name)); \
+  if (!api.name) {                                                            \
+    *err = std::string("cannot load ") + kLibcurl + ": " + dlerror();         \
+    dlclose(lib);                                                             \
+    return false;                                                             \
+  }
+  ORCH_CURL_FUNCTIONS(ORCH_CURL_LOAD)
+#undef ORCH_CURL_LOAD
+  // Whatever curl_global_init opens must not leak into o.exec children either.
+  std::vector<int> before = open_fds();
+  CURLcode rc = api.global_init(CURL_GLOBAL_DEFAULT);
+  mark_new_fds_cloexec(before);
+  if (rc != CURLE_OK) {
+    *err = std::string("curl_global_init failed: ") + api.easy_strerror(rc);
+    return false;  // the library stays loaded: unloading a half-initialised curl is no safer
+  }
+  curl = api;
+  return true;
+}
+
 }  // namespace
+
+bool http_available(std::string* err) {
+  // curl_global_init is not thread-safe: it must not run while another thread uses libcurl (or
+  // the libraries it initialises). orchrun calls libcurl only from the loop thread, and this
+  // runs before the first easy or multi handle exists, so initialising lazily here, once under
+  // std::call_once, is safe; it no longer needs to run in main() before any thread starts.
+  static std::once_flag once;
+  static std::string error;
+  std::call_once(once, [] {
+    if (!load_curl(&error)) error = "HTTP is unavailable: " + error;
+  });
+  if (!error.empty() && err) *err = error;
+  return error.empty();
+}
 
 const std::string* HttpResponse::header(std::string_view lower_name) const {
   for (auto& [k, v] : headers)
@@ -81,17 +183,23 @@ const std::string* HttpResponse::header(std::string_view lower_name) const {
   return nullptr;
 }
 
-void http_global_init() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
 std::string url_escape(std::string_view s) {
-  http_global_init();
-  char* e = curl_easy_escape(nullptr, s.data(), static_cast<int>(s.size()));
-  if (!e) return {};
-  std::string r(e);
-  curl_free(e);
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string r;
+  r.reserve(s.size());
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    // ASCII only, whatever the locale (std::isalnum is not).
+    bool unreserved = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                      c == '-' || c == '.' || c == '_' || c == '~';
+    if (unreserved) {
+      r.push_back(c);
+    } else {
+      r.push_back('%');
+      r.push_back(kHex[u >> 4]);
+      r.push_back(kHex[u & 15]);
+    }
+  }
   return r;
 }
 
@@ -99,8 +207,8 @@ std::string url_escape(std::string_view s) {
 // it runs.
 struct HttpClient::Transfer {
   ~Transfer() {
-    if (easy) curl_easy_cleanup(easy);
-    if (header_list) curl_slist_free_all(header_list);
+    if (easy) curl.easy_cleanup(easy);
+    if (header_list) curl.slist_free_all(header_list);
   }
   HttpClient* client = nullptr;
   Id id = 0;
@@ -148,27 +256,9 @@ size_t on_header(char* data, size_t size, size_t n, void* userp) {
   return size * n;
 }
 
-// curl's descriptors are not close-on-exec: a child started by o.exec would inherit them and
-// keep a connection open after curl closed it. Spawns happen on the loop thread, the thread
-// that makes curl create descriptors, so there is no window for a fork in between.
-void set_cloexec(int fd) {
-  int flags = fcntl(fd, F_GETFD);
-  if (flags >= 0 && !(flags & FD_CLOEXEC)) fcntl(fd, F_SETFD, flags | FD_CLOEXEC);
-}
-
 int on_sockopt(void*, curl_socket_t fd, curlsocktype) {
   set_cloexec(fd);
   return CURL_SOCKOPT_OK;
-}
-
-std::vector<int> open_fds() {
-  std::vector<int> fds;
-  if (DIR* d = opendir("/proc/self/fd")) {
-    while (dirent* e = readdir(d))
-      if (e->d_name[0] != '.' && atoi(e->d_name) != dirfd(d)) fds.push_back(atoi(e->d_name));
-    closedir(d);
-  }
-  return fds;
 }
 
 size_t on_body(char* data, size_t size, size_t n, void* userp) {
@@ -185,41 +275,46 @@ size_t on_body(char* data, size_t size, size_t n, void* userp) {
 }  // namespace
 
 HttpClient::HttpClient(uv_loop_t* loop) : loop_(loop), timer_(new uv_timer_t) {
-  http_global_init();
   uv_timer_init(loop_, timer_);
   timer_->data = this;
+  if (!http_available(&unavailable_)) return;  // every start fails with the reason
   // curl_multi_init opens a socket pair (to wake curl_multi_poll, which we do not use): mark
   // whatever it opened close-on-exec too.
   std::vector<int> before = open_fds();
-  multi_ = curl_multi_init();
-  for (int fd : open_fds())
-    if (std::find(before.begin(), before.end(), fd) == before.end()) set_cloexec(fd);
-  curl_multi_setopt(M(multi_), CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
-  curl_multi_setopt(M(multi_), CURLMOPT_SOCKETDATA, this);
-  curl_multi_setopt(M(multi_), CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
-  curl_multi_setopt(M(multi_), CURLMOPT_TIMERDATA, this);
+  multi_ = curl.multi_init();
+  mark_new_fds_cloexec(before);
+  curl.multi_setopt(M(multi_), CURLMOPT_SOCKETFUNCTION, &HttpClient::on_socket);
+  curl.multi_setopt(M(multi_), CURLMOPT_SOCKETDATA, this);
+  curl.multi_setopt(M(multi_), CURLMOPT_TIMERFUNCTION, &HttpClient::on_timer);
+  curl.multi_setopt(M(multi_), CURLMOPT_TIMERDATA, this);
   // curl's default cache size is 4 x the transfers in the multi handle *now*: when most of a
   // wave of transfers finish in one loop turn (before their tasks start the next ones), it
   // would close the connections those tasks are about to reuse. A fixed size keeps them.
-  curl_multi_setopt(M(multi_), CURLMOPT_MAXCONNECTS, kMaxCachedConnections);
+  curl.multi_setopt(M(multi_), CURLMOPT_MAXCONNECTS, kMaxCachedConnections);
 }
 
 HttpClient::~HttpClient() {
-  // Nobody is called back from here on.
-  for (auto& [id, t] : transfers_) curl_multi_remove_handle(M(multi_), t->easy);
-  transfers_.clear();
-  // Closes the cached connections; curl may report their sockets removed (forget_socket).
-  curl_multi_cleanup(M(multi_));
-  multi_ = nullptr;
+  if (multi_) {
+    // Nobody is called back from here on.
+    for (auto& [id, t] : transfers_) curl.multi_remove_handle(M(multi_), t->easy);
+    transfers_.clear();
+    // Closes the cached connections; curl may report their sockets removed (forget_socket).
+    curl.multi_cleanup(M(multi_));
+    multi_ = nullptr;
+  }
   while (!sockets_.empty()) forget_socket(sockets_.begin()->first);
   close_and_delete(timer_);
 }
 
 HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::string* err) {
+  if (!multi_) {
+    *err = unavailable_.empty() ? "curl_multi_init failed" : unavailable_;
+    return 0;
+  }
   auto t = std::make_unique<Transfer>();
   t->client = this;
   t->id = next_id_++;
-  t->easy = curl_easy_init();
+  t->easy = curl.easy_init();
   if (!t->easy) {
     *err = "curl_easy_init failed";
     return 0;
@@ -229,36 +324,36 @@ HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::strin
   t->max_body = req.max_body;
   t->done = std::move(done);
   CURL* e = t->easy;
-  curl_easy_setopt(e, CURLOPT_PRIVATE, t.get());
-  curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
-  curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e, CURLOPT_URL, req.url.c_str());
+  curl.easy_setopt(e, CURLOPT_PRIVATE, t.get());
+  curl.easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+  curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl.easy_setopt(e, CURLOPT_URL, req.url.c_str());
   // Only HTTP(S), also on redirects: no file://, no smb:// from a pipeline's URL.
-  curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(e, CURLOPT_USERAGENT, "orchrun/" ORCHRUN_VERSION);
-  curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout_ms));
-  curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, req.follow_redirects ? 1L : 0L);
-  curl_easy_setopt(e, CURLOPT_MAXREDIRS, req.max_redirects);
+  curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl.easy_setopt(e, CURLOPT_USERAGENT, "orchrun/" ORCHRUN_VERSION);
+  curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout_ms));
+  curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, req.follow_redirects ? 1L : 0L);
+  curl.easy_setopt(e, CURLOPT_MAXREDIRS, req.max_redirects);
   // Fails fast when the server announces a larger body; on_body catches the rest.
-  curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(req.max_body));
-  curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-  curl_easy_setopt(e, CURLOPT_HEADERDATA, t.get());
-  curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-  curl_easy_setopt(e, CURLOPT_WRITEDATA, t.get());
-  curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+  curl.easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(req.max_body));
+  curl.easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+  curl.easy_setopt(e, CURLOPT_HEADERDATA, t.get());
+  curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+  curl.easy_setopt(e, CURLOPT_WRITEDATA, t.get());
+  curl.easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
 
   // GET, POST and HEAD through curl's own options, so that a redirect after a POST becomes a
   // GET as browsers do; any other method is sent as given.
   if (req.has_body || req.method == "POST") {
     t->body = req.body;
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->body.size()));
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->body.data());
-    if (req.method != "POST") curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+    curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(t->body.size()));
+    curl.easy_setopt(e, CURLOPT_POSTFIELDS, t->body.data());
+    if (req.method != "POST") curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, req.method.c_str());
   } else if (req.method == "HEAD") {
-    curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    curl.easy_setopt(e, CURLOPT_NOBODY, 1L);
   } else if (req.method != "GET") {
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+    curl.easy_setopt(e, CURLOPT_CUSTOMREQUEST, req.method.c_str());
   }
 
   bool has_content_type = false, has_expect = false;
@@ -268,19 +363,19 @@ HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::strin
     has_expect = has_expect || name == "expect";
     // "Name;" is curl's way to send a header with an empty value ("Name:" would remove it).
     std::string line = v.empty() ? k + ";" : k + ": " + v;
-    t->header_list = curl_slist_append(t->header_list, line.c_str());
+    t->header_list = curl.slist_append(t->header_list, line.c_str());
   }
   // Without these, curl adds its own: a form content type for POST bodies, and
   // "Expect: 100-continue" (a one-second stall with servers that ignore it) for large ones.
   if ((req.has_body || req.method == "POST") && !has_content_type)
-    t->header_list = curl_slist_append(t->header_list, "Content-Type:");
-  if (!has_expect) t->header_list = curl_slist_append(t->header_list, "Expect:");
-  curl_easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
+    t->header_list = curl.slist_append(t->header_list, "Content-Type:");
+  if (!has_expect) t->header_list = curl.slist_append(t->header_list, "Expect:");
+  curl.easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
 
   t->start_ns = uv_hrtime();
-  CURLMcode mrc = curl_multi_add_handle(M(multi_), e);
+  CURLMcode mrc = curl.multi_add_handle(M(multi_), e);
   if (mrc != CURLM_OK) {
-    *err = std::string("curl_multi_add_handle: ") + curl_multi_strerror(mrc);
+    *err = std::string("curl_multi_add_handle: ") + curl.multi_strerror(mrc);
     return 0;
   }
   Id id = t->id;
@@ -293,7 +388,7 @@ void HttpClient::cancel(Id id) {
   if (it == transfers_.end()) return;
   // Removing the easy handle stops the transfer now; curl drops the half-used connection and
   // tells on_socket to forget its socket.
-  curl_multi_remove_handle(M(multi_), it->second->easy);
+  curl.multi_remove_handle(M(multi_), it->second->easy);
   transfers_.erase(it);
 }
 
@@ -366,7 +461,7 @@ void HttpClient::forget_socket(int fd) {
 
 void HttpClient::socket_action(int fd, int events) {
   int running = 0;
-  curl_multi_socket_action(M(multi_), fd, events, &running);
+  curl.multi_socket_action(M(multi_), fd, events, &running);
   finish_transfers();
 }
 
@@ -374,24 +469,24 @@ void HttpClient::finish_transfers() {
   // One message at a time: a done callback may cancel (remove) other transfers, and curl drops
   // their queued messages with them.
   int left = 0;
-  while (CURLMsg* msg = curl_multi_info_read(M(multi_), &left)) {
+  while (CURLMsg* msg = curl.multi_info_read(M(multi_), &left)) {
     if (msg->msg != CURLMSG_DONE) continue;
     CURL* easy = msg->easy_handle;
     CURLcode rc = msg->data.result;
     Transfer* raw = nullptr;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, &raw);
+    curl.easy_getinfo(easy, CURLINFO_PRIVATE, &raw);
     auto it = transfers_.find(raw ? raw->id : 0);
     if (it == transfers_.end() || it->second.get() != raw) {
-      curl_multi_remove_handle(M(multi_), easy);
+      curl.multi_remove_handle(M(multi_), easy);
       continue;
     }
     std::unique_ptr<Transfer> t = std::move(it->second);
     transfers_.erase(it);
     HttpResponse& r = t->response;
     r.duration_ms = static_cast<int64_t>((uv_hrtime() - t->start_ns) / 1000000);
-    curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
+    curl.easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &r.status);
     char* eff = nullptr;
-    curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &eff);
+    curl.easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &eff);
     r.url = eff ? eff : t->url;
     if (rc != CURLE_OK) {
       std::string what = t->method + " " + url_for_message(t->url) + ": ";
@@ -401,11 +496,11 @@ void HttpClient::finish_transfers() {
             what + "response body larger than max_body (" + std::to_string(t->max_body) + " bytes)";
       } else {
         r.code = error_code(rc);
-        r.error = what + (t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
+        r.error = what + (t->errbuf[0] ? t->errbuf : curl.easy_strerror(rc));
       }
       r.body.clear();
     }
-    curl_multi_remove_handle(M(multi_), easy);
+    curl.multi_remove_handle(M(multi_), easy);
     HttpResponse out = std::move(r);
     DoneFn done = std::move(t->done);
     t.reset();  // its connection stays in the multi handle's cache for the next request

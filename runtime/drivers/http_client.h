@@ -48,11 +48,15 @@ struct HttpResponse {
   const std::string* header(std::string_view lower_name) const;
 };
 
-// Calls curl_global_init once per process (safe to call from anywhere, any number of times).
-// main() calls it at startup, before any other thread exists.
-void http_global_init();
+// libcurl is not linked: it is loaded (dlopen "libcurl.so.4") and initialised
+// (curl_global_init) on first use, so that runs that never make a request do not pay for its
+// ~30 shared libraries. Loads it on the first call; false with *err ("HTTP is unavailable:
+// cannot load libcurl.so.4: ...") when it cannot be loaded, on this and every later call.
+// Call it on the loop thread (see the .cc).
+bool http_available(std::string* err);
 
-// %-encodes a query component (curl_easy_escape: everything but unreserved characters).
+// %-encodes a query component as curl_easy_escape does: everything but unreserved characters
+// (RFC 3986: letters, digits, "-._~"), as %XX in upper case. Does not need libcurl.
 std::string url_escape(std::string_view s);
 
 class HttpClient {
@@ -60,6 +64,7 @@ class HttpClient {
   using DoneFn = std::function<void(HttpResponse&)>;
   using Id = uint64_t;
 
+  // Loads libcurl (http_available); when it cannot, every start fails with the reason.
   explicit HttpClient(uv_loop_t* loop);
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
@@ -87,7 +92,8 @@ class HttpClient {
   void forget_socket(int fd);
 
   uv_loop_t* loop_;
-  void* multi_ = nullptr;        // CURLM*
+  void* multi_ = nullptr;        // CURLM*; null when libcurl could not be loaded
+  std::string unavailable_;      // why, then
   uv_timer_t* timer_ = nullptr;  // curl's timeout; freed in its close callback
   std::unordered_map<int, Socket*> sockets_;
   std::unordered_map<Id, std::unique_ptr<Transfer>> transfers_;

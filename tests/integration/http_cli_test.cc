@@ -56,3 +56,63 @@ TEST_CASE("orchrun runs examples/http.lua against a local server", "[http][cli]"
   CHECK(bs.at("output").at("code") == "connect");
   CHECK(srv.request_count() == 2);
 }
+
+namespace {
+
+// A node that makes one request to a closed port and returns what o.http.request returned.
+constexpr const char* kOneRequest = R"(
+local o = require "orch"
+return o.pipeline "one_request" {
+  o.node("req", function(ctx, input)
+    local r, msg, code = o.http.request { url = "http://127.0.0.1:1/x", timeout = "5s" }
+    return { got_nil = r == nil, msg = msg, code = code }
+  end),
+}
+)";
+
+}  // namespace
+
+TEST_CASE("orchrun loads libcurl at the first request, not at start", "[http][cli]") {
+  TempDir tmp;
+  std::string file = tmp.file("one.lua");
+  write_file(file, kOneRequest);
+  // The dynamic loader's trace names every library it opens.
+  auto plain = orchrun({source_dir() + "/examples/hello.lua", "--quiet"}, tmp.file("a.db"),
+                       {"LD_DEBUG=files"});
+  INFO(plain.err);
+  REQUIRE(plain.exit_code == 0);
+  CHECK(plain.err.find("libuv") != std::string::npos);  // the trace is there
+  CHECK(plain.err.find("libcurl") == std::string::npos);
+  auto http = orchrun({file, "--quiet"}, tmp.file("b.db"), {"LD_DEBUG=files"});
+  INFO(http.err);
+  REQUIRE(http.exit_code == 0);
+  CHECK(http.err.find("libcurl.so.4") != std::string::npos);
+}
+
+TEST_CASE("without libcurl.so.4, o.http.request returns nil, a message and \"error\"",
+          "[http][cli]") {
+  TempDir tmp;
+  std::string file = tmp.file("one.lua");
+  write_file(file, kOneRequest);
+  // Hides libcurl in a private mount namespace (an empty file bound over it): needs root or
+  // user namespaces; skipped where neither is available.
+  std::string script =
+      "lib=$(readlink -f \"$(ldconfig -p | sed -n 's/.*libcurl.so.4 .*=> //p' | "
+      "head -n1)\") && mount --bind /dev/null \"$lib\" && exec \"$@\"";
+  auto probe = run_cmd({"unshare", "-m", "sh", "-c", "mount --bind /dev/null /dev/null"});
+  if (probe.exit_code != 0) {
+    WARN("skipped: cannot make a private mount namespace (" << probe.err << ")");
+    return;
+  }
+  auto r = run_cmd({"unshare", "-m", "sh", "-c", script, "sh", orchrun_bin(), file, "--json",
+                    "--db", tmp.file("c.db")});
+  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  REQUIRE(r.exit_code == 0);
+  json sum = parse_json(r.out, nullptr);
+  REQUIRE(!sum.is_discarded());
+  json out = sum.at("output");
+  CHECK(out.at("got_nil") == true);
+  CHECK(out.at("code") == "error");
+  std::string msg = out.at("msg");
+  CHECK(msg.rfind("HTTP is unavailable: cannot load libcurl.so.4: ", 0) == 0);
+}
