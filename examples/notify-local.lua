@@ -31,8 +31,8 @@ return o.pipeline "notify-local" {
     end),
   }),
 
-  o.node("report", function(ctx)
-    local n = ctx.outputs.notify
+  o.node("report", function(ctx, n)
+    -- The parallel step's output: each branch's delivery record, by id.
     return { delivered = n.console.ok and n.file.ok, file = n.file.target,
              drivers = { n.console.driver, n.file.driver } }
   end),

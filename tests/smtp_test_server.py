@@ -33,7 +33,7 @@ class Handler:
             if p.is_multipart():
                 parts.append({"type": p.get_content_type()})
             else:
-                parts.append({"type": p.get_content_type(), "text": p.get_content(),
+                parts.append({"type": p.get_content_type(), "text": p.get_content().replace("\r\n", "\n"),
                               "cte": p.get("Content-Transfer-Encoding", "")})
         rec = {
             "mail_from": envelope.mail_from,

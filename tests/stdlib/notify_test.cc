@@ -547,7 +547,7 @@ TEST_CASE("o.notify.email: a MIME message through a local SMTP server", "[notify
                                    subject = "Disk almost full — db1 ✓", starttls = "off",
                                    text = "Line one\n.leading dot\nLine three", html = "<p>Hi <b>there</b></p>" }
         local b = o.notify.email { smtp_url = ctx.input.smtp, from = "bot@example.org",
-                                   to = "oncall@example.org", subject = "plain", text = "just text" }
+                                   to = "oncall@example.org", subject = "plain", text = "naïve text ✓" }
         return { a = a, b = b }
       end),
     })",
@@ -571,9 +571,9 @@ TEST_CASE("o.notify.email: a MIME message through a local SMTP server", "[notify
   CHECK(m.at("content_type") == "multipart/alternative");
   REQUIRE(m.at("parts").size() == 3);
   CHECK(m.at("parts")[1].at("type") == "text/plain");
-  CHECK(m.at("parts")[1].at("text") == "Line one\n.leading dot\nLine three\n");
+  CHECK(m.at("parts")[1].at("text") == "Line one\n.leading dot\nLine three");
   CHECK(m.at("parts")[2].at("type") == "text/html");
-  CHECK(m.at("parts")[2].at("text") == "<p>Hi <b>there</b></p>\n");
+  CHECK(m.at("parts")[2].at("text") == "<p>Hi <b>there</b></p>");
   CHECK(m.at("defects").empty());
   json ra = out.at("a");
   CHECK(ra.at("driver") == "email");
@@ -583,7 +583,8 @@ TEST_CASE("o.notify.email: a MIME message through a local SMTP server", "[notify
   CHECK(ra.at("server") == smtp.url());
   json m2 = msgs[1];
   CHECK(m2.at("content_type") == "text/plain");
-  CHECK(m2.at("parts")[0].at("text") == "just text\n");
+  CHECK(m2.at("parts")[0].at("cte") == "base64");
+  CHECK(m2.at("parts")[0].at("text") == "naïve text ✓");
   CHECK(h.close().empty());
 }
 
