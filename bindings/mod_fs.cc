@@ -1,9 +1,7 @@
-// core.read_file / core.write_file / core.append_file: file I/O for node bodies without blocking the loop. The
-// work runs on libuv's thread pool; the coroutine yields until it is done. Writes are atomic
-// (a temporary file renamed over the target), so a reader never sees half a report.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+// core.read_file / core.write_file / core.append_file: file I/O for node bodies without
+// blocking the loop. The work runs on libuv's thread pool; the coroutine yields until it is
+// done. Writes are atomic (a temporary file renamed over the target), so a reader never sees
+// half a report; an append is one O_APPEND write.
 
 #include <cerrno>
 #include <cstring>
