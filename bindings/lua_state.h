@@ -148,8 +148,10 @@ void register_fs(lua_State* L);
 void register_artifacts(lua_State* L);
 // Adds core.http_request.
 void register_http(lua_State* L);
-// Adds core.secret.
+// Adds core.secret and core.has_secret.
 void register_secret(lua_State* L);
+// Adds core.smtp_send (o.notify.email).
+void register_smtp(lua_State* L);
 // Adds core.system (o.context.system).
 void register_context(lua_State* L);
 // Builds the sandbox environment table and pushes it.

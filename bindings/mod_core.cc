@@ -1,4 +1,7 @@
-// orch.core: the C functions the Lua stdlib builds on (sleep, log, json, durations).
+// orch.core: the C functions the Lua stdlib builds on (sleep, log, json, durations, hmac).
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
 #include <cstring>
 #include <string>
 #include <vector>
@@ -267,6 +270,34 @@ int l_json_decode(lua_State* L) {
   return 1;
 }
 
+// core.hmac_sha256(key, data) -> lower-case hex. Signs webhook bodies (o.notify.webhook) and
+// checks signed deliveries; both strings are raw bytes.
+int l_hmac_sha256(lua_State* L) {
+  size_t klen, dlen;
+  const char* key = luaL_checklstring(L, 1, &klen);
+  const char* data = luaL_checklstring(L, 2, &dlen);
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int mac_len = 0;
+  if (!HMAC(EVP_sha256(), key, static_cast<int>(klen), reinterpret_cast<const unsigned char*>(data),
+            dlen, mac, &mac_len))
+    return luaL_error(L, "hmac_sha256: OpenSSL HMAC failed");
+  static const char digits[] = "0123456789abcdef";
+  char hex[2 * EVP_MAX_MD_SIZE];
+  for (unsigned int i = 0; i < mac_len; i++) {
+    hex[2 * i] = digits[mac[i] >> 4];
+    hex[2 * i + 1] = digits[mac[i] & 15];
+  }
+  lua_pushlstring(L, hex, 2 * mac_len);
+  return 1;
+}
+
+// core.new_id() -> a fresh ULID (time-ordered, random): Message-IDs and other unique names.
+int l_new_id(lua_State* L) {
+  std::string id = new_ulid(wall_ms());
+  lua_pushlstring(L, id.data(), id.size());
+  return 1;
+}
+
 int l_duration_ms(lua_State* L) {
   lua_pushnumber(L, static_cast<lua_Number>(check_duration(L, 1, "o.duration_ms")));
   return 1;
@@ -306,6 +337,8 @@ int luaopen_orch_core(lua_State* L) {
                                  {"json_decode", l_json_decode},
                                  {"duration_ms", l_duration_ms},
                                  {"now_ms", l_now_ms},
+                                 {"hmac_sha256", l_hmac_sha256},
+                                 {"new_id", l_new_id},
                                  {nullptr, nullptr}};
   lua_newtable(L);
   luaL_register(L, nullptr, fns);
@@ -315,6 +348,7 @@ int luaopen_orch_core(lua_State* L) {
   register_http(L);
   register_secret(L);
   register_context(L);
+  register_smtp(L);
   lua_pushlightuserdata(L, nullptr);
   lua_setfield(L, -2, "null");
   push_array_mt(L);

@@ -1,9 +1,7 @@
-// core.read_file / core.write_file: file I/O for node bodies without blocking the loop. The
-// work runs on libuv's thread pool; the coroutine yields until it is done. Writes are atomic
-// (a temporary file renamed over the target), so a reader never sees half a report.
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+// core.read_file / core.write_file / core.append_file: file I/O for node bodies without
+// blocking the loop. The work runs on libuv's thread pool; the coroutine yields until it is
+// done. Writes are atomic (a temporary file renamed over the target), so a reader never sees
+// half a report; an append is one O_APPEND write.
 
 #include <cerrno>
 #include <cstring>
@@ -20,6 +18,7 @@ struct FsJob {
   Task* task = nullptr;  // null once the task was cancelled
   TaskHost* host = nullptr;
   bool write = false;
+  bool append = false;  // with write: one O_APPEND write instead of replacing the file
   bool mkdirs = false;
   int mode = 0644;
   std::string path, data;
@@ -55,7 +54,7 @@ void do_read(FsJob* j) {
   close(fd);
 }
 
-void do_write(FsJob* j) {
+bool make_parents(FsJob* j) {
   std::filesystem::path target(j->path);
   if (j->mkdirs && target.has_parent_path()) {
     std::error_code ec;
@@ -63,9 +62,33 @@ void do_write(FsJob* j) {
     if (ec) {
       j->err = "cannot create directory " + target.parent_path().string() + ": " + ec.message();
       j->code = "EIO";
-      return;
+      return false;
     }
   }
+  return true;
+}
+
+// One write(2) on an O_APPEND descriptor: concurrent appenders (other nodes, other processes)
+// never interleave inside a record on a local file system.
+void do_append(FsJob* j) {
+  if (!make_parents(j)) return;
+  int fd = open(j->path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, j->mode);
+  if (fd < 0) return set_errno(j, "cannot open");
+  size_t off = 0;
+  while (off < j->data.size()) {
+    ssize_t n = ::write(fd, j->data.data() + off, j->data.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      set_errno(j, "cannot append to");
+      break;
+    }
+    off += static_cast<size_t>(n);
+  }
+  close(fd);
+}
+
+void do_write(FsJob* j) {
+  if (!make_parents(j)) return;
   // A unique temporary file beside the target: concurrent writes to one path each land whole.
   std::string tmp = j->path + ".tmp.XXXXXX";
   int fd = mkostemp(tmp.data(), O_CLOEXEC);
@@ -100,7 +123,12 @@ int start_job(lua_State* L, Task* t, FsJob* j) {
       j->host->loop(), &j->req,
       [](uv_work_t* r) {
         auto* job = static_cast<FsJob*>(r->data);
-        job->write ? do_write(job) : do_read(job);
+        if (job->append)
+          do_append(job);
+        else if (job->write)
+          do_write(job);
+        else
+          do_read(job);
       },
       [](uv_work_t* r, int) {
         auto* job = static_cast<FsJob*>(r->data);
@@ -144,13 +172,14 @@ int l_read_file(lua_State* L) {
   return start_job(L, t, j);
 }
 
-int l_write_file(lua_State* L) {
+int write_or_append(lua_State* L, bool append) {
   const char* path = luaL_checkstring(L, 1);
   size_t n;
   const char* data = luaL_checklstring(L, 2, &n);
-  Task* t = require_task(L, "o.fs.write");
+  Task* t = require_task(L, append ? "o.fs.append" : "o.fs.write");
   auto* j = new FsJob();
   j->write = true;
+  j->append = append;
   j->path = path;
   j->data.assign(data, n);
   if (lua_istable(L, 3)) {
@@ -164,6 +193,14 @@ int l_write_file(lua_State* L) {
   return start_job(L, t, j);
 }
 
+int l_write_file(lua_State* L) {
+  return write_or_append(L, false);
+}
+
+int l_append_file(lua_State* L) {
+  return write_or_append(L, true);
+}
+
 }  // namespace
 
 void register_fs(lua_State* L) {
@@ -171,6 +208,8 @@ void register_fs(lua_State* L) {
   lua_setfield(L, -2, "read_file");
   lua_pushcfunction(L, l_write_file);
   lua_setfield(L, -2, "write_file");
+  lua_pushcfunction(L, l_append_file);
+  lua_setfield(L, -2, "append_file");
 }
 
 }  // namespace orch

@@ -34,11 +34,28 @@ int l_secret(lua_State* L) {
   return 1;
 }
 
+// core.has_secret(text) -> true when text holds a value read with o.secret (what would be
+// redacted): callers then describe the text without it (a webhook URL with a token inside).
+int l_has_secret(lua_State* L) {
+  size_t n;
+  const char* s = luaL_checklstring(L, 1, &n);
+  LuaEngine* e = LuaEngine::from(L);
+  bool found = false;
+  {
+    std::string text(s, n);
+    found = e && e->redactor().applied(text) != text;
+  }
+  lua_pushboolean(L, found);
+  return 1;
+}
+
 }  // namespace
 
 void register_secret(lua_State* L) {
   lua_pushcfunction(L, l_secret);
   lua_setfield(L, -2, "secret");
+  lua_pushcfunction(L, l_has_secret);
+  lua_setfield(L, -2, "has_secret");
 }
 
 }  // namespace orch

@@ -11,13 +11,14 @@ PACKAGES=(
   libluajit2-5.1-dev                 # LuaJIT 2.1 (OpenResty's maintained branch): pipelines
   libuv1-dev                         # the event loop: timers, processes, pipes, signals
   libsqlite3-dev                     # the store
-  libssl-dev                         # SHA-256 of pipeline sources (OpenSSL libcrypto)
+  libssl-dev                         # SHA-256 of pipeline sources, HMAC of webhooks (libcrypto)
   libcurl4-openssl-dev               # o.http.request: libcurl's multi interface on the loop
   ca-certificates                    # the system CA store o.http.request checks TLS against
   nlohmann-json3-dev                 # JSON for outputs, events and the CLI
   catch2                             # tests
   sqlite3                            # the sqlite3 shell, to look into the store by hand
   procps                             # ps/pgrep, used by the tests to check child processes
+  python3-aiosmtpd                   # test-only: local SMTP server for o.notify.email tests
 )
 
 missing=()

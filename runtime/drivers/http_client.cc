@@ -9,9 +9,12 @@
 #include <cctype>
 #include <mutex>
 
+#include "runtime/drivers/curl_api.h"
 #include "runtime/loop.h"
 
 namespace orch {
+
+CurlApi curl;
 
 namespace {
 
@@ -69,6 +72,8 @@ const char* error_code(CURLcode rc) {
       return "tls";
     case CURLE_FILESIZE_EXCEEDED:
       return "too_large";
+    case CURLE_LOGIN_DENIED:
+      return "auth";
     default:
       return "error";
   }
@@ -97,36 +102,6 @@ void mark_new_fds_cloexec(const std::vector<int>& before) {
   for (int fd : open_fds())
     if (std::find(before.begin(), before.end(), fd) == before.end()) set_cloexec(fd);
 }
-
-// The libcurl functions we call, loaded with dlsym: libcurl is not linked (see http_available).
-// Each pointer has the exact type of the function declared in <curl/curl.h>, variadic ones
-// (curl_easy_setopt, curl_multi_setopt, curl_easy_getinfo) included.
-#define ORCH_CURL_FUNCTIONS(X) \
-  X(global_init)               \
-  X(easy_init)                 \
-  X(easy_cleanup)              \
-  X(easy_setopt)               \
-  X(easy_getinfo)              \
-  X(easy_strerror)             \
-  X(slist_append)              \
-  X(slist_free_all)            \
-  X(multi_init)                \
-  X(multi_cleanup)             \
-  X(multi_setopt)              \
-  X(multi_add_handle)          \
-  X(multi_remove_handle)       \
-  X(multi_socket_action)       \
-  X(multi_info_read)           \
-  X(multi_strerror)
-
-struct CurlApi {
-#define ORCH_CURL_POINTER(name) decltype(&::curl_##name) name = nullptr;
-  ORCH_CURL_FUNCTIONS(ORCH_CURL_POINTER)
-#undef ORCH_CURL_POINTER
-};
-
-// Filled once by http_available; read only after it returned true.
-CurlApi curl;
 
 constexpr const char* kLibcurl = "libcurl.so.4";
 
@@ -216,6 +191,8 @@ struct HttpClient::Transfer {
   curl_slist* header_list = nullptr;
   std::string body;  // the request body; curl reads it in place
   std::string method, url;
+  std::string label;           // "POST http://host/path" or CurlTransfer::what, for messages
+  std::shared_ptr<void> keep;  // CurlTransfer::keep
   uint64_t max_body = 0;
   bool too_large = false;
   uint64_t start_ns = 0;
@@ -306,10 +283,11 @@ HttpClient::~HttpClient() {
   close_and_delete(timer_);
 }
 
-HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::string* err) {
+std::unique_ptr<HttpClient::Transfer> HttpClient::new_transfer(int64_t timeout_ms, DoneFn done,
+                                                               std::string* err) {
   if (!multi_) {
     *err = unavailable_.empty() ? "curl_multi_init failed" : unavailable_;
-    return 0;
+    return nullptr;
   }
   auto t = std::make_unique<Transfer>();
   t->client = this;
@@ -317,22 +295,53 @@ HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::strin
   t->easy = curl.easy_init();
   if (!t->easy) {
     *err = "curl_easy_init failed";
-    return 0;
+    return nullptr;
   }
-  t->method = req.method;
-  t->url = req.url;
-  t->max_body = req.max_body;
   t->done = std::move(done);
   CURL* e = t->easy;
   curl.easy_setopt(e, CURLOPT_PRIVATE, t.get());
   curl.easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
   curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+  curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout_ms));
+  curl.easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+  return t;
+}
+
+HttpClient::Id HttpClient::add_transfer(std::unique_ptr<Transfer> t, std::string* err) {
+  t->start_ns = uv_hrtime();
+  CURLMcode mrc = curl.multi_add_handle(M(multi_), t->easy);
+  if (mrc != CURLM_OK) {
+    *err = std::string("curl_multi_add_handle: ") + curl.multi_strerror(mrc);
+    return 0;
+  }
+  Id id = t->id;
+  transfers_.emplace(id, std::move(t));
+  return id;
+}
+
+HttpClient::Id HttpClient::start_transfer(CurlTransfer req, DoneFn done, std::string* err) {
+  auto t = new_transfer(req.timeout_ms, std::move(done), err);
+  if (!t) return 0;
+  t->label = std::move(req.what);
+  t->keep = std::move(req.keep);
+  t->max_body = UINT64_MAX;
+  if (req.configure && !req.configure(t->easy, err)) return 0;
+  return add_transfer(std::move(t), err);
+}
+
+HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::string* err) {
+  auto t = new_transfer(req.timeout_ms, std::move(done), err);
+  if (!t) return 0;
+  t->method = req.method;
+  t->url = req.url;
+  t->label = req.method + " " + url_for_message(req.url);
+  t->max_body = req.max_body;
+  CURL* e = t->easy;
   curl.easy_setopt(e, CURLOPT_URL, req.url.c_str());
   // Only HTTP(S), also on redirects: no file://, no smb:// from a pipeline's URL.
   curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
   curl.easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
   curl.easy_setopt(e, CURLOPT_USERAGENT, "orchrun/" ORCHRUN_VERSION);
-  curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(req.timeout_ms));
   curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, req.follow_redirects ? 1L : 0L);
   curl.easy_setopt(e, CURLOPT_MAXREDIRS, req.max_redirects);
   // Fails fast when the server announces a larger body; on_body catches the rest.
@@ -341,7 +350,6 @@ HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::strin
   curl.easy_setopt(e, CURLOPT_HEADERDATA, t.get());
   curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
   curl.easy_setopt(e, CURLOPT_WRITEDATA, t.get());
-  curl.easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
 
   // GET, POST and HEAD through curl's own options, so that a redirect after a POST becomes a
   // GET as browsers do; any other method is sent as given.
@@ -371,16 +379,7 @@ HttpClient::Id HttpClient::start(const HttpRequest& req, DoneFn done, std::strin
     t->header_list = curl.slist_append(t->header_list, "Content-Type:");
   if (!has_expect) t->header_list = curl.slist_append(t->header_list, "Expect:");
   curl.easy_setopt(e, CURLOPT_HTTPHEADER, t->header_list);
-
-  t->start_ns = uv_hrtime();
-  CURLMcode mrc = curl.multi_add_handle(M(multi_), e);
-  if (mrc != CURLM_OK) {
-    *err = std::string("curl_multi_add_handle: ") + curl.multi_strerror(mrc);
-    return 0;
-  }
-  Id id = t->id;
-  transfers_.emplace(id, std::move(t));
-  return id;
+  return add_transfer(std::move(t), err);
 }
 
 void HttpClient::cancel(Id id) {
@@ -489,7 +488,7 @@ void HttpClient::finish_transfers() {
     curl.easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &eff);
     r.url = eff ? eff : t->url;
     if (rc != CURLE_OK) {
-      std::string what = t->method + " " + url_for_message(t->url) + ": ";
+      std::string what = t->label + ": ";
       if (t->too_large || rc == CURLE_FILESIZE_EXCEEDED) {
         r.code = "too_large";
         r.error =

@@ -42,10 +42,24 @@ struct HttpResponse {
   int64_t duration_ms = 0;
   std::string url;  // the URL the response came from (differs after redirects)
   // Set when the transfer failed: a message, and a short stable code: "timeout", "connect",
-  // "dns", "tls", "too_large" or "error".
+  // "dns", "tls", "too_large", "auth" (login refused; SMTP) or "error".
   std::string error, code;
   bool ok() const { return error.empty(); }
   const std::string* header(std::string_view lower_name) const;
+};
+
+// A transfer of another protocol driven by the same multi handle (SMTP for o.notify.email).
+// `configure` sets that protocol's options on the easy handle (a CURL*, through the table in
+// runtime/drivers/curl_api.h); the client adds what every transfer gets (error buffer, no
+// signals, close-on-exec sockets, the timeout) and reports the end like a request:
+// HttpResponse::status is CURLINFO_RESPONSE_CODE (the last SMTP reply code for SMTP),
+// error/code are set on failure. `keep` owns what curl reads while the transfer runs (the
+// payload, recipient lists); it is released when the transfer ends.
+struct CurlTransfer {
+  std::string what;  // names the transfer in messages, e.g. "SMTP smtp://127.0.0.1:25"
+  int64_t timeout_ms = 30000;
+  std::function<bool(void* easy, std::string* err)> configure;
+  std::shared_ptr<void> keep;
 };
 
 // libcurl is not linked: it is loaded (dlopen "libcurl.so.4") and initialised
@@ -73,6 +87,8 @@ class HttpClient {
   // Starts a request; `done` is called once from a loop callback (never from inside start) with
   // the response or the failure. Returns 0 with *err when the request cannot be started.
   Id start(const HttpRequest& req, DoneFn done, std::string* err);
+  // Starts a transfer of another protocol (see CurlTransfer); same contract as start().
+  Id start_transfer(CurlTransfer req, DoneFn done, std::string* err);
   // Aborts a request at once: its easy handle leaves the multi handle and `done` is never
   // called. Unknown or finished ids are ignored.
   void cancel(Id id);
@@ -90,6 +106,9 @@ class HttpClient {
   void socket_action(int fd, int events);
   void finish_transfers();
   void forget_socket(int fd);
+  // The part of starting a transfer that every protocol shares.
+  std::unique_ptr<Transfer> new_transfer(int64_t timeout_ms, DoneFn done, std::string* err);
+  Id add_transfer(std::unique_ptr<Transfer> t, std::string* err);
 
   uv_loop_t* loop_;
   void* multi_ = nullptr;        // CURLM*; null when libcurl could not be loaded

@@ -206,8 +206,10 @@ end
 
 --- o.fs.read(path [, {max_bytes=}]) -> text | nil, message, code
 --- o.fs.write(path, text [, {mkdirs=true, mode=420}]) -> bytes | nil, message, code
---- Both run off the loop thread; a write replaces the file atomically.
-M.fs = { read = core.read_file, write = core.write_file }
+--- o.fs.append(path, text [, {mkdirs=true, mode=420}]) -> bytes | nil, message, code
+--- All run off the loop thread; a write replaces the file atomically, an append is one
+--- O_APPEND write (appenders never interleave).
+M.fs = { read = core.read_file, write = core.write_file, append = core.append_file }
 
 --- ctx:artifact(path [, { kind = "report" }]): records a file this node wrote in its run's
 --- workspace (ctx.workspace; a relative path is taken from there) with its size and sha256.
@@ -322,5 +324,10 @@ function M.secret(name, opts)
   if kind == "missing" and opts and opts.optional then return nil end
   M.fail(err, { type = "secret", retryable = false })
 end
+
+--- o.notify.slack / webhook / pagerduty / email / console / file { ... } -> delivery record
+--- { driver, ok, status, attempts, duration_ms, id, target }; failures raise type "notify"
+--- errors classified retryable or not (see stdlib/orch/notify.lua and README "Notifications").
+M.notify = require "orch.notify" (M)
 
 return M

@@ -1,0 +1,181 @@
+// core.smtp_send: hands a ready RFC 5322 message to an SMTP server with libcurl, on the loop's
+// HttpClient (the same curl multi handle as o.http.request), so the loop never blocks. The
+// message itself is built in Lua (stdlib/orch/notify.lua); this only moves bytes.
+//
+//   core.smtp_send { url = "smtp://host:port", from = "a@x", rcpt = { "b@y", ... },
+//                    message = "...", username =, password =, starttls = "required" | "try" |
+//                    "off", timeout = ms }
+//   -> { status = <last SMTP reply code>, duration_ms } | nil, message, code, status
+#include <curl/curl.h>
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bindings/lua_state.h"
+#include "runtime/drivers/curl_api.h"
+#include "runtime/drivers/http_client.h"
+
+namespace orch {
+namespace {
+
+// What curl reads while the transfer runs; owned by the transfer (CurlTransfer::keep).
+struct SmtpJob {
+  ~SmtpJob() {
+    if (rcpt) curl.slist_free_all(rcpt);
+  }
+  std::string url, from, message, username, password;
+  long use_ssl = CURLUSESSL_TRY;
+  curl_slist* rcpt = nullptr;
+  size_t sent = 0;
+};
+
+size_t read_message(char* buf, size_t size, size_t n, void* userp) {
+  auto* j = static_cast<SmtpJob*>(userp);
+  size_t len = std::min(size * n, j->message.size() - j->sent);
+  memcpy(buf, j->message.data() + j->sent, len);
+  j->sent += len;
+  return len;
+}
+
+std::string string_field(lua_State* L, const char* name) {
+  lua_getfield(L, 1, name);
+  std::string v;
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    size_t n;
+    const char* s = lua_tolstring(L, -1, &n);
+    v.assign(s, n);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+// Reads the arguments and starts the transfer; the message is left on the stack when it does
+// not start. Returns 0 (misuse), 1 (started) or 2 (failed to start).
+int start_smtp(lua_State* L, Task* t) {
+  auto job = std::make_shared<SmtpJob>();
+  std::string err;
+  job->url = string_field(L, "url");
+  job->from = string_field(L, "from");
+  job->message = string_field(L, "message");
+  job->username = string_field(L, "username");
+  job->password = string_field(L, "password");
+  std::string starttls = string_field(L, "starttls");
+  if (starttls == "required")
+    job->use_ssl = CURLUSESSL_ALL;
+  else if (starttls == "off")
+    job->use_ssl = CURLUSESSL_NONE;
+  lua_getfield(L, 1, "timeout");
+  int64_t timeout_ms = lua_isnumber(L, -1) ? static_cast<int64_t>(lua_tonumber(L, -1)) : 30000;
+  lua_pop(L, 1);
+  lua_getfield(L, 1, "rcpt");
+  if (lua_istable(L, -1)) {
+    for (int i = 1;; i++) {
+      lua_rawgeti(L, -1, i);
+      if (lua_type(L, -1) != LUA_TSTRING) {
+        lua_pop(L, 1);
+        break;
+      }
+      job->rcpt = curl.slist_append(job->rcpt, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  if (job->url.rfind("smtp://", 0) != 0 && job->url.rfind("smtps://", 0) != 0)
+    err = "core.smtp_send: 'url' must start with smtp:// or smtps://";
+  else if (!job->rcpt)
+    err = "core.smtp_send: 'rcpt' must list at least one address";
+  if (!err.empty()) {
+    lua_pushlstring(L, err.data(), err.size());
+    return 0;
+  }
+  TaskHost* host = LuaEngine::from(L)->host();
+  HttpClient* client = host ? host->http() : nullptr;
+  if (!client) {
+    lua_pushliteral(L, "o.notify.email is not available in this host");
+    return 0;
+  }
+  CurlTransfer req;
+  req.what = "SMTP " + job->url;
+  req.timeout_ms = timeout_ms;
+  req.configure = [j = job.get()](void* easy, std::string*) {
+    CURL* e = static_cast<CURL*>(easy);
+    curl.easy_setopt(e, CURLOPT_URL, j->url.c_str());
+    curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    curl.easy_setopt(e, CURLOPT_MAIL_FROM, j->from.c_str());
+    curl.easy_setopt(e, CURLOPT_MAIL_RCPT, j->rcpt);
+    curl.easy_setopt(e, CURLOPT_USE_SSL, j->use_ssl);
+    if (!j->username.empty()) curl.easy_setopt(e, CURLOPT_USERNAME, j->username.c_str());
+    if (!j->password.empty()) curl.easy_setopt(e, CURLOPT_PASSWORD, j->password.c_str());
+    curl.easy_setopt(e, CURLOPT_UPLOAD, 1L);
+    curl.easy_setopt(e, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(j->message.size()));
+    curl.easy_setopt(e, CURLOPT_READFUNCTION, read_message);
+    curl.easy_setopt(e, CURLOPT_READDATA, j);
+    return true;
+  };
+  req.keep = job;
+  HttpClient::Id id = client->start_transfer(
+      std::move(req),
+      [t, host](HttpResponse& r) {
+        t->waiting = false;
+        t->cancel_hook = nullptr;
+        if (!r.ok()) {
+          lua_pushnil(t->co);
+          lua_pushlstring(t->co, r.error.data(), r.error.size());
+          lua_pushlstring(t->co, r.code.data(), r.code.size());
+          lua_pushinteger(t->co, static_cast<lua_Integer>(r.status));
+          host->resume(t, 4);
+          return;
+        }
+        lua_createtable(t->co, 0, 2);
+        lua_pushinteger(t->co, static_cast<lua_Integer>(r.status));
+        lua_setfield(t->co, -2, "status");
+        lua_pushnumber(t->co, static_cast<lua_Number>(r.duration_ms));
+        lua_setfield(t->co, -2, "duration_ms");
+        host->resume(t, 1);
+      },
+      &err);
+  if (!id) {
+    lua_pushlstring(L, err.data(), err.size());
+    return 2;
+  }
+  t->waiting = true;
+  t->cancel_hook = [client, id] { client->cancel(id); };
+  return 1;
+}
+
+int l_smtp_send(lua_State* L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_settop(L, 1);
+  Task* t = require_task(L, "o.notify.email");
+  // libcurl is loaded on first use; building the recipient list below already calls it.
+  std::string unavailable;
+  if (!http_available(&unavailable)) {
+    lua_pushnil(L);
+    lua_pushlstring(L, unavailable.data(), unavailable.size());
+    lua_pushliteral(L, "error");
+    return 3;
+  }
+  switch (start_smtp(L, t)) {
+    case 0:
+      return lua_error(L);
+    case 2:
+      lua_pushnil(L);
+      lua_insert(L, -2);
+      lua_pushliteral(L, "error");
+      return 3;
+    default:
+      break;
+  }
+  return lua_yield(L, 0);
+}
+
+}  // namespace
+
+void register_smtp(lua_State* L) {
+  lua_pushcfunction(L, l_smtp_send);
+  lua_setfield(L, -2, "smtp_send");
+}
+
+}  // namespace orch
