@@ -30,7 +30,10 @@ return function(M, core)
   local function checker(fname) return setmetatable({ fname = fname }, Check) end
 
   function Check:object(v, path, optional)
-    if absent(v) and optional then return {} end
+    if absent(v) then
+      if optional then return {} end
+      fail(self.fname, ("%s is required (an object)"):format(path))
+    end
     local t = tname(v)
     if t ~= "object" and not (t == "array" and next(v) == nil) then
       fail(self.fname, ("%s must be an object, got %s"):format(path, t))
