@@ -42,8 +42,8 @@ json output(const RunSummary& s) {
 json incidents_of(Harness& h, const RunSummary& s) {
   output(s);
   // The run's output is the last node's; the ingest node's output is in node_runs.
-  std::string out = query_str(h.db_path, "select output from node_runs where run_id='" +
-                                             s.run_id + "' and node_id='ingest'");
+  std::string out = query_str(h.db_path, "select output from node_runs where run_id='" + s.run_id +
+                                             "' and node_id='ingest'");
   json j = parse_json(out, nullptr);
   REQUIRE(j.contains("incidents"));
   return j["incidents"];
@@ -55,8 +55,7 @@ int64_t rows(Harness& h, const std::string& table) {
 
 }  // namespace
 
-TEST_CASE("o.ingest.alertmanager: a v4 payload, normalized field by field and stored",
-          "[ingest]") {
+TEST_CASE("o.ingest.alertmanager: a v4 payload, normalized field by field and stored", "[ingest]") {
   Harness h;
   auto s = h.run(kIngest, input("alertmanager", fixture("alertmanager_v4.json")));
   json inc = incidents_of(h, s);
@@ -103,7 +102,8 @@ TEST_CASE("o.ingest.alertmanager: a v4 payload, normalized field by field and st
                                           s.run_id});
   CHECK(db[2][3] == "resolved");
   CHECK(db[2][6] == "1");
-  json labels = parse_json(query_str(h.db_path, "select labels from incidents where id=1"), nullptr);
+  json labels =
+      parse_json(query_str(h.db_path, "select labels from incidents where id=1"), nullptr);
   CHECK(labels["device"] == "/dev/nvme0n1p1");
 }
 
@@ -173,8 +173,7 @@ TEST_CASE("o.ingest.generic: minimal shape, severity aliases, computed fingerpri
   CHECK(sev("whatever") == R"(["unknown"])");
 }
 
-TEST_CASE("o.ingest.generic: the computed fingerprint is sha256 of the sorted labels",
-          "[ingest]") {
+TEST_CASE("o.ingest.generic: the computed fingerprint is sha256 of the sorted labels", "[ingest]") {
   LuaEval eval;
   std::string fp = eval(R"(return { o.ingest.generic({ title = "x",
       labels = { host = "db-1", alertname = "DiskFull" } }, { store = false })[1].fingerprint })");
@@ -205,14 +204,15 @@ TEST_CASE("incidents: deduplicated by fingerprint across runs; resolved closes; 
   auto row = query(h.db_path,
                    "select count, status, first_seen, last_seen >= first_seen, last_run_id, "
                    "resolved_at is null from incidents");
-  CHECK(row[0] == std::vector<std::string>{"2", "firing", std::to_string(first_seen), "1",
-                                           s2.run_id, "1"});
+  CHECK(row[0] ==
+        std::vector<std::string>{"2", "firing", std::to_string(first_seen), "1", s2.run_id, "1"});
 
   auto s3 = h.run(kIngest, input("generic", resolved));
   json i3 = incidents_of(h, s3)[0];
   CHECK(i3["status"] == "resolved");
   CHECK(i3["count"] == 2);  // a resolution is not another firing
-  row = query(h.db_path, "select count, status, resolved_at is not null, last_run_id from incidents");
+  row =
+      query(h.db_path, "select count, status, resolved_at is not null, last_run_id from incidents");
   CHECK(row[0] == std::vector<std::string>{"2", "resolved", "1", s3.run_id});
 
   auto s4 = h.run(kIngest, input("generic", firing));
@@ -246,8 +246,10 @@ TEST_CASE("incidents: the run and every later event carry incident_id and finger
   Harness h;
   auto s = h.run(kIngest, input("alertmanager", fixture("alertmanager_v4.json")));
   output(s);
-  int64_t id = query_int(h.db_path, "select id from incidents where fingerprint='5b6c3f2a9d1e8c47'");
-  auto run = query(h.db_path, "select incident_id, fingerprint from runs where id='" + s.run_id + "'");
+  int64_t id =
+      query_int(h.db_path, "select id from incidents where fingerprint='5b6c3f2a9d1e8c47'");
+  auto run =
+      query(h.db_path, "select incident_id, fingerprint from runs where id='" + s.run_id + "'");
   CHECK(run[0] == std::vector<std::string>{std::to_string(id), "5b6c3f2a9d1e8c47"});
 
   auto events = h.store->events(s.run_id);
@@ -272,8 +274,7 @@ TEST_CASE("incidents: the run and every later event carry incident_id and finger
   CHECK(h.log.events.back().fingerprint == "5b6c3f2a9d1e8c47");
 }
 
-TEST_CASE("o.ingest: a payload of the wrong shape names the field and stores nothing",
-          "[ingest]") {
+TEST_CASE("o.ingest: a payload of the wrong shape names the field and stores nothing", "[ingest]") {
   json am = parse_json(fixture("alertmanager_v4.json"), nullptr);
   struct Case {
     std::string kind, payload, message;
@@ -290,25 +291,29 @@ TEST_CASE("o.ingest: a payload of the wrong shape names the field and stores not
                    "o.ingest.alertmanager: version must be \"4\""});
   cases.push_back({"alertmanager", am_with([](json& p) { p.erase("version"); }),
                    "version must be \"4\" (Alertmanager webhook format), got nothing"});
-  cases.push_back({"alertmanager", am_with([](json& p) { p["alerts"] = json::object({{"a", 1}}); }),
+  cases.push_back({"alertmanager", am_with([](json& p) {
+                     p["alerts"] = json::object({{"a", 1}});
+                   }),
                    "alerts must be an array, got object"});
   cases.push_back({"alertmanager", am_with([](json& p) { p["alerts"][2]["status"] = "pending"; }),
                    "alerts[3].status must be \"firing\" or \"resolved\", got \"pending\""});
-  cases.push_back({"alertmanager", am_with([](json& p) { p["alerts"][0]["startsAt"] = "yesterday"; }),
-                   "alerts[1].startsAt must be an ISO 8601 time"});
   cases.push_back({"alertmanager",
-                   am_with([](json& p) { p["alerts"][0]["annotations"]["summary"] = json::array(); }),
+                   am_with([](json& p) { p["alerts"][0]["startsAt"] = "yesterday"; }),
+                   "alerts[1].startsAt must be an ISO 8601 time"});
+  cases.push_back({"alertmanager", am_with([](json& p) {
+                     p["alerts"][0]["annotations"]["summary"] = json::array();
+                   }),
                    "alerts[1].annotations.summary must be a string, got array"});
   cases.push_back({"alertmanager", am_with([](json& p) { p["alerts"][1].erase("labels"); }),
                    "o.ingest.alertmanager: alerts[2].labels is required (an object)"});
   cases.push_back({"grafana", R"({"status":"firing","orgId":"one","alerts":[]})",
                    "o.ingest.grafana: orgId must be a number, got string"});
-  cases.push_back({"generic", R"({"severity":"critical"})",
-                   "o.ingest.generic: title is required (a string)"});
+  cases.push_back(
+      {"generic", R"({"severity":"critical"})", "o.ingest.generic: title is required (a string)"});
   cases.push_back({"generic", R"([{"title":"a"},{"title":"b","labels":[1,2]}])",
                    "o.ingest.generic: [2].labels must be an object, got array"});
-  cases.push_back({"generic", R"("just text")",
-                   "o.ingest.generic: the payload must be an object, got string"});
+  cases.push_back(
+      {"generic", R"("just text")", "o.ingest.generic: the payload must be an object, got string"});
 
   Harness h;
   for (const auto& c : cases) {
