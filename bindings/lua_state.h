@@ -76,6 +76,13 @@ class TaskHost {
     *err = "artifacts are not available here";
     return false;
   }
+  // o.ingest: records normalized alerts (a JSON list) as incidents of the task's run,
+  // deduplicated by fingerprint; sets *records to the stored rows as a JSON list.
+  virtual bool record_incidents(Task* task, const std::string& incidents_json, std::string* records,
+                                std::string* err) {
+    *err = "incidents are not available here";
+    return false;
+  }
 };
 
 class LuaEngine {
@@ -154,6 +161,8 @@ void register_secret(lua_State* L);
 void register_smtp(lua_State* L);
 // Adds core.system (o.context.system).
 void register_context(lua_State* L);
+// Adds core.sha256 and core.record_incidents (o.ingest).
+void register_ingest(lua_State* L);
 // Builds the sandbox environment table and pushes it.
 void push_sandbox_env(lua_State* L, const SandboxOptions& opts);
 

@@ -349,6 +349,7 @@ int luaopen_orch_core(lua_State* L) {
   register_secret(L);
   register_context(L);
   register_smtp(L);
+  register_ingest(L);
   lua_pushlightuserdata(L, nullptr);
   lua_setfield(L, -2, "null");
   push_array_mt(L);

@@ -16,6 +16,9 @@ struct Event {
   std::string node;  // node path ("gather/metrics"); empty for run events
   int attempt = 0;   // 0 for run events
   std::string data;  // a JSON object
+  // The incident the run is about (o.ingest), on every event after the first ingest; 0/"".
+  int64_t incident_id = 0;
+  std::string fingerprint;
 };
 
 class EventSink {

@@ -347,6 +347,8 @@ Event make_event(Run* run, const char* kind, const std::string& node, int attemp
   e.node = node;
   e.attempt = attempt;
   e.data = std::move(data);
+  e.incident_id = run->incident_id;
+  e.fingerprint = run->fingerprint;
   run->redact(&e.data);
   return e;
 }
@@ -389,6 +391,15 @@ bool Scheduler::use_artifact(Task* task, const std::string& name, std::string* r
     return false;
   }
   return static_cast<TaskOwner*>(task->owner)->task_use_artifact(name, record, err);
+}
+
+bool Scheduler::record_incidents(Task* task, const std::string& incidents_json,
+                                 std::string* records, std::string* err) {
+  if (!task || !task->owner) {
+    *err = "incidents can only be recorded by a node body";
+    return false;
+  }
+  return static_cast<TaskOwner*>(task->owner)->task_incidents(incidents_json, records, err);
 }
 
 void Scheduler::log(Task* task, std::string_view level, std::string_view message,
@@ -530,6 +541,8 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
                     retry ? now : (row.started_at ? row.started_at : row.created_at));
   r->run_attempt = std::max(1, row.attempts);
   r->parent_run = row.parent_run;
+  r->incident_id = row.incident_id;
+  r->fingerprint = row.fingerprint;
   r->summary.child = !row.parent_run.empty();
   for (auto& n : store_->node_runs(row.id)) {
     if (n.kind != "decision" && n.status != "skipped") r->summary.attempts++;

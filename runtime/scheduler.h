@@ -125,6 +125,8 @@ class Scheduler : public TaskHost {
                        const std::string& sha256, std::string* record, std::string* err) override;
   bool use_artifact(Task* task, const std::string& name, std::string* record,
                     std::string* err) override;
+  bool record_incidents(Task* task, const std::string& incidents_json, std::string* records,
+                        std::string* err) override;
   // Each run's workspace is WORKSPACE_ROOT/RUN_ID (default: "workspaces" beside the database).
   std::string workspace_root;
 

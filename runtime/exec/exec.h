@@ -39,6 +39,11 @@ class TaskOwner {
     *err = "artifacts can only be used by a node body";
     return false;
   }
+  virtual bool task_incidents(const std::string& incidents_json, std::string* records,
+                              std::string* err) {
+    *err = "incidents can only be recorded by a node body";
+    return false;
+  }
 };
 
 // An artifact as ctx.artifacts and ctx:artifact show it.
@@ -72,6 +77,9 @@ class Run {
   bool holds_slot = false;
   std::string workspace;  // the run's directory for artifacts (created on first use)
   std::string parent_run;
+  // The first incident the run ingested (o.ingest): carried by every later event.
+  int64_t incident_id = 0;
+  std::string fingerprint;
   // Resumed runs: what the store already says about each node (attempt rows, in order).
   std::unordered_map<std::string, std::vector<NodeRunRow>> history;
   const std::vector<NodeRunRow>* history_of(const std::string& path) const {

@@ -175,6 +175,72 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     return true;
   }
 
+  // o.ingest: the incidents go to the store in the open transaction (committed with the
+  // node's other writes); the first one becomes the run's, and every later event carries it.
+  bool task_incidents(const std::string& incidents_json, std::string* records,
+                      std::string* err) override {
+    json list = parse_json(incidents_json, nullptr);
+    if (!list.is_array()) {
+      *err = "incidents must be a list";
+      return false;
+    }
+    std::vector<IncidentIn> in;
+    for (const json& j : list) {
+      if (!j.is_object()) {
+        *err = "each incident must be an object";
+        return false;
+      }
+      IncidentIn a;
+      a.fingerprint = j.value("fingerprint", "");
+      a.title = j.value("title", "");
+      a.severity = j.value("severity", "unknown");
+      a.status = j.value("status", "firing");
+      a.source = j.value("source", "generic");
+      a.labels = dump_json(j.value("labels", json::object()));
+      a.annotations = dump_json(j.value("annotations", json::object()));
+      a.starts_at = j.value("starts_at", "");
+      a.ends_at = j.value("ends_at", "");
+      if (a.fingerprint.empty() || a.title.empty() ||
+          (a.status != "firing" && a.status != "resolved")) {
+        *err = "an incident needs a fingerprint, a title and a status of firing or resolved";
+        return false;
+      }
+      run_->redact(&a.title);
+      run_->redact(&a.labels);
+      run_->redact(&a.annotations);
+      in.push_back(std::move(a));
+    }
+    Store* st = s_->store();
+    std::vector<IncidentRow> rows = st->record_incidents(in, run_->id, path_, attempt_, wall_ms());
+    if (st->failed()) {
+      *err = "store error: " + st->error();
+      return false;
+    }
+    if (run_->incident_id == 0 && !rows.empty()) {
+      run_->incident_id = rows[0].id;
+      run_->fingerprint = rows[0].fingerprint;
+      st->set_run_incident(run_->id, rows[0].id, rows[0].fingerprint);
+    }
+    json out = json::array();
+    for (const IncidentRow& r : rows) {
+      json rec{{"id", r.id},       {"fingerprint", r.fingerprint}, {"status", r.status},
+               {"count", r.count}, {"first_seen", r.first_seen},   {"last_seen", r.last_seen},
+               {"new", r.is_new}};
+      if (r.resolved_at) rec["resolved_at"] = r.resolved_at;
+      s_->emit(run_, "incident.recorded", path_, attempt_,
+               dump_json(json{{"incident_id", r.id},
+                              {"fingerprint", r.fingerprint},
+                              {"title", r.title},
+                              {"severity", r.severity},
+                              {"status", r.status},
+                              {"count", r.count},
+                              {"new", r.is_new}}));
+      out.push_back(std::move(rec));
+    }
+    *records = dump_json(out);
+    return true;
+  }
+
   bool task_use_artifact(const std::string& name, std::string* record, std::string* err) override {
     lua_State* L = run_->L();
     run_->artifacts.push(L);

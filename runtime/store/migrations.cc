@@ -153,6 +153,43 @@ CREATE TABLE concurrency_slots(
   UNIQUE(run_id, node_id));
 CREATE INDEX concurrency_by_key ON concurrency_slots(key, id);
 )sql",
+      // 4: incidents (alerts deduplicated by fingerprint), the runs that saw each one, and the
+      // incident a run (and each of its later events) is about.
+      R"sql(
+CREATE TABLE incidents(
+  id INTEGER PRIMARY KEY,
+  fingerprint TEXT NOT NULL UNIQUE,
+  title TEXT NOT NULL,
+  severity TEXT NOT NULL,
+  status TEXT NOT NULL CHECK(status IN ('firing','resolved')),
+  source TEXT NOT NULL,
+  labels TEXT NOT NULL,
+  annotations TEXT NOT NULL,
+  starts_at TEXT,
+  ends_at TEXT,
+  first_seen INTEGER NOT NULL,
+  last_seen INTEGER NOT NULL,
+  count INTEGER NOT NULL DEFAULT 1,
+  resolved_at INTEGER,
+  last_run_id TEXT);
+CREATE INDEX incidents_last_seen ON incidents(last_seen DESC);
+CREATE INDEX incidents_open ON incidents(status, last_seen DESC);
+CREATE TABLE incident_runs(
+  incident_id INTEGER NOT NULL REFERENCES incidents(id),
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  created INTEGER NOT NULL,
+  recorded_at INTEGER NOT NULL,
+  PRIMARY KEY(incident_id, run_id)) WITHOUT ROWID;
+CREATE INDEX incident_runs_run ON incident_runs(run_id);
+ALTER TABLE runs ADD COLUMN incident_id INTEGER;
+ALTER TABLE runs ADD COLUMN fingerprint TEXT;
+CREATE INDEX runs_incident ON runs(incident_id) WHERE incident_id IS NOT NULL;
+ALTER TABLE events ADD COLUMN incident_id INTEGER;
+ALTER TABLE events ADD COLUMN fingerprint TEXT;
+)sql",
   };
   return m;
 }

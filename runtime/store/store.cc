@@ -33,7 +33,7 @@ const char* kRunCols =
     "id, trace_id, pipeline, version, status, source, environment, input, output, error_type, "
     "error_message, error_node, retryable, attempts, created_at, started_at, finished_at, "
     "parent_run, idempotency_key, owner_pid, cancel_requested_at, cancel_reason, parent_node, "
-    "workspace";
+    "workspace, incident_id, fingerprint";
 
 RunRow read_run(sqlite3_stmt* st) {
   RunRow r;
@@ -61,6 +61,8 @@ RunRow read_run(sqlite3_stmt* st) {
   r.cancel_reason = col_text(st, 21);
   r.parent_node = col_text(st, 22);
   r.workspace = col_text(st, 23);
+  r.incident_id = sqlite3_column_int64(st, 24);
+  r.fingerprint = col_text(st, 25);
   return r;
 }
 
@@ -454,8 +456,8 @@ void Store::insert_node_final(const NodeRunRow& r) {
 
 void Store::insert_event(const Event& e) {
   static const char* kSql =
-      "INSERT INTO events(run_id, trace_id, ts, kind, pipeline, version, node_id, attempt, data) "
-      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)";
+      "INSERT INTO events(run_id, trace_id, ts, kind, pipeline, version, node_id, attempt, data, "
+      "incident_id, fingerprint) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -471,6 +473,8 @@ void Store::insert_event(const Event& e) {
   else
     bind_int(st, 8, e.attempt);
   bind_text(st, 9, e.data);
+  bind_int(st, 10, e.incident_id, true);
+  bind_text(st, 11, e.fingerprint);
   if (sqlite3_step(st) != SQLITE_DONE) fail("insert event " + e.kind);
 }
 
@@ -991,8 +995,8 @@ std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
 
 std::vector<Event> Store::events(const std::string& run_id) {
   const char* sql =
-      "SELECT ts, kind, run_id, trace_id, pipeline, version, node_id, attempt, data FROM events "
-      "WHERE run_id=?1 ORDER BY id";
+      "SELECT ts, kind, run_id, trace_id, pipeline, version, node_id, attempt, data, incident_id, "
+      "fingerprint FROM events WHERE run_id=?1 ORDER BY id";
   std::vector<Event> out;
   std::string err;
   Stmt st(db_, sql, &err);
@@ -1009,9 +1013,177 @@ std::vector<Event> Store::events(const std::string& run_id) {
     e.node = col_text(st.get(), 6);
     e.attempt = sqlite3_column_int(st.get(), 7);
     e.data = col_text(st.get(), 8);
+    e.incident_id = sqlite3_column_int64(st.get(), 9);
+    e.fingerprint = col_text(st.get(), 10);
     out.push_back(std::move(e));
   }
   return out;
+}
+
+}  // namespace orch
+
+namespace orch {
+
+namespace {
+
+const char* kIncidentCols =
+    "id, fingerprint, title, severity, status, source, labels, annotations, starts_at, ends_at, "
+    "first_seen, last_seen, count, resolved_at, last_run_id";
+
+IncidentRow read_incident(sqlite3_stmt* st) {
+  IncidentRow r;
+  r.id = sqlite3_column_int64(st, 0);
+  r.fingerprint = col_text(st, 1);
+  r.title = col_text(st, 2);
+  r.severity = col_text(st, 3);
+  r.status = col_text(st, 4);
+  r.source = col_text(st, 5);
+  r.labels = col_text(st, 6);
+  r.annotations = col_text(st, 7);
+  r.starts_at = col_text(st, 8);
+  r.ends_at = col_text(st, 9);
+  r.first_seen = sqlite3_column_int64(st, 10);
+  r.last_seen = sqlite3_column_int64(st, 11);
+  r.count = sqlite3_column_int64(st, 12);
+  r.resolved_at = sqlite3_column_int64(st, 13);
+  r.last_run_id = col_text(st, 14);
+  return r;
+}
+
+}  // namespace
+
+std::optional<IncidentRow> Store::incident(const std::string& fingerprint) {
+  static const std::string kSql =
+      std::string("SELECT ") + kIncidentCols + " FROM incidents WHERE fingerprint=?1";
+  sqlite3_stmt* st = prepare("incident_by_fp", kSql.c_str());
+  if (!st) return std::nullopt;
+  bind_text(st, 1, fingerprint);
+  std::optional<IncidentRow> out;
+  if (sqlite3_step(st) == SQLITE_ROW) out = read_incident(st);
+  sqlite3_reset(st);
+  return out;
+}
+
+std::vector<IncidentRow> Store::record_incidents(const std::vector<IncidentIn>& in,
+                                                 const std::string& run_id,
+                                                 const std::string& node_id, int attempt,
+                                                 int64_t now) {
+  std::vector<IncidentRow> out;
+  if (!begin()) return out;
+  // The whole list or nothing: a failure half-way rolls back to here.
+  std::string err;
+  if (!exec_sql(db_, "SAVEPOINT record_incidents", &err)) {
+    fail("record incidents: " + err);
+    return out;
+  }
+  auto step = [&](sqlite3_stmt* st) {
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE;
+  };
+  bool ok = true;
+  for (const IncidentIn& a : in) {
+    bool resolved = a.status == "resolved";
+    std::optional<IncidentRow> cur = incident(a.fingerprint);
+    if (cur) {
+      sqlite3_stmt* link = prepare(
+          "incident_link", "SELECT created FROM incident_runs WHERE incident_id=?1 AND run_id=?2");
+      if (!link) return {};
+      bind_int(link, 1, cur->id);
+      bind_text(link, 2, run_id);
+      int rc = sqlite3_step(link);
+      bool linked = rc == SQLITE_ROW;
+      bool created = linked && sqlite3_column_int(link, 0) != 0;
+      sqlite3_reset(link);
+      if (linked) {  // this run counted it already (a retry or a resume)
+        cur->is_new = created;
+        out.push_back(std::move(*cur));
+        continue;
+      }
+      static const char* kUpd =
+          "UPDATE incidents SET title=?2, severity=?3, status=?4, source=?5, labels=?6, "
+          "annotations=?7, starts_at=coalesce(?8, starts_at), ends_at=?9, last_seen=?10, "
+          "count=count+?11, resolved_at=CASE WHEN ?4='resolved' THEN coalesce(resolved_at, ?10) "
+          "ELSE NULL END, last_run_id=?12 WHERE id=?1";
+      sqlite3_stmt* st = prepare(kUpd, kUpd);
+      if (!st) return {};
+      bind_int(st, 1, cur->id);
+      bind_text(st, 2, a.title);
+      bind_text(st, 3, a.severity);
+      bind_text(st, 4, a.status);
+      bind_text(st, 5, a.source);
+      bind_text(st, 6, a.labels);
+      bind_text(st, 7, a.annotations);
+      bind_text(st, 8, a.starts_at);
+      bind_text(st, 9, a.ends_at);
+      bind_int(st, 10, now);
+      bind_int(st, 11, resolved ? 0 : 1);  // a resolution closes; it is not another firing
+      bind_text(st, 12, run_id);
+      ok = step(st);
+    } else {
+      static const char* kIns =
+          "INSERT INTO incidents(fingerprint, title, severity, status, source, labels, "
+          "annotations, starts_at, ends_at, first_seen, last_seen, count, resolved_at, "
+          "last_run_id) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?10,1,?11,?12)";
+      sqlite3_stmt* st = prepare(kIns, kIns);
+      if (!st) return {};
+      bind_text(st, 1, a.fingerprint);
+      bind_text(st, 2, a.title);
+      bind_text(st, 3, a.severity);
+      bind_text(st, 4, a.status);
+      bind_text(st, 5, a.source);
+      bind_text(st, 6, a.labels);
+      bind_text(st, 7, a.annotations);
+      bind_text(st, 8, a.starts_at);
+      bind_text(st, 9, a.ends_at);
+      bind_int(st, 10, now);
+      bind_int(st, 11, resolved ? now : 0, true);
+      bind_text(st, 12, run_id);
+      ok = step(st);
+    }
+    std::optional<IncidentRow> row = ok ? incident(a.fingerprint) : std::nullopt;
+    if (!row) {
+      ok = false;
+      break;
+    }
+    row->is_new = !cur;
+    static const char* kLink =
+        "INSERT INTO incident_runs(incident_id, run_id, node_id, attempt, status, created, "
+        "recorded_at) VALUES(?1,?2,?3,?4,?5,?6,?7)";
+    sqlite3_stmt* st = prepare(kLink, kLink);
+    if (!st) return {};
+    bind_int(st, 1, row->id);
+    bind_text(st, 2, run_id);
+    bind_text(st, 3, node_id);
+    bind_int(st, 4, attempt);
+    bind_text(st, 5, a.status);
+    bind_int(st, 6, row->is_new ? 1 : 0);
+    bind_int(st, 7, now);
+    if (!(ok = step(st))) break;
+    out.push_back(std::move(*row));
+  }
+  if (!ok) {
+    std::string what = "record incident: " + std::string(sqlite3_errmsg(db_));
+    exec_sql(db_, "ROLLBACK TO record_incidents", &err);
+    exec_sql(db_, "RELEASE record_incidents", &err);
+    fail(what);
+    return {};
+  }
+  exec_sql(db_, "RELEASE record_incidents", &err);
+  return out;
+}
+
+void Store::set_run_incident(const std::string& run_id, int64_t incident_id,
+                             const std::string& fingerprint) {
+  static const char* kSql =
+      "UPDATE runs SET incident_id=?2, fingerprint=?3 WHERE id=?1 AND incident_id IS NULL";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, run_id);
+  bind_int(st, 2, incident_id);
+  bind_text(st, 3, fingerprint);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("set run incident " + run_id);
 }
 
 }  // namespace orch

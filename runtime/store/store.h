@@ -35,6 +35,8 @@ struct RunRow {
   int64_t owner_pid = 0;
   int64_t cancel_requested_at = 0;
   std::string cancel_reason;
+  int64_t incident_id = 0;  // the first incident the run ingested (o.ingest)
+  std::string fingerprint;
 };
 
 struct NodeRunRow {
@@ -64,6 +66,22 @@ struct ArtifactRow {
   std::string path, kind, sha256;  // path: relative to the run's workspace
   int64_t size = 0, created_at = 0;
   std::vector<std::string> used_by;  // "node#attempt", filled by artifacts()
+};
+
+// An alert as o.ingest normalized it, to be recorded (deduplicated by fingerprint).
+struct IncidentIn {
+  std::string fingerprint, title, severity, status, source;  // status: firing | resolved
+  std::string labels, annotations;                           // JSON objects
+  std::string starts_at, ends_at;                            // ISO 8601 or ""
+};
+
+struct IncidentRow {
+  int64_t id = 0;
+  std::string fingerprint, title, severity, status, source, labels, annotations;
+  std::string starts_at, ends_at;
+  int64_t first_seen = 0, last_seen = 0, count = 0, resolved_at = 0;  // unix ms
+  std::string last_run_id;
+  bool is_new = false;  // record_incidents: this run created it
 };
 
 struct RunFilter {
@@ -185,6 +203,20 @@ class Store {
   void release_slot(const std::string& run_id, const std::string& node_id);
   // Removes the slots and queue places held by processes that are gone.
   int reap_slots(const std::string& key);
+
+  // --- Incidents (o.ingest) ---
+  // Records alerts seen by a node of a run, deduplicated by fingerprint: a new fingerprint is
+  // a new incident (count 1); firing again counts it (count+1, last_seen, back to firing);
+  // resolved closes it (resolved_at). A run counts an incident once: recording it again from
+  // the same run (a retry, a resume) changes nothing and returns it as it is. Returns the rows
+  // after the change, in order; empty with failed() set on a store error.
+  std::vector<IncidentRow> record_incidents(const std::vector<IncidentIn>& in,
+                                            const std::string& run_id, const std::string& node_id,
+                                            int attempt, int64_t now);
+  // Sets the run's incident unless it has one already.
+  void set_run_incident(const std::string& run_id, int64_t incident_id,
+                        const std::string& fingerprint);
+  std::optional<IncidentRow> incident(const std::string& fingerprint);
 
   // --- Child runs (o.call) ---
   std::optional<RunRow> child_run(const std::string& parent_run, const std::string& parent_node);

@@ -309,6 +309,14 @@ M.transform = require "orch.transform"
 ---                    paths = { "/" } } -> facts | nil, message, code (async: yields)
 M.context = { system = core.system }
 
+--- o.ingest.alertmanager(payload) / o.ingest.grafana(payload) / o.ingest.generic(payload)
+--- -> a list of normalized incidents, stored and deduplicated by fingerprint (README "o.ingest").
+M.ingest = require("orch.ingest")(M, core)
+
+--- o.ai.rules(incident, context): a local rule-based analyzer; o.ai.chat { provider = ... }:
+--- OpenAI chat completions or Anthropic messages over o.http.request (README "o.ai").
+M.ai = require("orch.ai")(M, core)
+
 --- o.secret(name [, { optional = true }]) -> value
 --- From $ORCHRUN_SECRET_<name>, else the secrets file (--secrets FILE, $ORCHRUN_SECRETS_FILE).
 --- The value is redacted ("***") from everything orchrun stores or prints. A secret that is
