@@ -3,6 +3,8 @@
 #include <unistd.h>
 #include <uv.h>
 
+#include <algorithm>
+
 #include "runtime/drivers/timer.h"
 #include "runtime/duration.h"
 #include "runtime/exec/exec.h"
@@ -502,11 +504,22 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     finish_row("failed", v ? v->output_json : "", e, v ? v->kind : "", v ? v->reason : "");
     bool will_retry = !in_fallback_ && e.retryable && tries_ < step_->retry.max_attempts;
     int64_t delay = will_retry ? step_->retry.delay_ms(attempt_ + 1, s_->random_unit()) : 0;
+    // A server that said when to come back (HTTP 429/503 Retry-After, as the o.http-based
+    // drivers report it in details.retry_after_ms) is honoured: the retry waits at least that
+    // long, up to an hour.
+    int64_t retry_after = 0;
+    if (will_retry && !e.details.empty()) {
+      json det = parse_json(e.details, nullptr);
+      if (det.is_object() && det.contains("retry_after_ms") && det["retry_after_ms"].is_number())
+        retry_after = std::clamp<int64_t>(det["retry_after_ms"].get<int64_t>(), 0, 3600000);
+      delay = std::max(delay, retry_after);
+    }
     json d{{"error_type", e.type},
            {"message", e.message},
            {"retryable", e.retryable},
            {"will_retry", will_retry}};
     if (will_retry) d["retry_in_ms"] = delay;
+    if (retry_after > 0) d["retry_after_ms"] = retry_after;
     bool escalating = v && !will_retry && step_->escalate.enabled;
     if (!will_retry && !in_fallback_ && !step_->fallback.empty() && !v) d["fallback"] = true;
     if (v) {

@@ -619,3 +619,35 @@ TEST_CASE("o.notify.email: a rejected recipient is final, a server that is down 
   CHECK(out2.at("details").at("code") == "connect");
   CHECK(h.close().empty());
 }
+
+TEST_CASE("a 429 with Retry-After delays the node's next attempt at least that long", "[notify]") {
+  HttpTestServer srv([](const HttpTestRequest& r) {
+    static int calls = 0;
+    if (++calls == 1) return HttpTestResponse::text(429, "slow down").header("Retry-After", "1");
+    return HttpTestResponse::text(200, "ok");
+  });
+  Harness h;
+  RunSummary s = h.run(R"(local o = require "orch"
+return o.pipeline "p" {
+  o.node("send", function()
+    return o.notify.slack { webhook_url = ")" +
+                       srv.url("/hook") + R"(", text = "x" }
+  end, { retry = { max = 2, base = "10ms", jitter = false } }),
+})");
+  CHECK(s.status == "succeeded");
+  auto rows = query(h.db_path,
+                    "select attempt, status, started_at, finished_at from node_runs where "
+                    "node_id='send' order by attempt");
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0][1] == "failed");
+  CHECK(rows[1][1] == "succeeded");
+  // The policy alone would wait 10 ms; the server asked for 1 s.
+  CHECK(std::stoll(rows[1][2]) - std::stoll(rows[0][3]) >= 1000);
+  CHECK(query_int(h.db_path,
+                  "select json_extract(data, '$.retry_after_ms') from events where "
+                  "kind='node.failed' and node_id='send'") == 1000);
+  CHECK(query_int(h.db_path,
+                  "select json_extract(data, '$.retry_in_ms') from events where "
+                  "kind='node.failed' and node_id='send'") == 1000);
+  CHECK(h.close().empty());
+}
