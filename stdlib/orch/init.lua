@@ -300,10 +300,10 @@ M.json = {
 }
 
 --- o.template(str, data [, { missing = "error" | "empty" | "keep" }]) -> text
-M.template = require "orch.template"
+M.__lazy_template = function() return require "orch.template" end
 
 --- o.transform.get/pick/extract/filter/find/map/group_by/count_by/sort_by
-M.transform = require "orch.transform"
+M.__lazy_transform = function() return require "orch.transform" end
 
 --- o.context.system { "cpu", "memory", "disk", "load", "processes", interval = "200ms",
 ---                    paths = { "/" } } -> facts | nil, message, code (async: yields)
@@ -311,11 +311,11 @@ M.context = { system = core.system }
 
 --- o.ingest.alertmanager(payload) / o.ingest.grafana(payload) / o.ingest.generic(payload)
 --- -> a list of normalized incidents, stored and deduplicated by fingerprint (README "o.ingest").
-M.ingest = require("orch.ingest")(M, core)
+M.__lazy_ingest = function() return require("orch.ingest")(M, core) end
 
 --- o.ai.rules(incident, context): a local rule-based analyzer; o.ai.chat { provider = ... }:
 --- OpenAI chat completions or Anthropic messages over o.http.request (README "o.ai").
-M.ai = require("orch.ai")(M, core)
+M.__lazy_ai = function() return require("orch.ai")(M, core) end
 
 --- o.secret(name [, { optional = true }]) -> value
 --- From $ORCHRUN_SECRET_<name>, else the secrets file (--secrets FILE, $ORCHRUN_SECRETS_FILE).
@@ -336,6 +336,18 @@ end
 --- o.notify.slack / webhook / pagerduty / email / console / file { ... } -> delivery record
 --- { driver, ok, status, attempts, duration_ms, id, target }; failures raise type "notify"
 --- errors classified retryable or not (see stdlib/orch/notify.lua and README "Notifications").
-M.notify = require "orch.notify" (M)
+M.__lazy_notify = function() return require "orch.notify" (M) end
+
+-- The libraries above are compiled on first use (o.notify, o.ai, ...), not when a pipeline
+-- loads: most pipelines use few of them, and a cold start should not pay for all.
+setmetatable(M, {
+  __index = function(t, k)
+    local load = rawget(t, "__lazy_" .. tostring(k))
+    if not load then return nil end
+    local lib = load()
+    rawset(t, k, lib)
+    return lib
+  end,
+})
 
 return M
