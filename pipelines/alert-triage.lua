@@ -75,7 +75,7 @@ local function notify(ctx, level, analysis)
   local pd = level == "page" and o.secret("PAGERDUTY_ROUTING_KEY", { optional = true })
   if pd then
     deliveries.pagerduty = o.notify.pagerduty {
-      routing_key = pd, incident = first, analysis = analysis,
+      routing_key = pd, incident = first, analysis = analysis, severity = severity,
       base_url = ctx.input.pagerduty_url,
     }
   end
