@@ -76,16 +76,9 @@ class RunSlot : public SlotWaiter {
   ~RunSlot() override { stop(); }
   const std::string& slot_key() const override { return r_->p->concurrency_key; }
   bool acquire() {
-    int position = 0;
-    Store* st = s_->store();
     const Pipeline* p = r_->p;
-    bool got = st->acquire_slot(p->concurrency_key, p->concurrency_limit, r_->id, "", getpid(),
-                                wall_ms(), &position);
-    if (!got && st->reap_slots(p->concurrency_key) > 0)
-      got = st->acquire_slot(p->concurrency_key, p->concurrency_limit, r_->id, "", getpid(),
-                             wall_ms(), &position);
-    position_ = position;
-    return got;
+    return s_->store()->acquire_slot(p->concurrency_key, p->concurrency_limit, r_->id, "", getpid(),
+                                     wall_ms(), &position_);
   }
   void wait() {
     waiting_ = true;

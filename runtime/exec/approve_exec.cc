@@ -154,10 +154,35 @@ json GateAttempt::decision_json(const ApprovalRow& a) {
               {"decided_at", iso8601_ms(a.decided_at)}};
 }
 
-std::pair<std::string, std::string> GateAttempt::refusal(const ApprovalRow& a) {
-  if (a.status == "timed_out")
-    return {"approval_timeout", "no decision before the gate's timeout (on_timeout = reject)"};
-  return {"rejected", "rejected by " + a.decided_by + (a.comment.empty() ? "" : ": " + a.comment)};
+ErrorInfo GateAttempt::refuse(const ApprovalRow& a) {
+  std::string type = a.status == "timed_out" ? "approval_timeout" : "rejected";
+  std::string msg =
+      a.status == "timed_out"
+          ? "no decision before the gate's timeout (on_timeout = reject)"
+          : "rejected by " + a.decided_by + (a.comment.empty() ? "" : ": " + a.comment);
+  finish_row("failed", "", type, msg);
+  s_->emit(run_, "node.failed", path_, attempt_,
+           dump_json(json{{"error_type", type},
+                          {"message", msg},
+                          {"retryable", false},
+                          {"will_retry", false},
+                          {"by", a.decided_by}}));
+  return {type, msg, path_, "", false, ""};
+}
+
+LuaRef GateAttempt::accept(const ApprovalRow& a, const LuaRef& last) {
+  lua_State* L = run_->L();
+  json j;
+  std::string e;
+  last.push(L);
+  if (!lua_to_json(L, lua_gettop(L), &j, &e)) j = json::object();
+  lua_pop(L, 1);
+  if (j.is_object()) j["review"] = decision_json(a);
+  finish_row("succeeded", dump_json(j), "", "");
+  s_->emit(run_, "node.succeeded", path_, attempt_,
+           dump_json(json{{"via", "escalation"}, {"by", a.decided_by}}));
+  push_json(L, j);
+  return LuaRef::pop(L);
 }
 
 namespace {
@@ -204,15 +229,7 @@ class ApproveExec : public Exec {
       finish(Outcome::Succeeded);
       return;
     }
-    auto [type, msg] = GateAttempt::refusal(a);
-    gate_->finish_row("failed", "", type, msg);
-    s_->emit(run_, "node.failed", path_, attempt,
-             dump_json(json{{"error_type", type},
-                            {"message", msg},
-                            {"retryable", false},
-                            {"will_retry", false},
-                            {"by", a.decided_by}}));
-    err = {type, msg, path_, "", false, ""};
+    err = gate_->refuse(a);
     run_->summary.nodes_failed++;
     finish(Outcome::Failed);
   }

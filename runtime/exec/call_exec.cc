@@ -26,7 +26,7 @@ class CallExec : public Exec, public Gate {
       for (const auto& r : *h) {
         last = std::max(last, r.attempt);
         if (r.status == "succeeded") {  // the child finished and its output was taken
-          reuse(r);
+          reuse_success(r);
           return;
         }
       }
@@ -174,18 +174,6 @@ class CallExec : public Exec, public Gate {
           "child run " + child_id_ + " " + status + (etype.empty() ? "" : " (" + etype + ")") +
               (emsg.empty() ? "" : ": " + emsg),
           path_, "", false, ""});
-  }
-
-  void reuse(const NodeRunRow& r) {
-    lua_State* L = run_->L();
-    json j = parse_json(r.output.empty() ? "{}" : r.output, nullptr);
-    push_json(L, j.is_discarded() ? json::object() : j);
-    output = LuaRef::pop(L);
-    publish_output(output);
-    run_->summary.nodes_succeeded++;
-    run_->summary.nodes_reused++;
-    s_->notify(run_, "node.reused", path_, r.attempt, "{}");
-    finish(Outcome::Succeeded);
   }
 
   void finish_row(const std::string& status, const std::string& out, const ErrorInfo& e) {

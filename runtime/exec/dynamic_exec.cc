@@ -159,10 +159,7 @@ class LoopExec : public Exec {
       for (const auto& r : *h) {
         if (r.kind != "approval" || r.run_attempt != run_->run_attempt) continue;
         if (r.status == "succeeded") {
-          lua_State* L = run_->L();
-          json j = parse_json(r.output.empty() ? "{}" : r.output, nullptr);
-          push_json(L, j.is_discarded() ? json::object() : j);
-          output = LuaRef::pop(L);
+          output = stored_output(r.output);
           publish_output(output);
           run_->summary.nodes_reused++;
           s_->notify(run_, "node.reused", path_, r.attempt, "{}");
@@ -328,30 +325,13 @@ class LoopExec : public Exec {
   }
 
   void decided(const ApprovalRow& a) {
-    int attempt = gate_->attempt();
     if (!GateAttempt::approved(a)) {
-      auto [type, msg] = GateAttempt::refusal(a);
-      gate_->finish_row("failed", "", type, msg);
-      s_->emit(run_, "node.failed", path_, attempt,
-               dump_json(json{{"error_type", type}, {"message", msg}, {"by", a.decided_by}}));
-      err = {type, msg, path_, "", false, ""};
+      err = gate_->refuse(a);
       run_->summary.nodes_failed++;
       finish(Outcome::Failed);
       return;
     }
-    lua_State* L = run_->L();
-    json j;
-    std::string e;
-    last_.push(L);
-    if (!lua_to_json(L, lua_gettop(L), &j, &e)) j = json::object();
-    lua_pop(L, 1);
-    if (j.is_object()) j["review"] = GateAttempt::decision_json(a);
-    std::string oj = dump_json(j);
-    gate_->finish_row("succeeded", oj, "", "");
-    s_->emit(run_, "node.succeeded", path_, attempt,
-             dump_json(json{{"via", "escalation"}, {"by", a.decided_by}}));
-    push_json(L, j);
-    output = LuaRef::pop(L);
+    output = gate_->accept(a, last_);
     publish_output(output);
     run_->summary.nodes_succeeded++;
     finish(Outcome::Succeeded);

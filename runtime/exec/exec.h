@@ -177,6 +177,23 @@ class Exec {
   // Calls a condition/selector function (or reads a boolean) synchronously. On success pushes
   // the result and returns true; otherwise fills *e.
   // `arg` replaces the step's input as the second argument (a loop's `done` gets the output).
+  // A stored output (JSON text of a node_runs row) as a Lua value; {} when empty or unreadable.
+  LuaRef stored_output(const std::string& text) {
+    lua_State* L = run_->L();
+    json j = parse_json(text.empty() ? "{}" : text, nullptr);
+    push_json(L, j.is_discarded() ? json::object() : j);
+    return LuaRef::pop(L);
+  }
+  // Settles the step with the success it has on record (a resumed run): no work is redone.
+  void reuse_success(const NodeRunRow& r) {
+    output = stored_output(r.output);
+    publish_output(output);
+    run_->summary.nodes_succeeded++;
+    run_->summary.nodes_reused++;
+    s_->notify(run_, "node.reused", path_, r.attempt, "{}");
+    finish(Outcome::Succeeded);
+  }
+
   // Adds the record (JSON) of an artifact to ctx.artifacts under its name.
   void publish_artifact(const json& rec) {
     lua_State* L = run_->L();

@@ -57,8 +57,12 @@ class GateAttempt : public Gate {
   static bool approved(const ApprovalRow& a) {
     return a.status == "approved" || (a.status == "timed_out" && a.on_timeout == "approve");
   }
-  // error type and message of a gate that was not approved.
-  static std::pair<std::string, std::string> refusal(const ApprovalRow& a);
+  // Settles the approval row of a gate that was not approved (rejected, or timed out with
+  // on_timeout = reject) and emits node.failed; returns the step's error.
+  ErrorInfo refuse(const ApprovalRow& a);
+  // Settles the approval row of an approved escalation: the accepted output is `last` (what
+  // the node or the loop produced last) with `review` added; emits node.succeeded.
+  LuaRef accept(const ApprovalRow& a, const LuaRef& last);
 
  private:
   void wait(int64_t timeout_at);

@@ -298,17 +298,8 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     for (const auto& r : rows) {
       max_attempt = std::max(max_attempt, r.attempt);
       if (r.status == "succeeded") {
-        lua_State* L = run_->L();
-        json j = parse_json(r.output.empty() ? "{}" : r.output, nullptr);
-        push_json(L, j.is_discarded() ? json::object() : j);
-        LuaRef out = LuaRef::pop(L);
         attempt_ = r.attempt;
-        publish_output(out);
-        output = std::move(out);
-        run_->summary.nodes_succeeded++;
-        run_->summary.nodes_reused++;
-        s_->notify(run_, "node.reused", path_, r.attempt, "{}");
-        finish(Outcome::Succeeded);
+        reuse_success(r);
         return true;
       }
       if (r.status == "skipped") {
@@ -349,10 +340,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       v.kind = verdict_row->verdict;
       v.reason = verdict_row->verdict_reason;
       v.output_json = verdict_row->output;
-      lua_State* L = run_->L();
-      json j = parse_json(v.output_json.empty() ? "{}" : v.output_json, nullptr);
-      push_json(L, j.is_discarded() ? json::object() : j);
-      v.output = LuaRef::pop(L);
+      v.output = stored_output(v.output_json);
       if (step_->escalate.enabled)
         escalate(std::move(v));
       else
@@ -594,30 +582,11 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   void escalation_decided(const ApprovalRow& a) {
     attempt_ = gate_->attempt();
     if (!GateAttempt::approved(a)) {
-      auto [type, msg] = GateAttempt::refusal(a);
-      gate_->finish_row("failed", "", type, msg);
-      s_->emit(run_, "node.failed", path_, attempt_,
-               dump_json(json{{"error_type", type},
-                              {"message", msg},
-                              {"retryable", false},
-                              {"will_retry", false},
-                              {"by", a.decided_by}}));
-      fail_final({type, msg, path_, "", false, ""});
+      fail_final(gate_->refuse(a));
       return;
     }
     // The accepted output: the last one the node produced, with the review that accepted it.
-    lua_State* L = run_->L();
-    escalated_.output.push(L);
-    push_json(L, GateAttempt::decision_json(a));
-    lua_setfield(L, -2, "review");
-    json j;
-    std::string e;
-    lua_to_json(L, lua_gettop(L), &j, &e);
-    LuaRef out = LuaRef::pop(L);
-    std::string oj = dump_json(j);
-    gate_->finish_row("succeeded", oj, "", "");
-    s_->emit(run_, "node.succeeded", path_, attempt_,
-             dump_json(json{{"via", "escalation"}, {"by", a.decided_by}}));
+    LuaRef out = gate_->accept(a, escalated_.output);
     publish_output(out);
     output = std::move(out);
     for (auto& rec : artifacts_) publish_artifact(rec);
@@ -651,16 +620,9 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
 
   // --- concurrency keys ---
   bool acquire() {
-    int position = 0;
-    Store* st = s_->store();
-    bool got = st->acquire_slot(step_->concurrency_key, step_->concurrency_limit, run_->id, path_,
-                                getpid(), wall_ms(), &position);
-    if (!got && st->reap_slots(step_->concurrency_key) > 0)
-      got = st->acquire_slot(step_->concurrency_key, step_->concurrency_limit, run_->id, path_,
-                             getpid(), wall_ms(), &position);
-    if (got) holding_ = true;
-    queue_position_ = position;
-    return got;
+    holding_ = s_->store()->acquire_slot(step_->concurrency_key, step_->concurrency_limit, run_->id,
+                                         path_, getpid(), wall_ms(), &queue_position_);
+    return holding_;
   }
   void queue_for_slot(std::function<void()> then) {
     after_slot_ = std::move(then);

@@ -795,6 +795,14 @@ std::vector<ArtifactRow> Store::artifacts(const std::string& run_id) {
 bool Store::acquire_slot(const std::string& key, int limit, const std::string& run_id,
                          const std::string& node_id, int64_t owner_pid, int64_t now,
                          int* position) {
+  if (try_acquire_slot(key, limit, run_id, node_id, owner_pid, now, position)) return true;
+  return reap_slots(key) > 0 &&
+         try_acquire_slot(key, limit, run_id, node_id, owner_pid, now, position);
+}
+
+bool Store::try_acquire_slot(const std::string& key, int limit, const std::string& run_id,
+                             const std::string& node_id, int64_t owner_pid, int64_t now,
+                             int* position) {
   commit();
   if (!begin()) return false;
   std::string err;

@@ -196,13 +196,12 @@ class Store {
 
   // --- Concurrency keys (see Step::concurrency_key) ---
   // Queues (run, node) for `key` and takes a slot at once if one is free and nobody queued
-  // earlier is waiting. Committed at once: the other processes must see it. Returns whether
-  // the slot is held; 0-based place in the queue otherwise (*position).
+  // earlier is waiting; slots and places of processes that are gone are taken back first when
+  // none is free. Committed at once: the other processes must see it. Returns whether the slot
+  // is held; 0-based place in the queue otherwise (*position).
   bool acquire_slot(const std::string& key, int limit, const std::string& run_id,
                     const std::string& node_id, int64_t owner_pid, int64_t now, int* position);
   void release_slot(const std::string& run_id, const std::string& node_id);
-  // Removes the slots and queue places held by processes that are gone.
-  int reap_slots(const std::string& key);
 
   // --- Incidents (o.ingest) ---
   // Records alerts seen by a node of a run, deduplicated by fingerprint: a new fingerprint is
@@ -234,6 +233,10 @@ class Store {
  private:
   Store() = default;
   bool migrate(std::string* err);
+  bool try_acquire_slot(const std::string& key, int limit, const std::string& run_id,
+                        const std::string& node_id, int64_t owner_pid, int64_t now, int* position);
+  // Removes the slots and queue places held by processes that are gone.
+  int reap_slots(const std::string& key);
   bool begin();
   sqlite3_stmt* prepare(const char* key, const char* sql);
   void fail(const std::string& what);
