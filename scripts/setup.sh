@@ -13,12 +13,15 @@ PACKAGES=(
   libsqlite3-dev                     # the store
   libssl-dev                         # SHA-256 of pipeline sources, HMAC of webhooks (libcrypto)
   libcurl4-openssl-dev               # o.http.request: libcurl's multi interface on the loop
+  libhttp-parser-dev                 # orchrun serve: the HTTP/1.1 request parser
+  tzdata                             # time zones of o.schedule (/usr/share/zoneinfo)
   ca-certificates                    # the system CA store o.http.request checks TLS against
   nlohmann-json3-dev                 # JSON for outputs, events and the CLI
   catch2                             # tests
   sqlite3                            # the sqlite3 shell, to look into the store by hand
   procps                             # ps/pgrep, used by the tests to check child processes
   python3-aiosmtpd                   # test-only: local SMTP server for o.notify.email tests
+  wrk                                # bench-only: HTTP load generator for the webhook benchmark
 )
 
 missing=()
