@@ -7,6 +7,7 @@
 namespace orch {
 
 struct Event {
+  int64_t id = 0;    // the events row id once stored (0: not stored, e.g. a reused success)
   int64_t ts = 0;    // unix ms
   std::string kind;  // run.started, node.started, node.succeeded, node.failed, ...
   std::string run_id;

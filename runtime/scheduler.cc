@@ -213,11 +213,52 @@ void Scheduler::park_waiting() {
   finished_runs_.clear();
 }
 
-void Scheduler::poll_control() {
-  if (runs_.empty()) return;
+void Scheduler::poll_gates() {
   std::vector<Gate*> gates = gates_;
   for (Gate* g : gates)
     if (std::find(gates_.begin(), gates_.end(), g) != gates_.end()) g->poll();
+  store_->commit();
+}
+
+void Scheduler::gate_opened(Run* r) {
+  if (!hold_gates || r->finished || r->waiting_gates != 1) return;
+  store_->set_run_status(r->id, "awaiting_approval", wall_ms());
+  emit(r, "run.awaiting_approval", "", 0, "{}");
+}
+
+void Scheduler::gate_closed(Run* r) {
+  if (!hold_gates || r->finished || r->waiting_gates != 0 || draining_ ||
+      !r->cancel_reason.empty())
+    return;
+  store_->set_run_status(r->id, "running", wall_ms());
+  emit(r, "run.continued", "", 0, "{}");
+}
+
+std::vector<std::string> Scheduler::active_run_ids() const {
+  std::vector<std::string> ids;
+  for (auto& [id, r] : runs_) ids.push_back(id);
+  return ids;
+}
+
+void Scheduler::detach_all() {
+  // Destroying the exec trees stops their timers and drivers without writing an outcome;
+  // concurrency slots are released (another process may take them at once).
+  queue_.clear();
+  std::vector<std::unique_ptr<Run>> gone;
+  for (auto& [id, r] : runs_) {
+    r->finished = true;
+    gone.push_back(std::move(r));
+  }
+  runs_.clear();
+  child_waiters_.clear();
+  gone.clear();
+  processes_.kill_all();
+  store_->commit();
+}
+
+void Scheduler::poll_control() {
+  if (runs_.empty()) return;
+  poll_gates();
   for (auto& [id, reason] : store_->cancel_requests(getpid())) {
     auto it = runs_.find(id);
     if (it != runs_.end() && !it->second->finished) cancel_run(id, reason);
@@ -351,7 +392,7 @@ Event make_event(Run* run, const char* kind, const std::string& node, int attemp
 void Scheduler::emit(Run* run, const char* kind, const std::string& node, int attempt,
                      std::string data) {
   Event e = make_event(run, kind, node, attempt, std::move(data));
-  store_->insert_event(e);
+  e.id = store_->insert_event(e);
   for (auto* s : sinks_) s->on_event(e);
 }
 
@@ -476,7 +517,7 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
     return "";
   }
   // A child run shares its parent's trace.
-  std::string trace = new_trace_id();
+  std::string trace = opts.trace_id.empty() ? new_trace_id() : opts.trace_id;
   if (!opts.parent_run.empty())
     if (auto it = runs_.find(opts.parent_run); it != runs_.end()) trace = it->second->trace_id;
   Run* r = make_run(p, new_ulid(now), trace, def->version, input, now);

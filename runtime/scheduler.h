@@ -31,6 +31,7 @@ struct RunOptions {
   std::string environment;
   std::string idempotency_key;          // unique per pipeline when set
   std::string parent_run, parent_node;  // child runs (o.call)
+  std::string trace_id;  // a W3C trace id (32 hex) from the caller; empty: a new one
 };
 
 struct RunSummary {
@@ -111,6 +112,24 @@ class Scheduler : public TaskHost {
   // They continue with `orchrun resume` once someone has decided.
   void park_waiting();
   size_t active_runs() const { return runs_.size(); }
+
+  // --- Server mode (orchrun serve) ---
+  // Runs wait at approval gates in this process instead of being parked: the run is
+  // awaiting_approval while a gate waits, and continues as soon as someone decides.
+  bool hold_gates = false;
+  // Reads the store now for decisions on the gates waiting here (an API call just made one).
+  void poll_gates();
+  // Graceful shutdown, step 1: no node attempt starts from now on; those in flight go on.
+  void drain() { draining_ = true; }
+  bool draining() const { return draining_; }
+  // Coroutines in flight (node bodies that started and have not finished).
+  size_t tasks_in_flight() const { return tasks_.size(); }
+  // Graceful shutdown, step 2: lets go of every active run without recording an end: their
+  // child processes are killed, and the store keeps them as they are (running, owned by this
+  // process), so that the next start resumes them as after a crash, reusing what succeeded.
+  void detach_all();
+  // Every run active here, ids.
+  std::vector<std::string> active_run_ids() const;
   // Set when the store failed; the scheduler has then stopped every run.
   const std::string& fatal_error() const { return fatal_; }
 
@@ -144,6 +163,9 @@ class Scheduler : public TaskHost {
   void run_finished(Run* run);
   void add_gate(Gate* g) { gates_.push_back(g); }
   void remove_gate(Gate* g);
+  // A gate of `run` started or stopped waiting (hold_gates: the run's status follows).
+  void gate_opened(Run* run);
+  void gate_closed(Run* run);
   void add_slot_waiter(SlotWaiter* w) { slot_waiters_.push_back(w); }
   void remove_slot_waiter(SlotWaiter* w);
   // A slot of `key` was released here: the local waiters look again (in arrival order).
@@ -189,6 +211,7 @@ class Scheduler : public TaskHost {
   void poll_control();
   std::string fatal_;
   bool pumping_ = false;
+  bool draining_ = false;
 };
 
 }  // namespace orch

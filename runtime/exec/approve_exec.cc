@@ -83,6 +83,7 @@ void GateAttempt::wait(int64_t timeout_at) {
   waiting_ = true;
   run_->waiting_gates++;
   s_->add_gate(this);
+  s_->gate_opened(run_);
   if (timeout_at > 0) {
     int64_t in_ms = std::max<int64_t>(0, timeout_at - wall_ms());
     timer_ = std::make_unique<Timer>(s_->loop());
@@ -103,6 +104,7 @@ void GateAttempt::stop_waiting() {
   run_->waiting_gates--;
   s_->remove_gate(this);
   timer_.reset();
+  s_->gate_closed(run_);
 }
 
 void GateAttempt::time_out() {

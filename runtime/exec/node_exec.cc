@@ -383,6 +383,8 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   }
 
   void begin_attempt(int attempt, bool fallback) {
+    // Shutting down: the attempt is not started; the next start resumes the run here.
+    if (s_->draining()) return;
     if (!step_->concurrency_key.empty() && !holding_) {
       if (!acquire()) {
         queue_for_slot([this, attempt, fallback] { begin_attempt(attempt, fallback); });

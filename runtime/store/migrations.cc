@@ -190,6 +190,36 @@ CREATE INDEX runs_incident ON runs(incident_id) WHERE incident_id IS NOT NULL;
 ALTER TABLE events ADD COLUMN incident_id INTEGER;
 ALTER TABLE events ADD COLUMN fingerprint TEXT;
 )sql",
+      // 5: orchrun serve: webhook deliveries (a delivery id starts one run), every load of a
+      // pipeline file (the API shows the last error), the last fire time of each schedule
+      // (missed-run policy across restarts), and listing runs by source.
+      R"sql(
+CREATE TABLE webhook_deliveries(
+  pipeline TEXT NOT NULL,
+  delivery_id TEXT NOT NULL,
+  run_id TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  duplicates INTEGER NOT NULL DEFAULT 0,
+  last_duplicate_at INTEGER,
+  PRIMARY KEY(pipeline, delivery_id)) WITHOUT ROWID;
+CREATE TABLE pipeline_loads(
+  id INTEGER PRIMARY KEY,
+  name TEXT,
+  path TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  outcome TEXT NOT NULL CHECK(outcome IN ('loaded','unchanged','invalid','removed')),
+  version INTEGER,
+  sha256 TEXT,
+  error TEXT);
+CREATE INDEX pipeline_loads_path ON pipeline_loads(path, id);
+CREATE INDEX pipeline_loads_name ON pipeline_loads(name, id);
+CREATE TABLE schedule_fires(
+  pipeline TEXT NOT NULL,
+  schedule TEXT NOT NULL,
+  last_fire_at INTEGER NOT NULL,
+  PRIMARY KEY(pipeline, schedule)) WITHOUT ROWID;
+CREATE INDEX runs_source ON runs(source, created_at DESC);
+)sql",
   };
   return m;
 }

@@ -9,27 +9,42 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "runtime/store/sql_util.h"
+
 namespace orch {
 namespace {
 
-void bind_text(sqlite3_stmt* st, int i, const std::string& s, bool null_if_empty = true) {
-  if (s.empty() && null_if_empty)
-    sqlite3_bind_null(st, i);
-  else
-    sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
-}
-void bind_int(sqlite3_stmt* st, int i, int64_t v, bool null_if_zero = false) {
-  if (v == 0 && null_if_zero)
-    sqlite3_bind_null(st, i);
-  else
-    sqlite3_bind_int64(st, i, v);
-}
-std::string col_text(sqlite3_stmt* st, int i) {
-  const unsigned char* t = sqlite3_column_text(st, i);
-  return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(st, i)) : "";
+bool exec_sql(sqlite3* db, const char* sql, std::string* err) {
+  char* msg = nullptr;
+  if (sqlite3_exec(db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
+    *err = msg ? msg : sqlite3_errmsg(db);
+    sqlite3_free(msg);
+    return false;
+  }
+  return true;
 }
 
-const char* kRunCols =
+int64_t pragma_int(sqlite3* db, const char* sql, std::string* err) {
+  sqlite3_stmt* st = nullptr;
+  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
+    *err = sqlite3_errmsg(db);
+    return -1;
+  }
+  int64_t v = 0;
+  int rc = sqlite3_step(st);
+  if (rc == SQLITE_ROW)
+    v = sqlite3_column_int64(st, 0);
+  else if (rc != SQLITE_DONE) {
+    *err = sqlite3_errmsg(db);
+    v = -1;
+  }
+  sqlite3_finalize(st);
+  return v;
+}
+
+}  // namespace
+
+const char* const kRunCols =
     "id, trace_id, pipeline, version, status, source, environment, input, output, error_type, "
     "error_message, error_node, retryable, attempts, created_at, started_at, finished_at, "
     "parent_run, idempotency_key, owner_pid, cancel_requested_at, cancel_reason, parent_node, "
@@ -65,36 +80,6 @@ RunRow read_run(sqlite3_stmt* st) {
   r.fingerprint = col_text(st, 25);
   return r;
 }
-
-bool exec_sql(sqlite3* db, const char* sql, std::string* err) {
-  char* msg = nullptr;
-  if (sqlite3_exec(db, sql, nullptr, nullptr, &msg) != SQLITE_OK) {
-    *err = msg ? msg : sqlite3_errmsg(db);
-    sqlite3_free(msg);
-    return false;
-  }
-  return true;
-}
-
-int64_t pragma_int(sqlite3* db, const char* sql, std::string* err) {
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, sql, -1, &st, nullptr) != SQLITE_OK) {
-    *err = sqlite3_errmsg(db);
-    return -1;
-  }
-  int64_t v = 0;
-  int rc = sqlite3_step(st);
-  if (rc == SQLITE_ROW)
-    v = sqlite3_column_int64(st, 0);
-  else if (rc != SQLITE_DONE) {
-    *err = sqlite3_errmsg(db);
-    v = -1;
-  }
-  sqlite3_finalize(st);
-  return v;
-}
-
-}  // namespace
 
 Stmt::Stmt(sqlite3* db, const char* sql, std::string* err) {
   if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr) != SQLITE_OK) {
@@ -254,6 +239,7 @@ void Store::commit() {
     return;
   }
   commits_++;
+  if (on_commit) on_commit();
 }
 
 sqlite3_stmt* Store::prepare(const char* key, const char* sql) {
@@ -454,13 +440,13 @@ void Store::insert_node_final(const NodeRunRow& r) {
   if (sqlite3_step(st) != SQLITE_DONE) fail("insert node row " + r.node_id);
 }
 
-void Store::insert_event(const Event& e) {
+int64_t Store::insert_event(const Event& e) {
   static const char* kSql =
       "INSERT INTO events(run_id, trace_id, ts, kind, pipeline, version, node_id, attempt, data, "
       "incident_id, fingerprint) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)";
-  if (!begin()) return;
+  if (!begin()) return 0;
   sqlite3_stmt* st = prepare(kSql, kSql);
-  if (!st) return;
+  if (!st) return 0;
   bind_text(st, 1, e.run_id);
   bind_text(st, 2, e.trace_id);
   bind_int(st, 3, e.ts);
@@ -475,7 +461,11 @@ void Store::insert_event(const Event& e) {
   bind_text(st, 9, e.data);
   bind_int(st, 10, e.incident_id, true);
   bind_text(st, 11, e.fingerprint);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert event " + e.kind);
+  if (sqlite3_step(st) != SQLITE_DONE) {
+    fail("insert event " + e.kind);
+    return 0;
+  }
+  return sqlite3_last_insert_rowid(db_);
 }
 
 std::optional<std::string> Store::definition_source(const std::string& name, int version,
@@ -925,16 +915,26 @@ std::vector<RunRow> Store::list_runs(const RunFilter& f) {
   std::string sql = std::string("SELECT ") + kRunCols + " FROM runs WHERE 1=1";
   if (!f.status.empty()) sql += " AND status=?1";
   if (!f.pipeline.empty()) sql += " AND pipeline=?2";
-  if (f.since_ms > 0) sql += " AND created_at>=?3";
-  sql += " ORDER BY created_at DESC, id DESC LIMIT ?4";
+  if (!f.source.empty()) sql += " AND source=?3";
+  if (f.since_ms > 0) sql += " AND created_at>=?4";
+  if (f.until_ms > 0) sql += " AND created_at<?5";
+  if (f.before_created_at > 0)
+    sql += " AND (created_at<?6 OR (created_at=?6 AND id<?7))";
+  sql += " ORDER BY created_at DESC, id DESC LIMIT ?8";
   std::vector<RunRow> out;
   std::string err;
   Stmt st(db_, sql.c_str(), &err);
   if (!st) return out;
   if (!f.status.empty()) bind_text(st.get(), 1, f.status);
   if (!f.pipeline.empty()) bind_text(st.get(), 2, f.pipeline);
-  if (f.since_ms > 0) bind_int(st.get(), 3, f.since_ms);
-  bind_int(st.get(), 4, f.limit > 0 ? f.limit : -1);
+  if (!f.source.empty()) bind_text(st.get(), 3, f.source);
+  if (f.since_ms > 0) bind_int(st.get(), 4, f.since_ms);
+  if (f.until_ms > 0) bind_int(st.get(), 5, f.until_ms);
+  if (f.before_created_at > 0) {
+    bind_int(st.get(), 6, f.before_created_at);
+    bind_text(st.get(), 7, f.before_id, false);
+  }
+  bind_int(st.get(), 8, f.limit > 0 ? f.limit : -1);
   while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(read_run(st.get()));
   return out;
 }
@@ -1002,30 +1002,7 @@ std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
 }
 
 std::vector<Event> Store::events(const std::string& run_id) {
-  const char* sql =
-      "SELECT ts, kind, run_id, trace_id, pipeline, version, node_id, attempt, data, incident_id, "
-      "fingerprint FROM events WHERE run_id=?1 ORDER BY id";
-  std::vector<Event> out;
-  std::string err;
-  Stmt st(db_, sql, &err);
-  if (!st) return out;
-  bind_text(st.get(), 1, run_id);
-  while (sqlite3_step(st.get()) == SQLITE_ROW) {
-    Event e;
-    e.ts = sqlite3_column_int64(st.get(), 0);
-    e.kind = col_text(st.get(), 1);
-    e.run_id = col_text(st.get(), 2);
-    e.trace_id = col_text(st.get(), 3);
-    e.pipeline = col_text(st.get(), 4);
-    e.version = sqlite3_column_int(st.get(), 5);
-    e.node = col_text(st.get(), 6);
-    e.attempt = sqlite3_column_int(st.get(), 7);
-    e.data = col_text(st.get(), 8);
-    e.incident_id = sqlite3_column_int64(st.get(), 9);
-    e.fingerprint = col_text(st.get(), 10);
-    out.push_back(std::move(e));
-  }
-  return out;
+  return events_after(0, run_id, "", -1);
 }
 
 }  // namespace orch

@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -85,9 +86,25 @@ struct IncidentRow {
 };
 
 struct RunFilter {
-  std::string status, pipeline;
+  std::string status, pipeline, source;
   int64_t since_ms = 0;  // created_at >= since
-  int limit = 50;
+  int64_t until_ms = 0;  // created_at < until (0: no bound)
+  // Keyset pagination: only runs older than (before_created_at, before_id) in the listing
+  // order (newest first). Stable while new runs arrive: they sort before the page.
+  int64_t before_created_at = 0;
+  std::string before_id;
+  int limit = 50;  // <= 0: no limit
+};
+
+// One load of a pipeline file by orchrun serve (the first, and each change).
+struct LoadRow {
+  int64_t id = 0;
+  std::string name;  // empty when the file did not load far enough to name its pipeline
+  std::string path;
+  int64_t at = 0;
+  std::string outcome;  // loaded | unchanged | invalid | removed
+  int version = 0;
+  std::string sha256, error;
 };
 
 struct DefinitionRow {
@@ -150,7 +167,10 @@ class Store {
   // skip_if skip is): one row with status 'skipped'.
   void insert_node_final(const NodeRunRow& r);
 
-  void insert_event(const Event& e);
+  // Returns the event's row id (0 on failure).
+  int64_t insert_event(const Event& e);
+  // Called after each successful commit (e.g. to publish the events it made durable).
+  std::function<void()> on_commit;
 
   // --- Resume and idempotency ---
   // The source of a stored definition. nullopt when there is none.
@@ -220,6 +240,27 @@ class Store {
   // --- Child runs (o.call) ---
   std::optional<RunRow> child_run(const std::string& parent_run, const std::string& parent_node);
   std::vector<RunRow> child_runs(const std::string& parent_run);
+
+  // --- orchrun serve ---
+  // The run an earlier delivery with this id started, if any.
+  std::optional<std::string> find_delivery(const std::string& pipeline,
+                                           const std::string& delivery_id);
+  void insert_delivery(const std::string& pipeline, const std::string& delivery_id,
+                       const std::string& run_id, int64_t now);
+  void count_duplicate_delivery(const std::string& pipeline, const std::string& delivery_id,
+                                int64_t now);
+  void insert_load(const LoadRow& l);
+  // The loads of a pipeline (by name) or of a file (by path), newest first.
+  std::vector<LoadRow> loads(const std::string& name, const std::string& path, int limit);
+  // Every stored version of a pipeline, newest first (source not read).
+  std::vector<DefinitionRow> definitions(const std::string& name);
+  int64_t schedule_last_fire(const std::string& pipeline, const std::string& schedule);
+  void set_schedule_fire(const std::string& pipeline, const std::string& schedule, int64_t at);
+  // Events with id > after_id, oldest first, optionally of one run and/or one pipeline.
+  std::vector<Event> events_after(int64_t after_id, const std::string& run_id,
+                                  const std::string& pipeline, int limit);
+  // Runs per status.
+  std::vector<std::pair<std::string, int64_t>> count_runs_by_status();
 
   // Reads (used by the CLI and tests).
   std::vector<RunRow> list_runs(const RunFilter& f);

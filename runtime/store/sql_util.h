@@ -1,0 +1,33 @@
+// Binding and reading helpers shared by the store's translation units (internal to store/).
+#pragma once
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/store/store.h"
+
+namespace orch {
+
+inline void bind_text(sqlite3_stmt* st, int i, const std::string& s, bool null_if_empty = true) {
+  if (s.empty() && null_if_empty)
+    sqlite3_bind_null(st, i);
+  else
+    sqlite3_bind_text(st, i, s.data(), static_cast<int>(s.size()), SQLITE_TRANSIENT);
+}
+inline void bind_int(sqlite3_stmt* st, int i, int64_t v, bool null_if_zero = false) {
+  if (v == 0 && null_if_zero)
+    sqlite3_bind_null(st, i);
+  else
+    sqlite3_bind_int64(st, i, v);
+}
+inline std::string col_text(sqlite3_stmt* st, int i) {
+  const unsigned char* t = sqlite3_column_text(st, i);
+  return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(st, i)) : "";
+}
+
+// The columns read_run() expects, in order.
+extern const char* const kRunCols;
+RunRow read_run(sqlite3_stmt* st);
+
+}  // namespace orch
