@@ -6,7 +6,9 @@
 #include <unordered_map>
 
 #include "bindings/convert.h"
+#include "runtime/cron.h"
 #include "runtime/duration.h"
+#include "runtime/secrets.h"
 
 namespace orch {
 
@@ -316,6 +318,19 @@ class Compiler {
     p_->root = std::move(root);
   }
 
+  void check_options(int line, const std::string& what, const json& spec,
+                     std::initializer_list<const char*> known) {
+    for (auto& [k, v] : spec.items()) {
+      bool ok = false;
+      for (const char* n : known) ok = ok || k == n;
+      if (!ok) {
+        std::string list;
+        for (const char* n : known) list += (list.empty() ? "" : ", ") + std::string(n);
+        error(line, what + ": unknown option '" + k + "' (known: " + list + ")");
+      }
+    }
+  }
+
   void compile_triggers(int t, int line) {
     int n = static_cast<int>(lua_objlen(L_, t));
     for (int i = 1; i <= n; i++) {
@@ -339,23 +354,37 @@ class Compiler {
       } else if (!lua_to_json(L_, lua_gettop(L_), &spec, &err)) {
         error(tr.line, "o." + tr.type + ": " + err);
       } else if (tr.type == "webhook") {
+        check_options(tr.line, "o.webhook", spec,
+                      {"path", "secret", "signature_header", "dedup_header", "input"});
         if (!spec.contains("path") || !spec["path"].is_string() ||
             spec["path"].get<std::string>().rfind("/", 0) != 0)
           error(tr.line, "o.webhook: 'path' must be a string starting with '/'");
+        for (const char* k : {"secret", "signature_header", "dedup_header", "input"})
+          if (spec.contains(k) && !spec[k].is_string())
+            error(tr.line, std::string("o.webhook: '") + k + "' must be a string");
+        if (spec.contains("secret") && spec["secret"].is_string() &&
+            !valid_secret_name(spec["secret"].get<std::string>()))
+          error(tr.line, "o.webhook: 'secret' is the NAME of a secret (letters, digits, _; set "
+                         "as ORCHRUN_SECRET_<NAME> or in the secrets file), got '" +
+                             spec["secret"].get<std::string>() + "'");
+        if (spec.contains("input") && spec["input"].is_string() &&
+            spec["input"] != "body" && spec["input"] != "envelope")
+          error(tr.line, "o.webhook: 'input' must be \"body\" or \"envelope\"");
       } else if (tr.type == "schedule") {
+        check_options(tr.line, "o.schedule", spec, {"cron", "tz", "missed", "input"});
         std::string cron = spec.value("cron", "");
-        int fields = 0;
-        bool in = false;
-        for (char c : cron) {
-          if (c != ' ' && !in) fields++;
-          in = c != ' ';
-        }
-        static const std::vector<std::string> kMacros = {
-            "@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"};
-        bool macro = std::find(kMacros.begin(), kMacros.end(), cron) != kMacros.end();
-        if (!macro && (cron.empty() || cron[0] == '@' || fields != 5))
-          error(tr.line, "o.schedule: '" + cron +
-                             "' is not a cron expression (five fields, or @hourly/@daily/@weekly)");
+        std::string tz = spec.contains("tz") && spec["tz"].is_string() ? spec["tz"].get<std::string>() : "";
+        std::string cerr;
+        if (spec.contains("tz") && !spec["tz"].is_string())
+          error(tr.line, "o.schedule: 'tz' must be a time zone name like \"Europe/Paris\"");
+        else if (!CronExpr::parse(cron, tz, &cerr))
+          error(tr.line, "o.schedule: '" + cron + "': " + cerr);
+        if (spec.contains("missed") &&
+            (!spec["missed"].is_string() ||
+             (spec["missed"] != "skip" && spec["missed"] != "run_once")))
+          error(tr.line, "o.schedule: 'missed' must be \"skip\" or \"run_once\"");
+        if (spec.contains("input") && !spec["input"].is_object())
+          error(tr.line, "o.schedule: 'input' must be a table of named fields");
       }
       tr.spec = dump_json(spec);
       p_->triggers.push_back(std::move(tr));

@@ -234,6 +234,14 @@ void Scheduler::gate_closed(Run* r) {
   emit(r, "run.continued", "", 0, "{}");
 }
 
+bool Scheduler::uses_pipeline(const Pipeline* p) const {
+  for (auto& [id, r] : runs_)
+    if (r->p == p) return true;
+  for (auto& r : finished_runs_)
+    if (r->p == p) return true;
+  return false;
+}
+
 std::vector<std::string> Scheduler::active_run_ids() const {
   std::vector<std::string> ids;
   for (auto& [id, r] : runs_) ids.push_back(id);

@@ -128,6 +128,8 @@ class Scheduler : public TaskHost {
   // child processes are killed, and the store keeps them as they are (running, owned by this
   // process), so that the next start resumes them as after a crash, reusing what succeeded.
   void detach_all();
+  // Does a run active here (or one finishing this turn) use `p`?
+  bool uses_pipeline(const Pipeline* p) const;
   // Every run active here, ids.
   std::vector<std::string> active_run_ids() const;
   // Set when the store failed; the scheduler has then stopped every run.

@@ -15,6 +15,7 @@ namespace {
 std::atomic<int> g_count{0};
 std::atomic<int> g_signo{0};
 std::atomic<uv_async_t*> g_async{nullptr};
+std::atomic<bool> g_stop_lua{true};
 constexpr int kMaxGroups = 4096;
 std::atomic<pid_t> g_groups[kMaxGroups];
 struct sigaction g_old_int, g_old_term;
@@ -37,9 +38,11 @@ void on_signal(int signo) {
 
 }  // namespace
 
-InterruptHandler::InterruptHandler(uv_loop_t* loop, std::function<void(int)> on_interrupt)
+InterruptHandler::InterruptHandler(uv_loop_t* loop, std::function<void(int)> on_interrupt,
+                                   bool stop_lua)
     : async_(new uv_async_t), cb_(std::move(on_interrupt)) {
   g_count = 0;
+  g_stop_lua = stop_lua;
   g_signo = 0;
   uv_async_init(loop, async_, [](uv_async_t* a) {
     auto* self = static_cast<InterruptHandler*>(a->data);
@@ -71,7 +74,7 @@ int InterruptHandler::signo() const {
 }
 
 bool interrupt_requested() {
-  return g_count.load(std::memory_order_relaxed) > 0;
+  return g_count.load(std::memory_order_relaxed) > 0 && g_stop_lua.load(std::memory_order_relaxed);
 }
 const char* interrupt_name() {
   return g_signo.load() == SIGTERM ? "SIGTERM" : "SIGINT";

@@ -15,8 +15,11 @@ namespace orch {
 
 class InterruptHandler {
  public:
-  // `on_interrupt` runs on the loop after the first SIGINT/SIGTERM.
-  InterruptHandler(uv_loop_t* loop, std::function<void(int signo)> on_interrupt);
+  // `on_interrupt` runs on the loop after the first SIGINT/SIGTERM. With `stop_lua`, Lua code
+  // running at that moment is stopped with an error (one-shot runs: Ctrl-C must be prompt);
+  // without, node bodies go on (serve: they get a grace period to finish).
+  InterruptHandler(uv_loop_t* loop, std::function<void(int signo)> on_interrupt,
+                   bool stop_lua = true);
   ~InterruptHandler();
   InterruptHandler(const InterruptHandler&) = delete;
   InterruptHandler& operator=(const InterruptHandler&) = delete;

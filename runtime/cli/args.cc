@@ -16,7 +16,9 @@ Args parse_args(int argc, char** argv) {
       {"--progress", true}, {"--sync", true},   {"--help", false},
       {"--version", false}, {"--quiet", false}, {"--idempotency-key", true},
       {"--all", false},     {"--reason", true}, {"--as", true},
-      {"--comment", true},  {"--secrets", true}};
+      {"--comment", true},  {"--secrets", true}, {"--listen", true},
+      {"--token-file", true}, {"--max-body", true}, {"--grace", true},
+      {"--follow", false},  {"--server", true}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -49,7 +51,7 @@ Args parse_args(int argc, char** argv) {
   }
   static const std::vector<std::string> kCommands = {"run",     "validate", "runs",   "inspect",
                                                      "graph",   "resume",   "cancel", "retry",
-                                                     "approve", "reject"};
+                                                     "approve", "reject",   "serve",  "logs"};
   if (!a.positional.empty()) {
     for (const auto& c : kCommands)
       if (a.positional[0] == c) a.command = c;
@@ -72,7 +74,11 @@ Args parse_args(int argc, char** argv) {
       {"validate", {"--json", "--allow", "--secrets"}},
       {"graph", {"--format", "--allow", "--secrets"}},
       {"runs", {"--db", "--json", "--status", "--pipeline", "--since", "--limit"}},
-      {"inspect", {"--db", "--json"}}};
+      {"inspect", {"--db", "--json"}},
+      {"serve",
+       {"--listen", "--db", "--token-file", "--max-body", "--grace", "--allow", "--secrets",
+        "--sync"}},
+      {"logs", {"--db", "--follow", "--server", "--json"}}};
   auto allowed = kAllowed.find(a.command);
   if (allowed != kAllowed.end()) {
     for (const auto& [k, v] : a.opts) {

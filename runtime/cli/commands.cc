@@ -32,6 +32,13 @@ Usage:
   orchrun runs [--status S] [--pipeline P] [--since 24h] [--limit N] [--json]
                                      list recent runs
   orchrun inspect RUN_ID [--json]    timeline of a run: nodes, attempts, durations, errors
+  orchrun serve [DIR] [--listen 127.0.0.1:8080] [--db PATH] [--token-file FILE]
+                [--max-body 1MiB] [--grace 10s]
+                                     host the pipelines of DIR (default: pipelines/) behind
+                                     webhooks, schedules and the HTTP API; reloads changed files
+  orchrun logs RUN_ID [--follow] [--server URL] [--json]
+                                     the events of a run; --follow streams them from a server
+                                     (default $ORCHRUN_SERVER, else http://127.0.0.1:8080)
   orchrun --version | --help
 
 Options:
@@ -45,6 +52,8 @@ Options:
   --sync full      fsync every commit (survives power loss, not only a crash of orchrun)
   --progress MODE  tty | plain | none (default: tty on a terminal, plain otherwise)
   --quiet          no live view, and no summary unless the run fails (then on stderr)
+  --token-file F   serve: the bearer token API calls must present (default: $ORCHRUN_TOKEN);
+                   required to listen beyond loopback. logs --follow sends $ORCHRUN_TOKEN
 
 Exit codes: 0 succeeded, 1 run failed, 2 usage error, invalid pipeline or unknown run,
             3 store or internal error, 4 stopped at an approval gate (awaiting approval),
@@ -95,6 +104,8 @@ int dispatch(int argc, char** argv) {
   if (a.command == "graph") return cmd_graph(a);
   if (a.command == "runs") return cmd_runs(a);
   if (a.command == "inspect") return cmd_inspect(a);
+  if (a.command == "serve") return cmd_serve(a);
+  if (a.command == "logs") return cmd_logs(a);
   return kExitUsage;
 }
 

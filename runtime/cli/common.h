@@ -9,6 +9,7 @@
 
 #include "bindings/lua_state.h"
 #include "runtime/cli/format.h"
+#include "runtime/control.h"
 #include "runtime/graph.h"
 #include "runtime/store/store.h"
 
@@ -46,11 +47,11 @@ int cmd_resume(const Args& a);
 int cmd_cancel(const Args& a);
 int cmd_retry(const Args& a);
 int cmd_decide(const Args& a);  // approve | reject
-// Is `pid` a live orchrun process (so that its runs must not be taken over)?
-bool owner_alive(int64_t pid);
 int cmd_validate(const Args& a);
 int cmd_graph(const Args& a);
 int cmd_runs(const Args& a);
 int cmd_inspect(const Args& a);
+int cmd_serve(const Args& a);
+int cmd_logs(const Args& a);
 
 }  // namespace orch::cli

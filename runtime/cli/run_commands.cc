@@ -15,6 +15,7 @@
 #include "runtime/cli/common.h"
 #include "runtime/cli/format.h"
 #include "runtime/cli/live_view.h"
+#include "runtime/control.h"
 #include "runtime/duration.h"
 #include "runtime/ids.h"
 #include "runtime/json_util.h"
@@ -282,18 +283,6 @@ std::string read_input(const Args& a, int* code) {
 
 }  // namespace
 
-// Is `pid` a live orchrun process (so that its runs must not be taken over)?
-bool owner_alive(int64_t pid) {
-  if (pid <= 0 || pid == getpid()) return false;
-  if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
-  char buf[4096];
-  std::string link = "/proc/" + std::to_string(pid) + "/exe";
-  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return errno == EACCES;  // a zombie has no exe: it is gone
-  std::string exe(buf, static_cast<size_t>(n));
-  std::string base = exe.substr(exe.rfind('/') + 1);
-  return base.rfind("orchrun", 0) == 0;
-}
 
 int cmd_run(const Args& a) {
   Style est = style_for(stderr);
@@ -624,56 +613,11 @@ int cmd_decide(const Args& a) {
   std::optional<RunRow> run;
   if (int rc = open_run(a, false, a.positional[0], &store, &run)) return rc;
   const std::string& node = a.positional[1];
-  auto gate = store->approval(run->id, node);
-  if (!gate) {
-    std::string waiting;
-    for (auto& g : store->approvals(run->id))
-      if (g.status == "waiting") waiting += (waiting.empty() ? "" : ", ") + g.node_id;
-    fprintf(stderr, "orchrun: run %s has no approval gate '%s' waiting%s\n", run->id.c_str(),
-            node.c_str(), waiting.empty() ? "" : (" (waiting: " + waiting + ")").c_str());
-    return kExitUsage;
+  Decision d = decide_gate(*store, *run, node, approve, who, a.get("--comment"), wall_ms());
+  if (!d.ok) {
+    fprintf(stderr, "orchrun: %s\n", d.message.c_str());
+    return d.code == "store" ? kExitInternal : kExitUsage;
   }
-  if (gate->status != "waiting") {
-    fprintf(stderr, "orchrun: gate '%s' of run %s was already decided: %s by %s at %s\n",
-            node.c_str(), run->id.c_str(), gate->status.c_str(), gate->decided_by.c_str(),
-            local_time(gate->decided_at).c_str());
-    return kExitUsage;
-  }
-  if (run->status != "awaiting_approval" && run->status != "running") {
-    fprintf(stderr, "orchrun: run %s is %s; its gates can no longer be decided\n", run->id.c_str(),
-            run->status.c_str());
-    return kExitUsage;
-  }
-  if (!gate->approvers.empty()) {
-    json list = parse_json(gate->approvers, nullptr);
-    bool allowed = false;
-    if (list.is_array())
-      for (auto& n : list) allowed = allowed || (n.is_string() && n.get<std::string>() == who);
-    if (!allowed) {
-      fprintf(stderr, "orchrun: %s is not among the approvers of gate '%s' (%s)\n", who.c_str(),
-              node.c_str(), gate->approvers.c_str());
-      return kExitUsage;
-    }
-  }
-  int64_t now = wall_ms();
-  std::string comment = a.get("--comment");
-  if (!store->decide_approval(run->id, node, approve ? "approved" : "rejected", who, comment,
-                              now)) {
-    fprintf(stderr, "orchrun: gate '%s' was decided by someone else meanwhile\n", node.c_str());
-    return kExitUsage;
-  }
-  Event e;
-  e.ts = now;
-  e.kind = "approval.decided";
-  e.run_id = run->id;
-  e.trace_id = run->trace_id;
-  e.pipeline = run->pipeline;
-  e.version = run->version;
-  e.node = node;
-  e.data = dump_json(
-      json{{"decision", approve ? "approved" : "rejected"}, {"by", who}, {"comment", comment}});
-  store->insert_event(e);
-  store->commit();
   printf("%s gate '%s' of run %s as %s\n", approve ? "approved" : "rejected", node.c_str(),
          run->id.c_str(), who.c_str());
   if (run->status == "running" && owner_alive(run->owner_pid))

@@ -259,6 +259,7 @@ class Store {
   // Events with id > after_id, oldest first, optionally of one run and/or one pipeline.
   std::vector<Event> events_after(int64_t after_id, const std::string& run_id,
                                   const std::string& pipeline, int limit);
+  int64_t last_event_id();
   // Runs per status.
   std::vector<std::pair<std::string, int64_t>> count_runs_by_status();
 

@@ -175,6 +175,15 @@ std::vector<Event> Store::events_after(int64_t after_id, const std::string& run_
   return out;
 }
 
+int64_t Store::last_event_id() {
+  static const char* kSql = "SELECT coalesce(max(id), 0) FROM events";
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return 0;
+  int64_t v = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int64(st, 0) : 0;
+  sqlite3_reset(st);
+  return v;
+}
+
 std::vector<std::pair<std::string, int64_t>> Store::count_runs_by_status() {
   static const char* kSql = "SELECT status, count(*) FROM runs GROUP BY status";
   std::vector<std::pair<std::string, int64_t>> out;

@@ -1,0 +1,90 @@
+#include "runtime/control.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "runtime/ids.h"
+#include "runtime/json_util.h"
+
+namespace orch {
+
+// Is `pid` a live orchrun process (so that its runs must not be taken over)?
+bool owner_alive(int64_t pid) {
+  if (pid <= 0 || pid == getpid()) return false;
+  if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
+  char buf[4096];
+  std::string link = "/proc/" + std::to_string(pid) + "/exe";
+  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
+  if (n <= 0) return errno == EACCES;  // a zombie has no exe: it is gone
+  std::string exe(buf, static_cast<size_t>(n));
+  std::string base = exe.substr(exe.rfind('/') + 1);
+  return base.rfind("orchrun", 0) == 0;
+}
+
+
+Decision decide_gate(Store& store, const RunRow& run, const std::string& node, bool approve,
+                     const std::string& who, const std::string& comment, int64_t now) {
+  Decision d;
+  auto gate = store.approval(run.id, node);
+  if (!gate) {
+    std::string waiting;
+    for (auto& g : store.approvals(run.id))
+      if (g.status == "waiting") waiting += (waiting.empty() ? "" : ", ") + g.node_id;
+    d.code = "not_found";
+    d.message = "run " + run.id + " has no approval gate '" + node + "' waiting" +
+                (waiting.empty() ? "" : " (waiting: " + waiting + ")");
+    return d;
+  }
+  if (gate->status != "waiting") {
+    d.code = "conflict";
+    d.message = "gate '" + node + "' of run " + run.id + " was already decided: " + gate->status +
+                " by " + gate->decided_by + " at " + iso8601_ms(gate->decided_at);
+    return d;
+  }
+  if (run.status != "awaiting_approval" && run.status != "running") {
+    d.code = "conflict";
+    d.message = "run " + run.id + " is " + run.status + "; its gates can no longer be decided";
+    return d;
+  }
+  if (!gate->approvers.empty()) {
+    json list = parse_json(gate->approvers, nullptr);
+    bool allowed = false;
+    if (list.is_array())
+      for (auto& n : list) allowed = allowed || (n.is_string() && n.get<std::string>() == who);
+    if (!allowed) {
+      d.code = "forbidden";
+      d.message = who + " is not among the approvers of gate '" + node + "' (" + gate->approvers +
+                  ")";
+      return d;
+    }
+  }
+  if (!store.decide_approval(run.id, node, approve ? "approved" : "rejected", who, comment, now)) {
+    store.commit();
+    d.code = "conflict";
+    d.message = "gate '" + node + "' was decided by someone else meanwhile";
+    return d;
+  }
+  Event e;
+  e.ts = now;
+  e.kind = "approval.decided";
+  e.run_id = run.id;
+  e.trace_id = run.trace_id;
+  e.pipeline = run.pipeline;
+  e.version = run.version;
+  e.node = node;
+  e.data = dump_json(
+      json{{"decision", approve ? "approved" : "rejected"}, {"by", who}, {"comment", comment}});
+  e.id = store.insert_event(e);
+  d.event = e;
+  store.commit();
+  d.ok = !store.failed();
+  if (!d.ok) {
+    d.code = "store";
+    d.message = store.error();
+  }
+  return d;
+}
+
+}  // namespace orch

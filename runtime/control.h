@@ -1,0 +1,27 @@
+// Run control shared by the CLI and the server: deciding an approval gate.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "runtime/store/store.h"
+
+namespace orch {
+
+// Is `pid` a live orchrun process (so that its runs must not be taken over)? A pid of an
+// exited process, of another program, or of this process is not.
+bool owner_alive(int64_t pid);
+
+struct Decision {
+  bool ok = false;
+  // When not ok: not_found (no such gate), conflict (already decided, or the run is over),
+  // forbidden (not among the approvers); and why, in a sentence.
+  std::string code, message;
+  Event event;  // the approval.decided event written (id set), when ok
+};
+
+// Records `who`'s decision on the waiting gate `node` of `run` (with an approval.decided
+// event) and commits. Nothing is written unless it is ok.
+Decision decide_gate(Store& store, const RunRow& run, const std::string& node, bool approve,
+                     const std::string& who, const std::string& comment, int64_t now);
+
+}  // namespace orch
