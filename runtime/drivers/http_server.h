@@ -13,6 +13,12 @@
 //   timeout between requests (silent close). "Expect: 100-continue" is answered.
 // - Malformed requests get 400 with a JSON error body, then the connection is closed.
 // - Error bodies are JSON: {"error": {"code": "...", "message": "..."}}.
+// - A connection the server closes (errors, "Connection: close", the end of a stream) is shut
+//   down on our side once the answer is written, then drained until the client closes (at most
+//   2 s), so that unread input does not turn the close into a RST that loses the answer.
+//
+// Everything runs on the loop's thread: construct, call and destroy the server there, and call
+// Exchange methods there too. The process must ignore SIGPIPE (orchrun's main and the tests do).
 #pragma once
 #include <uv.h>
 
@@ -35,7 +41,7 @@ struct Request {
   std::string query;   // raw query string, without '?'
   Headers headers;     // names lower-cased, values as sent (trimmed)
   std::string body;    // decoded (chunked) body
-  std::string remote;  // peer address "127.0.0.1:54321"
+  std::string remote;  // peer address "127.0.0.1:54321" or "[::1]:54321"
   int http_minor = 1;
 
   // The first header of that (lower-case) name, or nullptr.
@@ -58,7 +64,8 @@ const char* status_reason(int status);
 
 // One request being answered. The handler may answer at once or later (e.g. after a commit);
 // answering after the client has gone is a no-op. Exactly one of respond() or begin_stream()
-// must be called, once.
+// must be called, once; an Exchange dropped unanswered answers 500 (and one dropped while
+// streaming ends the stream). An Exchange may outlive its connection and the server.
 class Exchange {
  public:
   virtual ~Exchange() = default;
@@ -71,7 +78,11 @@ class Exchange {
   virtual bool write(std::string_view data) = 0;
   virtual void end_stream() = 0;
   virtual bool closed() const = 0;
-  // Called once when the connection closes (client gone, server stopping, stream ended).
+  // Called once when the connection closes (client gone, server stopping, stream ended), from
+  // the loop (never from inside another Exchange call); at once if it has already closed. Only
+  // while the exchange is unanswered or streaming: respond() drops the callbacks, as nothing
+  // more happens to an answered exchange. A client that half-closes (shutdown(SHUT_WR)) after
+  // its request is still answered; one that does so during a stream has gone.
   virtual void on_close(std::function<void()> cb) = 0;
   // Bytes queued for the client and not yet written (a slow SSE client).
   virtual size_t pending_bytes() const = 0;
@@ -79,15 +90,19 @@ class Exchange {
 
 using Handler = std::function<void(std::shared_ptr<Exchange>)>;
 
+// A timeout of 0 (or less) disables that timer.
 struct ServerOptions {
   size_t max_header_bytes = 64 * 1024;
   size_t max_body_bytes = 1024 * 1024;
   int64_t header_timeout_ms = 10000;  // from the first byte of a request to its last header
   int64_t body_timeout_ms = 30000;    // from the end of the headers to the end of the body
   int64_t idle_timeout_ms = 60000;    // keep-alive connection with no request in progress
+  // (a new connection waits for its first byte at most min(header, idle) timeout)
   size_t max_connections = 4096;      // beyond: accepted, answered 503, closed
 };
 
+// bad_requests: refused as malformed or over a limit (400, 413, 431, 505); timeouts: header and
+// body timeouts (408). Idle connections closed silently are not counted.
 struct ServerStats {
   uint64_t connections_accepted = 0, requests = 0, bad_requests = 0, timeouts = 0;
 };
@@ -95,7 +110,10 @@ struct ServerStats {
 class HttpServer {
  public:
   HttpServer(uv_loop_t* loop, ServerOptions opts, Handler handler);
-  ~HttpServer();  // closes everything (handles are closed; the loop must run to free them)
+  // Closes the listener and every connection at once. Their memory is freed, and on_close
+  // callbacks called, when the loop runs next: the owner runs it (e.g. Loop::close()). close_all
+  // callbacks still pending are dropped. Nothing touches the HttpServer after this.
+  ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
@@ -105,9 +123,9 @@ class HttpServer {
   // Stops accepting new connections; connections already open carry on.
   void stop_accepting();
   // Closes every connection (streams end, requests in progress are dropped). `done` is called
-  // once all their handles are closed.
+  // once all their handles are closed (at once when there are none).
   void close_all(std::function<void()> done = nullptr);
-  size_t connections() const;
+  size_t connections() const;  // accepted and not fully closed yet
   const ServerStats& stats() const;
 
  private:
