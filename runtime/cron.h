@@ -78,7 +78,7 @@ class CronExpr {
   static std::optional<CronExpr> parse(const std::string& expr, const std::string& tz,
                                        std::string* err);
   // The first fire time strictly after unix ms `after_ms` (whole minutes of local time), or -1
-  // if none within the next 5 years (e.g. "0 0 30 2 *").
+  // if none within the next 5 years (e.g. "0 0 30 2 *") or after_ms is over 3000 years from 1970.
   int64_t next_after(int64_t after_ms) const;
   const std::string& expr() const { return expr_; }
   const std::string& tz_name() const;
