@@ -4,10 +4,10 @@
 //
 // Fields: numbers, names (jan-dec, sun-sat; case-insensitive), ranges a-b, steps */n, a-b/n and
 // a/n (= a-max/n), lists a,b,c, '*'; day-of-week 0-7 (0 and 7 are Sunday; a range ending in
-// Sunday, like fri-sun or 5-0, runs to 7). As in Vixie cron
-// (and cronie), a day-of-month or day-of-week field counts as '*' when it starts with '*' (so
-// "*/2" does too): when neither does, a day matches if either field matches; otherwise both
-// must (with a plain '*' that means only the other field counts).
+// Sunday, like fri-sun or 5-0, runs to 7). As in Vixie cron (and cronie), a day-of-month or
+// day-of-week field counts as '*' when it starts with '*' (so "*/2" does too): when neither
+// does, a day matches if either field matches; otherwise both must (with a plain '*' that means
+// only the other field counts).
 //
 // Daylight saving: next_after walks the matching local wall-clock times in increasing order,
 // maps each to the earliest instant at which the zone's clock shows it, and returns the first
