@@ -188,7 +188,11 @@ class TzStringParser {
 
   // [+-]hh[:mm[:ss]] in seconds; `max_hours` is 24 for offsets, 167 for change times (v3).
   bool offset(int* secs, int max_hours) {
-    const int sign = take('-') ? -1 : (take('+'), 1);
+    int sign = 1;
+    if (take('-'))
+      sign = -1;
+    else
+      take('+');
     int h, m = 0, s = 0;
     if (!number(&h, max_hours)) return false;
     if (take(':') && (!number(&m, 59) || (take(':') && !number(&s, 59)))) return false;
@@ -631,8 +635,9 @@ int64_t CronExpr::next_after(int64_t after_ms) const {
       if (hour_start + 3600 <= first) continue;
       for (int m = 0; m < 60; ++m) {
         if (!minute_[m] || hour_start + m * 60 < first) continue;
-        // Mapping is monotonic, but a fall-back's second pass shows wall-clock times whose
-        // first occurrence is past: skip those until one maps after after_ms.
+        // utc_from_local never decreases with the wall-clock time, but when after_ms is in a
+        // fall-back's second pass the times just after its wall clock first happened before it:
+        // skip those until one maps after after_ms.
         const int64_t t_ms = tz_->utc_from_local(hour_start + m * 60) * 1000;
         if (t_ms > after_ms) return t_ms;
       }

@@ -4,10 +4,10 @@
 //
 // Fields: numbers, names (jan-dec, sun-sat; case-insensitive), ranges a-b, steps */n, a-b/n and
 // a/n (= a-max/n), lists a,b,c, '*'; day-of-week 0-7 (0 and 7 are Sunday; a range ending in
-// Sunday, like fri-sun or 5-0, runs to 7). As in Vixie cron
-// (and cronie), a day-of-month or day-of-week field counts as '*' when it starts with '*' (so
-// "*/2" does too): when neither does, a day matches if either field matches; otherwise both
-// must (with a plain '*' that means only the other field counts).
+// Sunday, like fri-sun or 5-0, runs to 7). As in Vixie cron (and cronie), a day-of-month or
+// day-of-week field counts as '*' when it starts with '*' (so "*/2" does too): when neither
+// does, a day matches if either field matches; otherwise both must (with a plain '*' that means
+// only the other field counts).
 //
 // Daylight saving: next_after walks the matching local wall-clock times in increasing order,
 // maps each to the earliest instant at which the zone's clock shows it, and returns the first
@@ -78,7 +78,7 @@ class CronExpr {
   static std::optional<CronExpr> parse(const std::string& expr, const std::string& tz,
                                        std::string* err);
   // The first fire time strictly after unix ms `after_ms` (whole minutes of local time), or -1
-  // if none within the next 5 years (e.g. "0 0 30 2 *").
+  // if none within the next 5 years (e.g. "0 0 30 2 *") or after_ms is over 3000 years from 1970.
   int64_t next_after(int64_t after_ms) const;
   const std::string& expr() const { return expr_; }
   const std::string& tz_name() const;

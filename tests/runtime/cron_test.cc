@@ -374,6 +374,7 @@ int system_offset(int64_t t) {
 int compare_with_system(const TimeZone& tz, const std::string& tz_env) {
   ScopedTz scoped(tz_env);
   std::vector<std::string> problems;
+  // Checks tz at t and returns the C library's offset there.
   auto check = [&](int64_t t) {
     const int ours = tz.offset_at(t), sys = system_offset(t);
     if (ours != sys)
@@ -384,22 +385,25 @@ int compare_with_system(const TimeZone& tz, const std::string& tz_env) {
     if (back > t || back + tz.offset_at(back) != local)
       problems.push_back(format_local(t * 1000, tz) + ": utc_from_local gives " +
                          std::to_string(back));
+    return sys;
   };
-  const int64_t from = utc_ms(2024, 1, 1) / 1000, to = utc_ms(2041, 1, 1) / 1000;
+  const int64_t step = 6 * 3600, from = utc_ms(2024, 1, 1) / 1000, to = utc_ms(2041, 1, 1) / 1000;
   int changes = 0;
-  for (int64_t t = from; t <= to; t += 6 * 3600) {
-    check(t);
-    if (t > from && system_offset(t) != system_offset(t - 6 * 3600)) {
+  int prev = check(from);
+  for (int64_t t = from + step; t <= to; t += step) {
+    const int sys = check(t);
+    if (sys != prev) {
       // Find the C library's change instant and check both sides of it.
-      int64_t lo = t - 6 * 3600, hi = t;
+      int64_t lo = t - step, hi = t;
       while (hi - lo > 1) {
         const int64_t mid = lo + (hi - lo) / 2;
-        (system_offset(mid) == system_offset(lo) ? lo : hi) = mid;
+        (system_offset(mid) == prev ? lo : hi) = mid;
       }
       check(lo);
       check(hi);
       ++changes;
     }
+    prev = sys;
   }
   INFO(tz_env << ": " << changes << " changes");
   CHECK(problems.size() == 0);
