@@ -234,6 +234,14 @@ void Scheduler::gate_closed(Run* r) {
   emit(r, "run.continued", "", 0, "{}");
 }
 
+bool Scheduler::run_info(const std::string& run_id, std::string* trace_id, int* version) const {
+  auto it = runs_.find(run_id);
+  if (it == runs_.end()) return false;
+  *trace_id = it->second->trace_id;
+  *version = it->second->version;
+  return true;
+}
+
 bool Scheduler::uses_pipeline(const Pipeline* p) const {
   for (auto& [id, r] : runs_)
     if (r->p == p) return true;
@@ -454,6 +462,24 @@ void Scheduler::log(Task* task, std::string_view level, std::string_view message
   static_cast<TaskOwner*>(task->owner)->task_log(level, message, fields_json);
 }
 
+namespace {
+
+// __index of a run's ctx fields: `workspace` is created on first use, then kept as a field.
+int workspace_index(lua_State* L) {
+  size_t n = 0;
+  const char* k = lua_tolstring(L, 2, &n);
+  if (!k || std::string_view(k, n) != "workspace") return 0;
+  const char* path = lua_tostring(L, lua_upvalueindex(1));
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);  // a failure shows when the node uses it
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_pushvalue(L, -1);
+  lua_setfield(L, 1, "workspace");
+  return 1;
+}
+
+}  // namespace
+
 Run* Scheduler::make_run(Pipeline* p, const std::string& id, const std::string& trace_id,
                          int version, const json& input, int64_t started_ms) {
   auto run = std::make_unique<Run>();
@@ -470,9 +496,9 @@ Run* Scheduler::make_run(Pipeline* p, const std::string& id, const std::string& 
   r->outputs = LuaRef::pop(L);
   lua_newtable(L);
   r->artifacts = LuaRef::pop(L);
+  // The directory is created the first time a node reads ctx.workspace (a mkdir per run
+  // costs more than the rest of a small run).
   r->workspace = workspace_root + "/" + id;
-  std::error_code ec;
-  std::filesystem::create_directories(r->workspace, ec);  // a failure shows on first use
   // Run-level ctx fields, shared by every attempt through __index.
   lua_createtable(L, 0, 2);
   lua_createtable(L, 0, 8);
@@ -490,8 +516,11 @@ Run* Scheduler::make_run(Pipeline* p, const std::string& id, const std::string& 
   lua_setfield(L, -2, "outputs");
   p->engine->push_logger(L);
   lua_setfield(L, -2, "log");
+  lua_createtable(L, 0, 1);
   lua_pushlstring(L, r->workspace.data(), r->workspace.size());
-  lua_setfield(L, -2, "workspace");
+  lua_pushcclosure(L, workspace_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_setmetatable(L, -2);
   r->artifacts.push(L);
   lua_setfield(L, -2, "artifacts");
   p->engine->push_orch(L);

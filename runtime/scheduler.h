@@ -182,6 +182,8 @@ class Scheduler : public TaskHost {
   bool resume_child_run(Pipeline* p, const RunRow& row, ChildDone done, std::string* err);
   void forget_child(const std::string& run_id) { child_waiters_.erase(run_id); }
   bool is_active(const std::string& run_id) const { return runs_.count(run_id) > 0; }
+  // The trace id and definition version of a run active here. False if it is not.
+  bool run_info(const std::string& run_id, std::string* trace_id, int* version) const;
 
  private:
   void pump();

@@ -70,6 +70,7 @@ Server::Server(Loop* loop, Store* store, ServeOptions opts)
   loopback_ = is_loopback(opts_.host);
   sched_ = std::make_unique<Scheduler>(loop_, store_);
   sched_->hold_gates = true;
+  checkpointer_ = std::make_unique<Checkpointer>(loop_->get(), store_);
   sched_->add_sink(&metrics_);
   sse_ = std::make_unique<SseHub>(loop_->get(), store_);
   sched_->add_sink(sse_.get());
@@ -118,6 +119,7 @@ Server::~Server() {
   // Runs still active are let go as they stand (see shutdown()).
   if (sched_) sched_->detach_all();
   sched_.reset();
+  checkpointer_.reset();
   registry_.reset();
 }
 
@@ -221,18 +223,18 @@ void Server::start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::
     store_->insert_delivery(p->name, extra["delivery_id"].get<std::string>(), id, now());
   // 202 once the run is durable: the pump commits before it runs what is deferred.
   json j{{"run_id", id}, {"pipeline", p->name}, {"status", "running"}};
+  std::string trace;
+  int version = 0;
+  if (sched_->run_info(id, &trace, &version)) {
+    j["trace_id"] = trace;
+    j["version"] = version;
+  }
   j.update(extra);
-  sched_->defer([this, ex, id, j]() mutable {
-    if (store_->failed()) {
+  sched_->defer([this, ex, j = std::move(j)] {
+    if (store_->failed())
       Api::answer(*this, ex, http::error_response(500, "store", store_->error()));
-      return;
-    }
-    auto r = store_->find_run(id, nullptr);
-    if (r) {
-      j["trace_id"] = r->trace_id;
-      j["version"] = r->version;
-    }
-    Api::answer(*this, ex, http::Response::json(202, dump_json(j)));
+    else
+      Api::answer(*this, ex, http::Response::json(202, dump_json(j)));
   });
 }
 

@@ -21,6 +21,7 @@
 #include "runtime/secrets.h"
 #include "runtime/server/metrics.h"
 #include "runtime/server/registry.h"
+#include "runtime/store/checkpointer.h"
 #include "runtime/store/store.h"
 
 namespace orch {
@@ -113,6 +114,7 @@ class Server {
   ServeOptions opts_;
   bool loopback_ = true;
   std::unique_ptr<Scheduler> sched_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   std::unique_ptr<Registry> registry_;
   std::unique_ptr<http::HttpServer> http_;
   std::unique_ptr<SseHub> sse_;
