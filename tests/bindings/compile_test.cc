@@ -574,7 +574,7 @@ return o.pipeline "p" {
   }),
   o.node("d", "not a function"),
   triggers = {
-    o.webhook { method = "POST" },
+    o.webhook { secret = "HOOK" },
   },
   colour = "blue",
 }
@@ -606,21 +606,30 @@ return o.pipeline "p" {
     o.schedule "@sometimes",
     o.schedule { },
     "manual",
+    o.schedule { cron = "61 * * * *" },
+    o.schedule { cron = "0 9 * * *", tz = "Mars/Olympus", missed = "twice" },
+    o.webhook { path = "/x", secret = "not a name", input = "raw" },
   },
   o.node("a", function() return {} end),
 }
 )";
   auto d = Harness::diagnose(src);
   INFO(all_of(d));
-  REQUIRE(d.size() == 7);
+  REQUIRE(d.size() == 13);
   CHECK(has_diag(
       d, 2, "triggers[7] must be o.webhook{...}, o.schedule \"cron\" or o.manual{}, got a string"));
+  CHECK(has_diag(d, 4, "o.webhook: unknown option 'method' (known: path, secret,"));
   CHECK(has_diag(d, 4, "o.webhook: 'path' must be a string starting with '/'"));
   CHECK(has_diag(d, 5, "o.webhook: 'path' must be a string starting with '/'"));
-  CHECK(has_diag(d, 6, "o.schedule: 'every day at noon' is not a cron expression"));
-  CHECK(has_diag(d, 7, "o.schedule: '*/5 * * *' is not a cron expression"));
-  CHECK(has_diag(d, 8, "o.schedule: '@sometimes' is not a cron expression"));
-  CHECK(has_diag(d, 9, "o.schedule: '' is not a cron expression"));
+  CHECK(has_diag(d, 6, "o.schedule: 'every day at noon': expected 5 fields"));
+  CHECK(has_diag(d, 7, "o.schedule: '*/5 * * *': expected 5 fields"));
+  CHECK(has_diag(d, 8, "o.schedule: '@sometimes': unknown macro @sometimes"));
+  CHECK(has_diag(d, 9, "o.schedule: '': "));
+  CHECK(has_diag(d, 11, "o.schedule: '61 * * * *': minute: 61 is out of range 0-59"));
+  CHECK(has_diag(d, 12, "unknown time zone 'Mars/Olympus'"));
+  CHECK(has_diag(d, 12, "o.schedule: 'missed' must be \"skip\" or \"run_once\""));
+  CHECK(has_diag(d, 13, "o.webhook: 'secret' is the NAME of a secret"));
+  CHECK(has_diag(d, 13, "o.webhook: 'input' must be \"body\" or \"envelope\""));
 
   const std::string src2 = R"(local o = require "orch"
 return o.pipeline "p" {
@@ -645,7 +654,7 @@ TEST_CASE("compile: valid triggers are kept with their lines and options", "[com
   const std::string src = R"(local o = require "orch"
 return o.pipeline "p" {
   triggers = {
-    o.webhook { path = "/hooks/deploy", method = "POST" },
+    o.webhook { path = "/hooks/deploy", secret = "DEPLOY_HOOK" },
     o.schedule "*/5 * * * *",
     o.schedule "@daily",
     o.manual(),
@@ -658,7 +667,7 @@ return o.pipeline "p" {
   CHECK(p->triggers[0].type == "webhook");
   CHECK(p->triggers[0].line == 4);
   CHECK(parse_json(p->triggers[0].spec, nullptr) ==
-        json{{"path", "/hooks/deploy"}, {"method", "POST"}});
+        json{{"path", "/hooks/deploy"}, {"secret", "DEPLOY_HOOK"}});
   CHECK(p->triggers[1].type == "schedule");
   CHECK(p->triggers[1].line == 5);
   CHECK(parse_json(p->triggers[1].spec, nullptr) == json{{"cron", "*/5 * * * *"}});
