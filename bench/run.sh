@@ -43,3 +43,8 @@ done | { echo -n "orchrun pipeline req/s      : "; median; }
 for i in $(seq "$RUNS"); do
   "$B/bench/http_bench" --requests 20000 | sed 's/.*"driver_req_per_s":\([0-9]*\).*/\1/'
 done | { echo -n "driver alone (C++) req/s    : "; median; }
+echo
+
+echo "## orchrun serve"
+DUR="${DUR:-5}" bench/webhook.sh "$B/orchrun"
+python3 bench/reload.py "$B/orchrun" 20
