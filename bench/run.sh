@@ -43,3 +43,13 @@ done | { echo -n "orchrun pipeline req/s      : "; median; }
 for i in $(seq "$RUNS"); do
   "$B/bench/http_bench" --requests 20000 | sed 's/.*"driver_req_per_s":\([0-9]*\).*/\1/'
 done | { echo -n "driver alone (C++) req/s    : "; median; }
+echo
+
+echo "## HTTP server driver: wrk -t2 -c50 -d3s, 200 \"ok\" to every request"
+if command -v wrk >/dev/null; then
+  for i in $(seq "$RUNS"); do
+    "$B/bench/http_server_bench" --seconds 3 | sed 's/.*"req_per_s":\([0-9]*\).*/\1/'
+  done | { echo -n "server req/s                : "; median; }
+else
+  echo "(wrk not installed: skipped)"
+fi
