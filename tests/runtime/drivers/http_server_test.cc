@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <chrono>
-#include <cstring>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -199,7 +199,7 @@ class Client {
       size_t colon = line.find(':');
       if (colon == std::string::npos) return r;
       std::string name = line.substr(0, colon);
-      for (auto& ch : name) ch = static_cast<char>(tolower(ch));
+      for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       size_t v = line.find_first_not_of(' ', colon + 1);
       r.headers.emplace_back(name, v == std::string::npos ? "" : line.substr(v));
     }
