@@ -45,6 +45,16 @@ for i in $(seq "$RUNS"); do
 done | { echo -n "driver alone (C++) req/s    : "; median; }
 echo
 
+echo "## HTTP server driver: wrk -t2 -c50 -d3s, 200 \"ok\" to every request"
+if command -v wrk >/dev/null; then
+  for i in $(seq "$RUNS"); do
+    "$B/bench/http_server_bench" --seconds 3 | sed 's/.*"req_per_s":\([0-9]*\).*/\1/'
+  done | { echo -n "server req/s                : "; median; }
+else
+  echo "(wrk not installed: skipped)"
+fi
+echo
+
 echo "## orchrun serve"
 DUR="${DUR:-5}" bench/webhook.sh "$B/orchrun"
 python3 bench/reload.py "$B/orchrun" 20

@@ -371,9 +371,9 @@ void Conn::process() {
     const size_t max_head = server->opts.max_header_bytes;
     const bool in_head = phase == Phase::kIdle || phase == Phase::kHead;
     size_t len = inbuf.size() - inpos;
-    // Feeding the parser at most one byte past the header limit makes the count exact:
-    // on_headers_complete pauses the parser, so what it consumes here is all header.
-    if (in_head) len = std::min(len, max_head + 1 - head_bytes);
+    // Feeding the parser no more than the header limit makes the count exact: the parser
+    // pauses in on_headers_complete, at the last byte of the head (which it consumes later).
+    if (in_head) len = std::min(len, max_head - head_bytes);
     size_t n = http_parser_execute(&parser, &kParserSettings, inbuf.data() + inpos, len);
     inpos += n;
     if (in_head) head_bytes += n;
@@ -383,7 +383,7 @@ void Conn::process() {
       if (phase == Phase::kHandling) dispatch();  // paused by on_message_complete
     } else if (err != HPE_OK) {
       parse_error(err);
-    } else if ((phase == Phase::kIdle || phase == Phase::kHead) && head_bytes > max_head) {
+    } else if ((phase == Phase::kIdle || phase == Phase::kHead) && head_bytes >= max_head) {
       server->stats.bad_requests++;
       send_error(431, "headers_too_large",
                  "request headers exceed " + std::to_string(max_head) + " bytes");

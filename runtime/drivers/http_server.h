@@ -78,11 +78,12 @@ class Exchange {
   virtual bool write(std::string_view data) = 0;
   virtual void end_stream() = 0;
   virtual bool closed() const = 0;
-  // Called once when the connection closes (client gone, server stopping, stream ended), from
-  // the loop (never from inside another Exchange call); at once if it has already closed. Only
-  // while the exchange is unanswered or streaming: respond() drops the callbacks, as nothing
-  // more happens to an answered exchange. A client that half-closes (shutdown(SHUT_WR)) after
-  // its request is still answered; one that does so during a stream has gone.
+  // Called once when the connection closes (client gone, server stopping, stream ended: once
+  // the client has closed too, or 2 s after end_stream()), from the loop, never from inside
+  // another Exchange call; at once if it has already closed. Only while the exchange is
+  // unanswered or streaming: respond() drops the callbacks, as nothing more happens to an
+  // answered exchange. A client that half-closes (shutdown(SHUT_WR)) after its request is still
+  // answered; one that does so during a stream has gone.
   virtual void on_close(std::function<void()> cb) = 0;
   // Bytes queued for the client and not yet written (a slow SSE client).
   virtual size_t pending_bytes() const = 0;
@@ -90,14 +91,14 @@ class Exchange {
 
 using Handler = std::function<void(std::shared_ptr<Exchange>)>;
 
-// A timeout of 0 (or less) disables that timer.
+// A timeout of 0 (or less) disables that timer. A new connection waits for its first byte at
+// most the smaller of the header and idle timeouts.
 struct ServerOptions {
   size_t max_header_bytes = 64 * 1024;
   size_t max_body_bytes = 1024 * 1024;
   int64_t header_timeout_ms = 10000;  // from the first byte of a request to its last header
   int64_t body_timeout_ms = 30000;    // from the end of the headers to the end of the body
   int64_t idle_timeout_ms = 60000;    // keep-alive connection with no request in progress
-  // (a new connection waits for its first byte at most min(header, idle) timeout)
   size_t max_connections = 4096;      // beyond: accepted, answered 503, closed
 };
 

@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cctype>
 #include <chrono>
-#include <cstring>
 #include <deque>
 #include <future>
 #include <mutex>
@@ -199,7 +199,7 @@ class Client {
       size_t colon = line.find(':');
       if (colon == std::string::npos) return r;
       std::string name = line.substr(0, colon);
-      for (auto& ch : name) ch = static_cast<char>(tolower(ch));
+      for (auto& ch : name) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       size_t v = line.find_first_not_of(' ', colon + 1);
       r.headers.emplace_back(name, v == std::string::npos ? "" : line.substr(v));
     }
@@ -369,6 +369,31 @@ TEST_CASE("http server: GET and POST, request fields", "[http_server]") {
   CHECK(st.stop().empty());
 }
 
+TEST_CASE("http server: a request arriving a byte at a time", "[http_server]") {
+  std::vector<Request> seen;
+  ServerThread st({}, [&](std::shared_ptr<Exchange> ex) {
+    seen.push_back(ex->request());
+    ex->respond(Response::text(200, ex->request().body));
+  });
+  Client c(st.port);
+  std::string req =
+      "POST /p?q=1 HTTP/1.1\r\nHost: t\r\nX-Long-Name: some value\r\nContent-Length: 4\r\n\r\nbody";
+  for (char ch : req) {
+    c.send(std::string(1, ch));
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  Reply r = c.read_reply();
+  REQUIRE(r.ok);
+  CHECK(r.body == "body");
+  auto reqs = st.on_loop([&] { return seen; });
+  REQUIRE(reqs.size() == 1);
+  CHECK(reqs[0].target == "/p?q=1");
+  REQUIRE(reqs[0].header("x-long-name"));
+  CHECK(*reqs[0].header("x-long-name") == "some value");
+  CHECK(reqs[0].headers.size() == 3);
+  CHECK(st.stop().empty());
+}
+
 TEST_CASE("http server: keep-alive serves sequential requests on one connection", "[http_server]") {
   ServerThread st({}, echo());
   Client c(st.port);
@@ -413,6 +438,26 @@ TEST_CASE("http server: pipelined requests are handed over one at a time, answer
                                                                        "request /2", "answer /2",
                                                                        "request /3", "answer /3"});
   CHECK(st.stats().connections_accepted == 1);
+  CHECK(st.stop().empty());
+}
+
+TEST_CASE("http server: pipelined input beyond the read-ahead waits, then is served",
+          "[http_server]") {
+  ServerThread* stp = nullptr;
+  ServerThread st({}, [&](std::shared_ptr<Exchange> ex) {
+    std::string answer = ex->request().path + " " + std::to_string(ex->request().body.size());
+    if (ex->request().path == "/slow")
+      stp->later(100, [ex, answer] { ex->respond(Response::text(200, answer)); });
+    else
+      ex->respond(Response::text(200, answer));
+  });
+  stp = &st;
+  Client c(st.port);
+  // 600 KB behind a slow request: more than the server reads ahead.
+  c.send(get("/slow") + post("/big", std::string(600 * 1024, 'p')) + get("/last"));
+  CHECK(c.read_reply().body == "/slow 0");
+  CHECK(c.read_reply().body == "/big 614400");
+  CHECK(c.read_reply().body == "/last 0");
   CHECK(st.stop().empty());
 }
 
@@ -465,12 +510,22 @@ TEST_CASE("http server: headers over the limit get 431 and a close", "[http_serv
   ServerOptions o;
   o.max_header_bytes = 1024;
   ServerThread st(o, echo());
+  auto head_of = [](size_t size) {  // a request head of exactly `size` bytes
+    std::string h = get("/fits", "X-Pad: \r\n");
+    return get("/fits", "X-Pad: " + std::string(size - h.size(), 'a') + "\r\n");
+  };
+  REQUIRE(head_of(1024).size() == 1024);
   {
     Client c(st.port);
-    c.send(get("/fits", "X-Pad: " + std::string(800, 'a') + "\r\n"));
+    c.send(head_of(1024));
     Reply r = c.read_reply();
     REQUIRE(r.ok);
     CHECK(r.status == 200);
+  }
+  {
+    Client c(st.port);
+    c.send(head_of(1025));
+    CHECK(c.read_reply().status == 431);
   }
   Client c(st.port);
   c.send(get("/big", "X-Pad: " + std::string(2000, 'a') + "\r\n"));
@@ -482,7 +537,7 @@ TEST_CASE("http server: headers over the limit get 431 and a close", "[http_serv
   CHECK(c.wait_closed());
   auto s = st.stats();
   CHECK(s.requests == 1);
-  CHECK(s.bad_requests == 1);
+  CHECK(s.bad_requests == 2);
   CHECK(st.stop().empty());
 }
 
@@ -550,6 +605,14 @@ TEST_CASE("http server: a malformed request gets 400 naming the parser error, th
     CHECK(r.status == 400);
     CHECK(r.json()["error"]["message"].get<std::string>().find("invalid character in header") !=
           std::string::npos);
+    CHECK(c.wait_closed());
+  }
+  SECTION("HTTP/2.0 request line") {
+    Client c(st.port);
+    c.send("GET / HTTP/2.0\r\nHost: t\r\n\r\n");
+    Reply r = c.read_reply();
+    CHECK(r.status == 505);
+    CHECK(r.json()["error"]["code"] == "http_version");
     CHECK(c.wait_closed());
   }
   SECTION("Content-Length and Transfer-Encoding together") {
