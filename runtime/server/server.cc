@@ -188,14 +188,14 @@ bool Server::authorized(const http::Request& rq, bool state_changing) const {
 
 void Server::handle(std::shared_ptr<http::Exchange> ex) {
   const http::Request& rq = ex->request();
-  // Count every answer by status (wrapping respond would need a decorator; the API and the
-  // webhook paths call answer()).
-  if (rq.method == "POST") {
-    auto it = webhooks_.find(rq.path);
-    if (it != webhooks_.end()) {
-      handle_webhook(it->second, ex);
-      return;
-    }
+  auto it = webhooks_.find(rq.path);
+  if (it != webhooks_.end()) {
+    if (rq.method == "POST") return handle_webhook(it->second, ex);
+    http::Response r = http::error_response(
+        405, "method_not_allowed", rq.path + " is a webhook of pipeline " + it->second.pipeline +
+                                       ": deliveries are POSTed");
+    r.headers.emplace_back("Allow", "POST");
+    return Api::answer(*this, ex, std::move(r));
   }
   Api::route(*this, ex);
 }
