@@ -88,7 +88,7 @@ bool parse_time_param(const std::string& v, int64_t now, int64_t* out, std::stri
       rest++;
       int scale = 100;
       while (isdigit(static_cast<unsigned char>(*rest))) {
-        ms += (*rest - '0') * scale;
+        ms += static_cast<int64_t>(*rest - '0') * scale;
         scale /= 10;
         rest++;
       }
@@ -103,7 +103,7 @@ bool parse_time_param(const std::string& v, int64_t now, int64_t* out, std::stri
         *err = "'" + v + "': bad UTC offset";
         return false;
       }
-      offset = sign * (hh * 3600 + mm * 60);
+      offset = static_cast<int64_t>(sign) * (hh * 3600 + mm * 60);
       rest += 6;
     } else {
       *err = "'" + v + "' has no time zone (end it with Z or +HH:MM)";

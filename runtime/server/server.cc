@@ -381,24 +381,29 @@ void Server::check_schedules() {
   for (auto& s : schedules_) {
     int64_t due = s.cron->next_after(s.last_fire);
     int64_t latest = -1;
-    int missed = 0;
+    int missed = 0, steps = 0;
+    bool many = false;
     while (due > 0 && due <= t) {
       if (latest > 0) missed++;
       latest = due;
+      if (++steps == 10000 && t - latest > 25 * 3600 * 1000LL) {
+        // Down for a long time with a frequent schedule: only the last day matters now.
+        many = true;
+        due = s.cron->next_after(t - 25 * 3600 * 1000LL);
+        continue;
+      }
       due = s.cron->next_after(due);
-      if (missed > 100000) break;  // a schedule every minute, missed for months: enough
     }
     if (latest > 0) {
       bool on_time = t - latest < kLate;
       if (!on_time) missed++;
-      if (on_time)
-        fire(s, latest, missed);
-      else if (s.run_once_if_missed)
+      if (on_time || s.run_once_if_missed)
         fire(s, latest, missed);
       else
-        log("pipeline %s: schedule %s missed %d fire time(s) up to %s; skipped (missed = "
+        log("pipeline %s: schedule %s missed %s%d fire time(s) up to %s; skipped (missed = "
             "\"skip\")",
-            s.pipeline.c_str(), s.cron->expr().c_str(), missed, iso8601_ms(latest).c_str());
+            s.pipeline.c_str(), s.cron->expr().c_str(), many ? "more than " : "", missed,
+            iso8601_ms(latest).c_str());
       s.last_fire = latest;
       store_->set_schedule_fire(s.pipeline, s.key, latest);
     }
