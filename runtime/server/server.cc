@@ -85,7 +85,10 @@ Server::Server(Loop* loop, Store* store, ServeOptions opts)
       if (path == "/healthz" || path == "/metrics" || path.rfind("/api/", 0) == 0 || path == "/api")
         return "o.webhook: path " + path + " is reserved for the server";
       auto it = webhooks_.find(path);
-      if (it != webhooks_.end() && it->second.pipeline != p.name)
+      if (it == webhooks_.end() || it->second.pipeline == p.name) continue;
+      // The path's owner may be this very file under its previous name (a rename).
+      const PipelineEntry* owner = registry_->by_name(it->second.pipeline);
+      if (!owner || owner->file != file)
         return "o.webhook: path " + path + " is already used by pipeline " + it->second.pipeline;
     }
     return "";
