@@ -426,8 +426,10 @@ void Server::fire(Schedule& s, int64_t fire_at, int missed) {
   json input = parse_json(s.input_json, nullptr);
   if (!input.is_object()) input = json::object();
   ro.input_json = dump_json(input);
-  // One run per schedule and fire time, even with several servers on one store.
-  ro.idempotency_key = "schedule:" + s.cron->expr() + "@" + iso8601_ms(fire_at);
+  // One run per schedule and fire time, even with several servers on one store. A schedule
+  // is its whole spec (cron, tz, input...), as in schedule_fires: two schedules of a pipeline
+  // with the same expression (e.g. one per input) are two schedules, each with its run.
+  ro.idempotency_key = "schedule:" + s.key + "@" + iso8601_ms(fire_at);
   std::string err;
   std::string id = sched_->start_run(p, ro, &err);
   if (id.empty()) {
