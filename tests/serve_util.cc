@@ -182,17 +182,16 @@ std::string HttpReply::error_code() const {
   return "";
 }
 
-HttpReply http_raw(int port, const std::string& bytes, int timeout_ms) {
+namespace {
+
+// Reads one answer from fd: until it is complete (Content-Length / chunked) or the server
+// closes the connection, at most until deadline.
+HttpReply read_reply(int fd, int64_t deadline, int timeout_ms) {
   HttpReply r;
-  int64_t deadline = mono_ms() + timeout_ms;
-  int fd = connect_local(port, timeout_ms, &r.error);
-  if (fd < 0) return r;
-  write_all(fd, bytes, deadline);  // an early answer may come before all is sent
   size_t body_start = 0;
   bool head = false;
   for (;;) {
-    if (!head)
-      head = parse_head(r.raw, &body_start, &r.status, &r.reason, &r.headers);
+    if (!head) head = parse_head(r.raw, &body_start, &r.status, &r.reason, &r.headers);
     if (head) {
       // 1xx answers (100 Continue) come before the real one.
       if (r.status >= 100 && r.status < 200) {
@@ -219,7 +218,6 @@ HttpReply http_raw(int port, const std::string& bytes, int timeout_ms) {
       break;
     }
   }
-  close(fd);
   if (!head) {
     if (r.error.empty()) r.error = "no HTTP answer";
     r.status = 0;
@@ -227,10 +225,10 @@ HttpReply http_raw(int port, const std::string& bytes, int timeout_ms) {
   return r;
 }
 
-HttpReply http_request(int port, const std::string& method, const std::string& target,
-                       const std::string& body, const HeaderList& headers, int timeout_ms) {
+std::string format_request(int port, const std::string& method, const std::string& target,
+                           const std::string& body, const HeaderList& headers, bool close) {
   std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" +
-                    std::to_string(port) + "\r\nConnection: close\r\n";
+                    std::to_string(port) + "\r\n" + (close ? "Connection: close\r\n" : "");
   bool has_ct = false;
   for (auto& [k, v] : headers) {
     req += k + ": " + v + "\r\n";
@@ -240,8 +238,54 @@ HttpReply http_request(int port, const std::string& method, const std::string& t
     if (!has_ct) req += "Content-Type: application/json\r\n";
     req += "Content-Length: " + std::to_string(body.size()) + "\r\n";
   }
-  req += "\r\n" + body;
-  return http_raw(port, req, timeout_ms);
+  return req + "\r\n" + body;
+}
+
+}  // namespace
+
+HttpReply http_raw(int port, const std::string& bytes, int timeout_ms) {
+  std::string err;
+  int64_t deadline = mono_ms() + timeout_ms;
+  int fd = connect_local(port, timeout_ms, &err);
+  if (fd < 0) {
+    HttpReply r;
+    r.error = err;
+    return r;
+  }
+  write_all(fd, bytes, deadline);  // an early answer may come before all is sent
+  HttpReply r = read_reply(fd, deadline, timeout_ms);
+  close(fd);
+  return r;
+}
+
+HttpReply http_request(int port, const std::string& method, const std::string& target,
+                       const std::string& body, const HeaderList& headers, int timeout_ms) {
+  return http_raw(port, format_request(port, method, target, body, headers, true), timeout_ms);
+}
+
+HttpConnection::HttpConnection(int port, int timeout_ms) : port_(port) {
+  std::string err;
+  fd_ = connect_local(port, timeout_ms, &err);
+}
+
+HttpConnection::~HttpConnection() {
+  if (fd_ >= 0) close(fd_);
+}
+
+HttpReply HttpConnection::request(const std::string& method, const std::string& target,
+                                  const std::string& body, const HeaderList& headers,
+                                  int timeout_ms) {
+  HttpReply r;
+  if (fd_ < 0) {
+    r.error = "not connected";
+    return r;
+  }
+  int64_t deadline = mono_ms() + timeout_ms;
+  if (!write_all(fd_, format_request(port_, method, target, body, headers, false), deadline)) {
+    r.error = "cannot send";
+    return r;
+  }
+  return read_reply(fd_, deadline, timeout_ms);
 }
 
 bool eventually(const std::function<bool()>& cond, int timeout_ms, int step_ms) {
@@ -351,19 +395,29 @@ json ServeProcess::wait_run(const std::string& id, const std::string& statuses,
 
 int ServeProcess::stop(int sig, int timeout_ms) {
   if (pid_ <= 0) return exit_code_;
-  int64_t start = mono_ms();
+  signal(sig);
+  return wait_exit(timeout_ms);
+}
+
+void ServeProcess::signal(int sig) {
+  if (pid_ <= 0) return;
+  signalled_at_ = mono_ms();
   kill(pid_, sig);
+}
+
+int ServeProcess::wait_exit(int timeout_ms) {
+  if (pid_ <= 0) return exit_code_;
+  int64_t start = mono_ms();
   int status = 0;
   bool done = false;
   while (mono_ms() - start < timeout_ms) {
-    pid_t w = waitpid(pid_, &status, WNOHANG);
-    if (w == pid_) {
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
       done = true;
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  stop_seconds_ = (mono_ms() - start) / 1000.0;
+  stop_seconds_ = (mono_ms() - (signalled_at_ ? signalled_at_ : start)) / 1000.0;
   if (!done) {
     kill(pid_, SIGKILL);
     waitpid(pid_, &status, 0);

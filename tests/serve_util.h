@@ -47,6 +47,23 @@ HttpReply http_request(int port, const std::string& method, const std::string& t
                        const std::string& body = "", const HeaderList& headers = {},
                        int timeout_ms = 5000);
 
+// One keep-alive connection: requests one after the other on it (no "Connection: close").
+class HttpConnection {
+ public:
+  explicit HttpConnection(int port, int timeout_ms = 5000);
+  ~HttpConnection();
+  HttpConnection(const HttpConnection&) = delete;
+  HttpConnection& operator=(const HttpConnection&) = delete;
+  bool connected() const { return fd_ >= 0; }
+  HttpReply request(const std::string& method, const std::string& target,
+                    const std::string& body = "", const HeaderList& headers = {},
+                    int timeout_ms = 5000);
+
+ private:
+  int port_ = 0;
+  int fd_ = -1;
+};
+
 // Polls cond every step_ms until it is true or timeout_ms has passed; its last answer.
 bool eventually(const std::function<bool()>& cond, int timeout_ms = 5000, int step_ms = 10);
 
@@ -82,6 +99,10 @@ class ServeProcess {
   // Sends `sig`, waits for the exit at most timeout_ms (then SIGKILL). The exit code (128+N
   // when killed by signal N; -1 when it had to be killed). Idempotent.
   int stop(int sig = SIGTERM, int timeout_ms = 15000);
+  // The two halves of stop(): send a signal now, wait for the exit later (a second SIGTERM
+  // forces orchrun serve out, so stop() after signal() is not the same as wait_exit()).
+  void signal(int sig);
+  int wait_exit(int timeout_ms = 15000);
   bool exited() const { return pid_ <= 0; }
   // Seconds between the signal and the exit, for the last stop().
   double stop_seconds() const { return stop_seconds_; }
@@ -91,6 +112,7 @@ class ServeProcess {
   int port_ = 0;
   int exit_code_ = -1;
   double stop_seconds_ = 0;
+  int64_t signalled_at_ = 0;
   std::string log_path_, token_;
 };
 

@@ -275,8 +275,25 @@ return o.pipeline "env" {
   CHECK(in["headers"]["x-github-delivery"] == "env-1");
   CHECK(!in["headers"].contains("x-hub-signature-256"));
   CHECK(run["output"] == in);
-
   CHECK(srv.stop() == 0);
+
+  // The secret from a secrets file (mode 0600) instead of the environment.
+  std::string secrets = tmp.file("secrets");
+  write_file(secrets, "# webhook secrets\nGH=" + kSecret + "\n");
+  chmod(secrets.c_str(), 0600);
+  ServeProcess from_file(dir, tmp.file("f.db"), {"--secrets", secrets});
+  r = from_file.request("POST", "/hooks/gh", body, {{"X-Hub-Signature-256", sig(body)}});
+  INFO(show(r));
+  CHECK(r.status == 202);
+  CHECK(from_file.stop() == 0);
+  // A secret set nowhere: deliveries are refused (not accepted unsigned), nothing starts.
+  ServeProcess no_secret(dir, tmp.file("n.db"));
+  r = no_secret.request("POST", "/hooks/gh", body, {{"X-Hub-Signature-256", sig(body)}});
+  CHECK(r.status == 500);
+  CHECK(r.error_code() == "secret_missing");
+  CHECK(count(tmp.file("n.db"), "select count(*) from runs") == 0);
+  CHECK(has(no_secret.log(), "secret GH is not set"));
+  CHECK(no_secret.stop() == 0);
 }
 
 // --- 2. listing runs --------------------------------------------------------------------------
@@ -759,7 +776,17 @@ TEST_CASE("serve: /api/events streams a run's events; Last-Event-ID resumes; orc
   CHECK(has(stored.out, "run.succeeded"));
   CHECK(static_cast<int64_t>(std::count(stored.out.begin(), stored.out.end(), '\n')) ==
         static_cast<int64_t>(ids.size()));
+
+  // SIGTERM with a stream and an idle keep-alive connection open: they are closed, and serve
+  // exits at once.
+  SseReader open_stream(srv.port(), "/api/events");
+  REQUIRE(open_stream.status() == 200);
+  HttpConnection idle(srv.port());
+  REQUIRE(idle.request("GET", "/healthz").status == 200);
   CHECK(srv.stop() == 0);
+  CHECK(srv.stop_seconds() < 2.0);
+  CHECK(!open_stream.next(2000));
+  CHECK(open_stream.ended());
 }
 
 // --- 6. approvals -----------------------------------------------------------------------------
@@ -1233,15 +1260,29 @@ return o.pipeline "long" {
   };
   std::string id;
   {
-    ServeProcess srv(dir, db, {"--grace", "300ms"});
+    ServeProcess srv(dir, db, {"--grace", "1s"});
+    HttpConnection open_before(srv.port());
+    REQUIRE(open_before.request("GET", "/healthz").status == 200);
     auto r = srv.post("/api/pipelines/long/runs", "{}");
     REQUIRE(r.status == 202);
     id = r.json_body()["run_id"];
     REQUIRE(eventually(sleeping));
-    CHECK(srv.stop(SIGTERM, 8000) == 0);
+    srv.signal(SIGTERM);
+    REQUIRE(eventually([&] { return has(srv.log(), "shutting down"); }, 3000, 2));
+    // During the grace: no new connection; one that was open is told the server is going.
+    CHECK(http_request(srv.port(), "GET", "/healthz", "", {}, 1000).status == 0);
+    auto h = open_before.request("GET", "/healthz");
+    INFO(show(h));
+    CHECK(h.status == 503);
+    CHECK(h.json_body()["status"] == "shutting_down");
+    auto p = open_before.request("POST", "/api/pipelines/long/runs", "{}");
+    INFO(show(p));
+    CHECK(p.status == 503);
+    CHECK(p.error_code() == "shutting_down");
+    CHECK(srv.wait_exit(8000) == 0);
     INFO(srv.log());
-    CHECK(srv.stop_seconds() >= 0.25);  // it gave the attempt its grace...
-    CHECK(srv.stop_seconds() < 3.0);    // ...and no more
+    CHECK(srv.stop_seconds() >= 0.9);  // it gave the attempt its grace...
+    CHECK(srv.stop_seconds() < 4.0);   // ...and no more
   }
   CHECK(eventually([&] { return !sleeping(); }, 3000));  // the process group was killed
   CHECK(query_str(db, "select status from runs where id=" + q(id)) == "running");
@@ -1259,7 +1300,20 @@ return o.pipeline "long" {
                       "from node_runs where run_id=" + q(id) + " and node_id='a' order by seq") ==
         "1:failed:interrupted 2:succeeded:");
   CHECK(again.get("/api/pipelines/long").json_body()["version"] == 2);
-  CHECK(again.stop() == 0);
+
+  // A second SIGTERM does not wait for the grace (10 s here): the child processes are
+  // killed and serve exits at once, 143.
+  auto r = again.post("/api/pipelines/long/runs", "{}");
+  REQUIRE(r.status == 202);
+  REQUIRE(eventually(sleeping));
+  again.signal(SIGTERM);
+  REQUIRE(eventually([&] { return has(again.log(), "shutting down"); }, 3000, 2));
+  again.signal(SIGTERM);
+  CHECK(again.wait_exit(5000) == 143);
+  CHECK(again.stop_seconds() < 3.0);
+  CHECK(eventually([&] { return !sleeping(); }, 3000));
+  CHECK(query_str(db, "select status from runs where id=" + q(r.json_body()["run_id"].get<std::string>())) ==
+        "running");  // resumed by the next start
 }
 
 // --- 10. malformed requests and limits --------------------------------------------------------
