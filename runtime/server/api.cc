@@ -50,7 +50,9 @@ bool decode_cursor(const std::string& cursor, int64_t* created_at, std::string* 
   raw.resize(static_cast<size_t>(n));
   while (!raw.empty() && raw.back() == '\0') raw.pop_back();  // padding decodes to zeros
   size_t colon = raw.find(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 >= raw.size()) return false;
+  // created_at is unix ms: at most 15 digits (as for ?since=), so std::stoll cannot throw.
+  if (colon == std::string::npos || colon == 0 || colon > 15 || colon + 1 >= raw.size())
+    return false;
   for (size_t i = 0; i < colon; i++)
     if (!isdigit(static_cast<unsigned char>(raw[i]))) return false;
   *id = raw.substr(colon + 1);

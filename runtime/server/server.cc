@@ -86,7 +86,10 @@ Server::Server(Loop* loop, Store* store, ServeOptions opts)
       if (path == "/healthz" || path == "/metrics" || path.rfind("/api/", 0) == 0 || path == "/api")
         return "o.webhook: path " + path + " is reserved for the server";
       auto it = webhooks_.find(path);
-      if (it != webhooks_.end() && it->second.pipeline != p.name)
+      if (it == webhooks_.end() || it->second.pipeline == p.name) continue;
+      // The path's owner may be this very file under its previous name (a rename).
+      const PipelineEntry* owner = registry_->by_name(it->second.pipeline);
+      if (!owner || owner->file != file)
         return "o.webhook: path " + path + " is already used by pipeline " + it->second.pipeline;
     }
     return "";
@@ -430,8 +433,10 @@ void Server::fire(Schedule& s, int64_t fire_at, int missed) {
   json input = parse_json(s.input_json, nullptr);
   if (!input.is_object()) input = json::object();
   ro.input_json = dump_json(input);
-  // One run per schedule and fire time, even with several servers on one store.
-  ro.idempotency_key = "schedule:" + s.cron->expr() + "@" + iso8601_ms(fire_at);
+  // One run per schedule and fire time, even with several servers on one store. A schedule
+  // is its whole spec (cron, tz, input...), as in schedule_fires: two schedules of a pipeline
+  // with the same expression (e.g. one per input) are two schedules, each with its run.
+  ro.idempotency_key = "schedule:" + s.key + "@" + iso8601_ms(fire_at);
   std::string err;
   std::string id = sched_->start_run(p, ro, &err);
   if (id.empty()) {
