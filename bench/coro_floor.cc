@@ -90,20 +90,19 @@ int main(int argc, char** argv) {
   lua_call(L, 2, 1);  // the body function, left on L's stack
   for (long i = 1; i <= n; i++) {
     lua_State* co = lua_newthread(L);
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX);  // pops the thread; unref'd once it finishes
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);  // pops the thread; anchors it until park()
     lua_pushvalue(L, -1);
     lua_xmove(L, co, 1);
     lua_pushnumber(co, static_cast<double>(i));
-    // The first resume runs up to park(), which takes its own reference: drop this one unless
-    // the coroutine already finished (then resume() dropped it).
+    // The first resume runs up to park(), which takes its own reference while it waits.
     int rc = lua_resume(co, 1);
-    if (rc == LUA_YIELD) {
-      luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    } else {
-      if (rc == 0) finished++;
-      else failed++;
-      luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    if (rc == 0) {
+      finished++;
+    } else if (rc != LUA_YIELD) {
+      failed++;
+      fprintf(stderr, "coroutine failed: %s\n", lua_tostring(co, -1));
     }
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
   }
   uv_run(uv_default_loop(), UV_RUN_DEFAULT);
   double wall =
@@ -112,7 +111,8 @@ int main(int argc, char** argv) {
   uv_loop_close(uv_default_loop());
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
-  printf("{\"coroutines\":%ld,\"finished\":%ld,\"failed\":%ld,\"wall_ms\":%.1f,\"peak_rss_kb\":%ld}\n",
-         n, finished, failed, wall, ru.ru_maxrss);
+  printf(
+      "{\"coroutines\":%ld,\"finished\":%ld,\"failed\":%ld,\"wall_ms\":%.1f,\"peak_rss_kb\":%ld}\n",
+      n, finished, failed, wall, ru.ru_maxrss);
   return finished == n && failed == 0 ? 0 : 1;
 }
