@@ -37,7 +37,16 @@ int main(int argc, char** argv) {
     std::string node = "n" + std::to_string(i);
     int64_t now = orch::wall_ms();
     store->insert_node_attempt(run.id, node, 1, "body", now);
-    orch::Event e{now, "node.started", run.id, run.trace_id, "floor", 1, node, 1, "{}"};
+    orch::Event e;
+    e.ts = now;
+    e.kind = "node.started";
+    e.run_id = run.id;
+    e.trace_id = run.trace_id;
+    e.pipeline = "floor";
+    e.version = 1;
+    e.node = node;
+    e.attempt = 1;
+    e.data = "{}";
     store->insert_event(e);
     orch::NodeRunRow r;
     r.run_id = run.id;

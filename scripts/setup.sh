@@ -22,6 +22,10 @@ PACKAGES=(
   procps                             # ps/pgrep, used by the tests to check child processes
   python3-aiosmtpd                   # test-only: local SMTP server for o.notify.email tests
   wrk                                # bench-only: HTTP load generator for the webhook benchmark
+  luajit2                            # bench-only: the luajit interpreter of the same LuaJIT
+                                     # branch, cold-start floor (`luajit -e ''`); Debian's
+                                     # `luajit` conflicts with libluajit2-5.1-2 (it would remove
+                                     # libluajit2-5.1-dev)
 )
 
 missing=()

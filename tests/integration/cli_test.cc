@@ -802,6 +802,20 @@ TEST_CASE("ORCHRUN_DB is used when --db is absent, and --db wins over it", "[cli
   CHECK(query_int(envdb, "select count(*) from runs") == 1);
 }
 
+// bench/run.sh measures the chain with persistence off this way: SQLite's in-memory database,
+// the same code path, and nothing written to disk.
+TEST_CASE("a run with --db :memory: succeeds and writes no file", "[cli]") {
+  TempDir tmp;
+  auto r = orchrun({src("examples/hello.lua"), "--json"}, ":memory:", {}, tmp.path());
+  INFO("stdout:\n" << r.out << "\nstderr:\n" << r.err);
+  REQUIRE(r.exit_code == 0);
+  json j = parse_or_fail(r.out);
+  CHECK(j.at("status") == "succeeded");
+  CHECK(j.at("nodes_succeeded") == 2);
+  CHECK(j.at("db") == ":memory:");
+  CHECK(fs::is_empty(tmp.path()));
+}
+
 TEST_CASE("the version and help flags, and no arguments", "[cli]") {
   auto v = orchrun({"--version"}, "");
   CHECK(v.exit_code == 0);
