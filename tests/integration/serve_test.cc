@@ -1814,5 +1814,61 @@ return o.pipeline "regions" {
   server.reset();
   pump_for(loop, 10);
   store.reset();
-  CHECK(loop.close().empty());
+  auto leaked = loop.close();
+  std::string names;
+  for (auto& n : leaked) names += n + " ";
+  INFO("handles left open: " << names);
+  CHECK(leaked.empty());
+}
+
+TEST_CASE("serve: shutdown reaps the child processes of the runs it lets go (in-process)",
+          "[serve]") {
+  TempDir tmp;
+  // A schedule (driven by the fake clock) starts a run whose node waits on a child process.
+  std::string dir = pipeline_dir(tmp, {{"child.lua", R"(local o = require "orch"
+return o.pipeline "child" {
+  triggers = { o.schedule "*/5 * * * *" },
+  o.node("wait", function() o.exec { "sleep", "29.25" } return {} end),
+}
+)"}});
+  std::string db = tmp.file("p.db");
+  std::string err;
+  auto store = Store::open(db, StoreOptions{}, &err);
+  REQUIRE(store);
+  auto sleeping = [] {
+    return run_cmd({"pgrep", "-f", "^sleep 29.25$"}, {}, "", 10).exit_code == 0;
+  };
+  {
+    Loop loop;
+    int64_t clock = utc_ms(2026, 3, 1, 1, 22, 0);
+    ServeOptions so;
+    so.dir = dir;
+    so.port = 0;
+    so.clock = [&clock] { return clock; };
+    so.log = nullptr;
+    so.grace_ms = 100;
+    auto server = std::make_unique<Server>(&loop, store.get(), so);
+    REQUIRE(server->start(&err));
+    clock = utc_ms(2026, 3, 1, 1, 25, 10);
+    server->check_schedules();
+    REQUIRE(pump_until(loop, [&] { return server->scheduler().processes()->size() == 1; }));
+    REQUIRE(pump_until(loop, sleeping));
+    bool closed = false;
+    size_t processes_at_done = 99;
+    server->shutdown([&] {
+      closed = true;
+      processes_at_done = server->scheduler().processes()->size();
+    });
+    REQUIRE(pump_until(loop, [&] { return closed; }));
+    // "done is called once everything is closed": the child was killed and reaped.
+    CHECK(processes_at_done == 0);
+    server.reset();
+    auto leaked = loop.close();
+    std::string names;
+    for (auto& n : leaked) names += n + " ";
+    INFO("handles left open: " << names);
+    CHECK(leaked.empty());
+  }
+  CHECK(eventually([&] { return !sleeping(); }, 3000));
+  CHECK(query_str(db, "select status from runs") == "running");  // left for the next start
 }
