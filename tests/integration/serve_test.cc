@@ -1859,7 +1859,10 @@ return o.pipeline "child" {
       closed = true;
       processes_at_done = server->scheduler().processes()->size();
     });
+    int64_t t0 = mono_ms();
     REQUIRE(pump_until(loop, [&] { return closed; }));
+    // The grace (100 ms), then the kill: not the 2 s kill_grace of the detached process.
+    CHECK(mono_ms() - t0 < 1500);
     // "done is called once everything is closed": the child was killed and reaped.
     CHECK(processes_at_done == 0);
     server.reset();
