@@ -424,6 +424,15 @@ TEST_CASE("serve: GET /api/runs pages with a cursor while runs are being added, 
   CHECK(k2.json_body()["existing"] == true);
   CHECK(k2.json_body()["run_id"] == k1.json_body()["run_id"]);
   CHECK(count(db, "select count(*) from runs where idempotency_key='nightly-1'") == 1);
+  // The Idempotency-Key header works too, and a traceparent sets the trace id.
+  std::string trace = "0af7651916cd43dd8448eb211c80319c";
+  auto h1 = srv.request("POST", "/api/pipelines/x/runs", "{}",
+                        {{"Idempotency-Key", "nightly-2"}, {"traceparent", "00-" + trace + "-b7ad6b7169203331-01"}});
+  REQUIRE(h1.status == 202);
+  CHECK(h1.json_body()["trace_id"] == trace);
+  auto h2 = srv.request("POST", "/api/pipelines/x/runs", "{}", {{"Idempotency-Key", "nightly-2"}});
+  CHECK(h2.status == 200);
+  CHECK(h2.json_body()["run_id"] == h1.json_body()["run_id"]);
   CHECK(srv.stop() == 0);
 }
 
@@ -644,6 +653,29 @@ return o.pipeline "open" {
   auto readable = serve_exit({"--listen", "127.0.0.1:0", "--token-file", tf}, {"ORCHRUN_TOKEN="});
   CHECK(readable.exit_code == 2);
   CHECK(has(readable.err, "chmod 600"));
+
+  // Other bad starts: exit 2 with a message, nothing listening.
+  {
+    ServeProcess busy(dir, tmp.file("busy.db"));
+    auto in_use = serve_exit({"--listen", "127.0.0.1:" + std::to_string(busy.port())}, {"ORCHRUN_TOKEN="});
+    CHECK(in_use.exit_code == 2);
+    CHECK(has(in_use.err, "orchrun: serve:"));
+    CHECK(busy.get("/healthz").status == 200);
+  }
+  auto no_dir = run_cmd({orchrun_bin(), "serve", tmp.file("nope"), "--listen", "127.0.0.1:0", "--db",
+                         tmp.file("x.db")}, {}, "", 15);
+  CHECK(no_dir.exit_code == 2);
+  CHECK(has(no_dir.err, "is not a directory of pipelines"));
+  for (auto& bad : std::vector<std::vector<std::string>>{{"--listen", "127.0.0.1:99999"},
+                                                         {"--listen", "127.0.0.1"},
+                                                         {"--max-body", "lots"},
+                                                         {"--max-body", "0"},
+                                                         {"--grace", "soon"}}) {
+    auto b = serve_exit(bad, {"ORCHRUN_TOKEN="});
+    INFO(bad[0] << " " << bad[1] << ": " << b.err);
+    CHECK(b.exit_code == 2);
+    CHECK(has(b.err, bad[0].substr(2)));
+  }
 
   // Beyond loopback with a token (from a 0600 file): even GETs need it.
   chmod(tf.c_str(), 0600);
@@ -867,6 +899,18 @@ TEST_CASE("serve: approval gates are decided through the API", "[serve]") {
   CHECK(has(run["error"]["message"].get<std::string>(), "bob"));
   CHECK(count(db, "select count(*) from node_runs where run_id=" + q(b) + " and node_id='ship'") == 0);
   CHECK(decide(b, "deploy", R"({"decision":"approve","approver":"alice"})").status == 409);
+
+  // A run waiting at its gate can be cancelled; its gate can then no longer be decided.
+  std::string c = start();
+  r = srv.post("/api/runs/" + c + "/cancel", R"({"reason":"not today"})");
+  INFO(show(r));
+  CHECK(r.status == 200);
+  CHECK(srv.wait_run(c, "cancelled,succeeded,failed")["status"] == "cancelled");
+  r = decide(c, "deploy", R"({"decision":"approve","approver":"alice"})");
+  INFO(show(r));
+  CHECK(r.status == 409);
+  CHECK(query_str(db, "select status from runs where id=" + q(c)) == "cancelled");
+  CHECK(count(db, "select count(*) from node_runs where run_id=" + q(c) + " and node_id='ship'") == 0);
 
   // A run parked at its gate by a one-shot `orchrun FILE` (exit 4, process gone): approved
   // through the API, the server resumes it.
