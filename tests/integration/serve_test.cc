@@ -718,6 +718,7 @@ TEST_CASE("serve: /api/events streams a run's events; Last-Event-ID resumes; orc
   CHECK(sse.header("content-type") == "text/event-stream");
   // What happened so far comes from the store...
   std::vector<SseReader::Event> got;
+  REQUIRE(!store_ids(0).empty());
   int64_t stored_last = store_ids(0).back();
   while (got.empty() || got.back().id < stored_last) {
     auto e = sse.next(5000);
@@ -1615,9 +1616,11 @@ return o.pipeline "x" {
   for (const Bad& b : std::vector<Bad>{
            {head + "  o.node(\"a\", function( return {} end),\n}\n", 3, {}},
            {head + "  triggers = { o.schedule \"61 * * * *\" },\n  o.node(\"a\", function() end),\n}\n",
-            3, {"o.schedule", "61 * * * *"}},
+            3, {"o.schedule", "61 * * * *", "minute: 61 is out of range"}},
+           {head + "  triggers = { o.schedule { cron = \"0 25 * * *\" } },\n  o.node(\"a\", function() end),\n}\n",
+            3, {"o.schedule", "hour: 25 is out of range"}},
            {head + "  triggers = {\n    o.schedule { cron = \"*/5 * * * *\", tz = \"Mars/Olympus_Mons\" },\n  },\n  o.node(\"a\", function() end),\n}\n",
-            4, {"o.schedule", "Mars/Olympus_Mons"}},
+            4, {"o.schedule", "unknown time zone 'Mars/Olympus_Mons'"}},
            {head + "  triggers = { o.schedule { cron = \"@daily\", missed = \"sometimes\" } },\n  o.node(\"a\", function() end),\n}\n",
             3, {"missed"}},
            {head + "  triggers = { o.webhook { path = \"/hooks/x\", sekret = \"X\" } },\n  o.node(\"a\", function() end),\n}\n",
