@@ -168,6 +168,13 @@ void Process::terminate(int64_t grace_ms) {
   // be running (and may ignore SIGTERM).
   if (grace_ms <= 0) {
     uv_kill(-result_.pid, SIGKILL);
+    if (killing_) {
+      // A delayed SIGKILL was pending (terminate with a grace, e.g. a detach): this one
+      // supersedes it, so its timer no longer keeps a finished process alive.
+      killing_ = false;
+      uv_timer_stop(&kill_timer_);
+      if (finished_) close_handles();
+    }
     return;
   }
   if (killing_) return;  // SIGKILL is already on its way

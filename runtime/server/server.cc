@@ -512,7 +512,19 @@ void Server::shutdown(std::function<void()> done) {
     sse_->close_all();
     if (http_) http_->close_all();
     prune_timer_.reset();
-    if (done) done();
+    // detach_all() sent SIGKILL to the child processes of the runs let go: each frees itself
+    // once the loop has seen its exit and its pipes close. Wait for that (briefly: they were
+    // killed) so that nothing is left open when `done` runs.
+    int64_t reap_deadline = wall_ms() + 2000;
+    drain_timer_ = std::make_unique<Timer>(loop_->get());
+    drain_timer_->start(
+        0,
+        [this, done, reap_deadline] {
+          if (sched_->processes()->size() > 0 && wall_ms() < reap_deadline) return;
+          drain_timer_.reset();
+          if (done) done();
+        },
+        10);
   };
   drain_timer_->start(
       0,

@@ -424,6 +424,15 @@ TEST_CASE("serve: GET /api/runs pages with a cursor while runs are being added, 
   CHECK(k2.json_body()["existing"] == true);
   CHECK(k2.json_body()["run_id"] == k1.json_body()["run_id"]);
   CHECK(count(db, "select count(*) from runs where idempotency_key='nightly-1'") == 1);
+  // The Idempotency-Key header works too, and a traceparent sets the trace id.
+  std::string trace = "0af7651916cd43dd8448eb211c80319c";
+  auto h1 = srv.request("POST", "/api/pipelines/x/runs", "{}",
+                        {{"Idempotency-Key", "nightly-2"}, {"traceparent", "00-" + trace + "-b7ad6b7169203331-01"}});
+  REQUIRE(h1.status == 202);
+  CHECK(h1.json_body()["trace_id"] == trace);
+  auto h2 = srv.request("POST", "/api/pipelines/x/runs", "{}", {{"Idempotency-Key", "nightly-2"}});
+  CHECK(h2.status == 200);
+  CHECK(h2.json_body()["run_id"] == h1.json_body()["run_id"]);
   CHECK(srv.stop() == 0);
 }
 
@@ -645,6 +654,29 @@ return o.pipeline "open" {
   CHECK(readable.exit_code == 2);
   CHECK(has(readable.err, "chmod 600"));
 
+  // Other bad starts: exit 2 with a message, nothing listening.
+  {
+    ServeProcess busy(dir, tmp.file("busy.db"));
+    auto in_use = serve_exit({"--listen", "127.0.0.1:" + std::to_string(busy.port())}, {"ORCHRUN_TOKEN="});
+    CHECK(in_use.exit_code == 2);
+    CHECK(has(in_use.err, "orchrun: serve:"));
+    CHECK(busy.get("/healthz").status == 200);
+  }
+  auto no_dir = run_cmd({orchrun_bin(), "serve", tmp.file("nope"), "--listen", "127.0.0.1:0", "--db",
+                         tmp.file("x.db")}, {}, "", 15);
+  CHECK(no_dir.exit_code == 2);
+  CHECK(has(no_dir.err, "is not a directory of pipelines"));
+  for (auto& bad : std::vector<std::vector<std::string>>{{"--listen", "127.0.0.1:99999"},
+                                                         {"--listen", "127.0.0.1"},
+                                                         {"--max-body", "lots"},
+                                                         {"--max-body", "0"},
+                                                         {"--grace", "soon"}}) {
+    auto b = serve_exit(bad, {"ORCHRUN_TOKEN="});
+    INFO(bad[0] << " " << bad[1] << ": " << b.err);
+    CHECK(b.exit_code == 2);
+    CHECK(has(b.err, bad[0].substr(2)));
+  }
+
   // Beyond loopback with a token (from a 0600 file): even GETs need it.
   chmod(tf.c_str(), 0600);
   ServeProcess wide(dir, tmp.file("wide.db"), {"--token-file", tf}, {}, "0.0.0.0:0");
@@ -686,6 +718,7 @@ TEST_CASE("serve: /api/events streams a run's events; Last-Event-ID resumes; orc
   CHECK(sse.header("content-type") == "text/event-stream");
   // What happened so far comes from the store...
   std::vector<SseReader::Event> got;
+  REQUIRE(!store_ids(0).empty());
   int64_t stored_last = store_ids(0).back();
   while (got.empty() || got.back().id < stored_last) {
     auto e = sse.next(5000);
@@ -867,6 +900,18 @@ TEST_CASE("serve: approval gates are decided through the API", "[serve]") {
   CHECK(has(run["error"]["message"].get<std::string>(), "bob"));
   CHECK(count(db, "select count(*) from node_runs where run_id=" + q(b) + " and node_id='ship'") == 0);
   CHECK(decide(b, "deploy", R"({"decision":"approve","approver":"alice"})").status == 409);
+
+  // A run waiting at its gate can be cancelled; its gate can then no longer be decided.
+  std::string c = start();
+  r = srv.post("/api/runs/" + c + "/cancel", R"({"reason":"not today"})");
+  INFO(show(r));
+  CHECK(r.status == 200);
+  CHECK(srv.wait_run(c, "cancelled,succeeded,failed")["status"] == "cancelled");
+  r = decide(c, "deploy", R"({"decision":"approve","approver":"alice"})");
+  INFO(show(r));
+  CHECK(r.status == 409);
+  CHECK(query_str(db, "select status from runs where id=" + q(c)) == "cancelled");
+  CHECK(count(db, "select count(*) from node_runs where run_id=" + q(c) + " and node_id='ship'") == 0);
 
   // A run parked at its gate by a one-shot `orchrun FILE` (exit 4, process gone): approved
   // through the API, the server resumes it.
@@ -1571,9 +1616,11 @@ return o.pipeline "x" {
   for (const Bad& b : std::vector<Bad>{
            {head + "  o.node(\"a\", function( return {} end),\n}\n", 3, {}},
            {head + "  triggers = { o.schedule \"61 * * * *\" },\n  o.node(\"a\", function() end),\n}\n",
-            3, {"o.schedule", "61 * * * *"}},
+            3, {"o.schedule", "61 * * * *", "minute: 61 is out of range"}},
+           {head + "  triggers = { o.schedule { cron = \"0 25 * * *\" } },\n  o.node(\"a\", function() end),\n}\n",
+            3, {"o.schedule", "hour: 25 is out of range"}},
            {head + "  triggers = {\n    o.schedule { cron = \"*/5 * * * *\", tz = \"Mars/Olympus_Mons\" },\n  },\n  o.node(\"a\", function() end),\n}\n",
-            4, {"o.schedule", "Mars/Olympus_Mons"}},
+            4, {"o.schedule", "unknown time zone 'Mars/Olympus_Mons'"}},
            {head + "  triggers = { o.schedule { cron = \"@daily\", missed = \"sometimes\" } },\n  o.node(\"a\", function() end),\n}\n",
             3, {"missed"}},
            {head + "  triggers = { o.webhook { path = \"/hooks/x\", sekret = \"X\" } },\n  o.node(\"a\", function() end),\n}\n",
@@ -1814,5 +1861,64 @@ return o.pipeline "regions" {
   server.reset();
   pump_for(loop, 10);
   store.reset();
-  CHECK(loop.close().empty());
+  auto leaked = loop.close();
+  std::string names;
+  for (auto& n : leaked) names += n + " ";
+  INFO("handles left open: " << names);
+  CHECK(leaked.empty());
+}
+
+TEST_CASE("serve: shutdown reaps the child processes of the runs it lets go (in-process)",
+          "[serve]") {
+  TempDir tmp;
+  // A schedule (driven by the fake clock) starts a run whose node waits on a child process.
+  std::string dir = pipeline_dir(tmp, {{"child.lua", R"(local o = require "orch"
+return o.pipeline "child" {
+  triggers = { o.schedule "*/5 * * * *" },
+  o.node("wait", function() o.exec { "sleep", "29.25" } return {} end),
+}
+)"}});
+  std::string db = tmp.file("p.db");
+  std::string err;
+  auto store = Store::open(db, StoreOptions{}, &err);
+  REQUIRE(store);
+  auto sleeping = [] {
+    return run_cmd({"pgrep", "-f", "^sleep 29.25$"}, {}, "", 10).exit_code == 0;
+  };
+  {
+    Loop loop;
+    int64_t clock = utc_ms(2026, 3, 1, 1, 22, 0);
+    ServeOptions so;
+    so.dir = dir;
+    so.port = 0;
+    so.clock = [&clock] { return clock; };
+    so.log = nullptr;
+    so.grace_ms = 100;
+    auto server = std::make_unique<Server>(&loop, store.get(), so);
+    REQUIRE(server->start(&err));
+    clock = utc_ms(2026, 3, 1, 1, 25, 10);
+    server->check_schedules();
+    REQUIRE(pump_until(loop, [&] { return server->scheduler().processes()->size() == 1; }));
+    REQUIRE(pump_until(loop, sleeping));
+    bool closed = false;
+    size_t processes_at_done = 99;
+    server->shutdown([&] {
+      closed = true;
+      processes_at_done = server->scheduler().processes()->size();
+    });
+    int64_t t0 = mono_ms();
+    REQUIRE(pump_until(loop, [&] { return closed; }));
+    // The grace (100 ms), then the kill: not the 2 s kill_grace of the detached process.
+    CHECK(mono_ms() - t0 < 1500);
+    // "done is called once everything is closed": the child was killed and reaped.
+    CHECK(processes_at_done == 0);
+    server.reset();
+    auto leaked = loop.close();
+    std::string names;
+    for (auto& n : leaked) names += n + " ";
+    INFO("handles left open: " << names);
+    CHECK(leaked.empty());
+  }
+  CHECK(eventually([&] { return !sleeping(); }, 3000));
+  CHECK(query_str(db, "select status from runs") == "running");  // left for the next start
 }
