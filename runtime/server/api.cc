@@ -307,6 +307,11 @@ class ApiImpl {
       g.pipelines_invalid += (!e.active && !e.removed) ? 1 : 0;
     }
     g.http_connections = s_.http_ ? s_.http_->connections() : 0;
+    if (s_.http_) {
+      g.http_bad_requests = s_.http_->stats().bad_requests;
+      g.http_timeouts = s_.http_->stats().timeouts;
+      g.http_connections_accepted = s_.http_->stats().connections_accepted;
+    }
     g.sse_clients = s_.sse_->clients();
     g.start_time_s = s_.started_at_ / 1000.0;
     reply(Response::text(200, s_.metrics_.render(g), "text/plain; version=0.0.4; charset=utf-8"));

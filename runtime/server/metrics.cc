@@ -160,6 +160,16 @@ std::string Metrics::render(const Gauges& g) const {
   for (auto& [code, n] : http_)
     out += "orchrun_http_responses_total{code=\"" + std::to_string(code) + "\"} " +
            std::to_string(n) + "\n";
+  header(&out, "orchrun_http_refused_total", "counter",
+         "Requests refused by the HTTP layer: malformed or too large (400, 413, 431, 505), "
+         "or too slow (408).");
+  out += "orchrun_http_refused_total{reason=\"bad_request\"} " +
+         std::to_string(g.http_bad_requests) + "\n";
+  out += "orchrun_http_refused_total{reason=\"timeout\"} " + std::to_string(g.http_timeouts) +
+         "\n";
+  header(&out, "orchrun_http_connections_accepted_total", "counter", "HTTP connections accepted.");
+  out += "orchrun_http_connections_accepted_total " +
+         std::to_string(g.http_connections_accepted) + "\n";
   header(&out, "orchrun_http_connections", "gauge", "Open HTTP connections.");
   out += "orchrun_http_connections " + std::to_string(g.http_connections) + "\n";
   header(&out, "orchrun_sse_clients", "gauge", "Clients of /api/events.");

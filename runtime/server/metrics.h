@@ -44,6 +44,8 @@ class Metrics : public EventSink {
     std::vector<std::pair<std::string, int64_t>> runs_by_status;  // from the store
     size_t pipelines_active = 0, pipelines_invalid = 0;
     size_t http_connections = 0, sse_clients = 0;
+    // Refused by the HTTP layer before any route (malformed 400, 413, 431, 505; slow 408).
+    uint64_t http_bad_requests = 0, http_timeouts = 0, http_connections_accepted = 0;
     double uptime_s = 0, start_time_s = 0;
   };
   std::string render(const Gauges& g) const;

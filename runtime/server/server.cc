@@ -284,7 +284,10 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
           j["trace_id"] = r->trace_id;
           j["status"] = r->status;
         }
-        Api::answer(*this, ex, http::Response::json(200, dump_json(j)));
+        // Answered once the count is committed, like an accepted delivery.
+        sched_->defer([this, ex, body = dump_json(j)] {
+          Api::answer(*this, ex, http::Response::json(200, body));
+        });
         return;
       }
     }
