@@ -17,6 +17,7 @@
 
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
+#include "runtime/digest.h"
 
 namespace orch {
 namespace {
@@ -82,11 +83,7 @@ void do_hash(ArtifactJob* j) {
     j->err = "cannot read artifact " + file;
     return;
   }
-  static const char* hex = "0123456789abcdef";
-  for (unsigned int i = 0; i < len; i++) {
-    j->sha256 += hex[md[i] >> 4];
-    j->sha256 += hex[md[i] & 15];
-  }
+  j->sha256 = hex_lower(md, len);
   j->size = total;
   j->rel = file.substr(ws.size() + 1);
 }

@@ -1,6 +1,4 @@
 // orch.core: the C functions the Lua stdlib builds on (sleep, log, json, durations, hmac).
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 #include <cstring>
 #include <string>
@@ -8,6 +6,7 @@
 
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
+#include "runtime/digest.h"
 #include "runtime/drivers/timer.h"
 #include "runtime/duration.h"
 #include "runtime/ids.h"
@@ -276,18 +275,9 @@ int l_hmac_sha256(lua_State* L) {
   size_t klen, dlen;
   const char* key = luaL_checklstring(L, 1, &klen);
   const char* data = luaL_checklstring(L, 2, &dlen);
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int mac_len = 0;
-  if (!HMAC(EVP_sha256(), key, static_cast<int>(klen), reinterpret_cast<const unsigned char*>(data),
-            dlen, mac, &mac_len))
-    return luaL_error(L, "hmac_sha256: OpenSSL HMAC failed");
-  static const char digits[] = "0123456789abcdef";
-  char hex[2 * EVP_MAX_MD_SIZE];
-  for (unsigned int i = 0; i < mac_len; i++) {
-    hex[2 * i] = digits[mac[i] >> 4];
-    hex[2 * i + 1] = digits[mac[i] & 15];
-  }
-  lua_pushlstring(L, hex, 2 * mac_len);
+  std::string hex = hmac_sha256_hex(std::string_view(key, klen), std::string_view(data, dlen));
+  if (hex.empty()) return luaL_error(L, "hmac_sha256: OpenSSL HMAC failed");
+  lua_pushlstring(L, hex.data(), hex.size());
   return 1;
 }
 

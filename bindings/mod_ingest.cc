@@ -1,12 +1,12 @@
 // core.record_incidents and core.sha256: what o.ingest (stdlib/orch/ingest.lua) needs from C++.
 // Parsing and validation are Lua's; storing goes through the scheduler (TaskHost), which
 // writes the incidents in the run's open transaction and tags the run and its events.
-#include <openssl/evp.h>
 
 #include <string>
 
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
+#include "runtime/digest.h"
 
 namespace orch {
 namespace {
@@ -15,16 +15,8 @@ namespace {
 int l_sha256(lua_State* L) {
   size_t n;
   const char* s = luaL_checklstring(L, 1, &n);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_Digest(s, n, md, &len, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  char out[2 * EVP_MAX_MD_SIZE];
-  for (unsigned int i = 0; i < len; i++) {
-    out[2 * i] = hex[md[i] >> 4];
-    out[2 * i + 1] = hex[md[i] & 15];
-  }
-  lua_pushlstring(L, out, 2 * len);
+  std::string hex = sha256_hex(std::string_view(s, n));
+  lua_pushlstring(L, hex.data(), hex.size());
   return 1;
 }
 

@@ -9,21 +9,9 @@
 #include <sstream>
 
 #include "bindings/compile.h"
+#include "runtime/store/store.h"
 
 namespace orch {
-
-std::string sha256_hex(const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < n; i++) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
-}
 
 namespace {
 
@@ -93,6 +81,20 @@ std::unique_ptr<Pipeline> load_pipeline_source(const std::string& path, const st
   lua_settop(L, top);
   if (!ok) return nullptr;
   return p;
+}
+
+std::unique_ptr<Pipeline> load_stored_definition(Store& store, const std::string& name, int version,
+                                                 const LoadOptions& opts,
+                                                 std::vector<Diagnostic>* diags, bool* missing) {
+  std::string file;
+  auto src = store.definition_source(name, version, &file);
+  *missing = !src;
+  if (!src) {
+    diags->push_back(
+        {name, 0, "definition " + name + " v" + std::to_string(version) + " is not in the store"});
+    return nullptr;
+  }
+  return load_pipeline_source(file.empty() ? name + ".lua" : file, *src, opts, diags);
 }
 
 }  // namespace orch

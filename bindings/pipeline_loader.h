@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/digest.h"
 #include "runtime/graph.h"
 
 namespace orch {
@@ -20,6 +21,11 @@ std::unique_ptr<Pipeline> load_pipeline_source(const std::string& path, const st
                                                const LoadOptions& opts,
                                                std::vector<Diagnostic>* diags);
 
-std::string sha256_hex(const std::string& data);
+class Store;
+// The definition version a stored run started with, loaded from its stored source (fresh
+// state). nullptr with *diags; *missing is set when the store has no such definition.
+std::unique_ptr<Pipeline> load_stored_definition(Store& store, const std::string& name, int version,
+                                                 const LoadOptions& opts,
+                                                 std::vector<Diagnostic>* diags, bool* missing);
 
 }  // namespace orch

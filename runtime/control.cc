@@ -23,7 +23,6 @@ bool owner_alive(int64_t pid) {
   return base.rfind("orchrun", 0) == 0;
 }
 
-
 Decision decide_gate(Store& store, const RunRow& run, const std::string& node, bool approve,
                      const std::string& who, const std::string& comment, int64_t now) {
   Decision d;
@@ -55,8 +54,8 @@ Decision decide_gate(Store& store, const RunRow& run, const std::string& node, b
       for (auto& n : list) allowed = allowed || (n.is_string() && n.get<std::string>() == who);
     if (!allowed) {
       d.code = "forbidden";
-      d.message = who + " is not among the approvers of gate '" + node + "' (" + gate->approvers +
-                  ")";
+      d.message =
+          who + " is not among the approvers of gate '" + node + "' (" + gate->approvers + ")";
       return d;
     }
   }

@@ -40,12 +40,8 @@ json run_json(const RunRow& r) {
 }
 
 json event_json(const Event& e) {
-  json x{{"id", e.id},
-         {"ts", iso8601_ms(e.ts)},
-         {"kind", e.kind},
-         {"run_id", e.run_id},
-         {"trace_id", e.trace_id},
-         {"pipeline", e.pipeline},
+  json x{{"id", e.id},          {"ts", iso8601_ms(e.ts)}, {"kind", e.kind},
+         {"run_id", e.run_id},  {"trace_id", e.trace_id}, {"pipeline", e.pipeline},
          {"version", e.version}};
   if (!e.node.empty()) {
     x["node"] = e.node;
@@ -109,14 +105,12 @@ json run_detail_json(Store& store, const RunRow& run) {
   j["nodes"] = ns;
   json cp = json::array();
   for (auto* n : critical_path(nodes))
-    cp.push_back(
-        {{"node", n->node_id}, {"attempt", n->attempt}, {"duration_ms", n->duration_ms}});
+    cp.push_back({{"node", n->node_id}, {"attempt", n->attempt}, {"duration_ms", n->duration_ms}});
   j["critical_path"] = cp;
   json arts = json::array();
   for (auto& ar : store.artifacts(run.id)) {
-    json x{{"name", ar.path},       {"node", ar.node_id},
-           {"attempt", ar.attempt}, {"size", ar.size},
-           {"sha256", ar.sha256},   {"created_at", iso8601_ms(ar.created_at)},
+    json x{{"name", ar.path},      {"node", ar.node_id},  {"attempt", ar.attempt},
+           {"size", ar.size},      {"sha256", ar.sha256}, {"created_at", iso8601_ms(ar.created_at)},
            {"used_by", ar.used_by}};
     if (!ar.kind.empty()) x["kind"] = ar.kind;
     if (!run.workspace.empty()) x["path"] = run.workspace + "/" + ar.path;

@@ -124,17 +124,14 @@ class FileSource : public PipelineSource {
     std::string k = run.pipeline + "@" + std::to_string(run.version);
     auto it = by_def_.find(k);
     if (it != by_def_.end()) return it->second;
-    std::string file;
-    auto src = store_->definition_source(run.pipeline, run.version, &file);
-    if (!src) {
-      *err = "definition " + k + " is not in the store";
-      return nullptr;
-    }
     std::vector<Diagnostic> diags;
-    auto p = load_pipeline_source(file.empty() ? run.pipeline + ".lua" : file, *src, lo_, &diags);
+    bool missing = false;
+    auto p = load_stored_definition(*store_, run.pipeline, run.version, lo_, &diags, &missing);
     if (!p) {
-      *err = "definition " + k +
-             " no longer loads: " + (diags.empty() ? std::string("?") : diags[0].str());
+      *err = missing
+                 ? diags[0].message
+                 : "definition " + k +
+                       " no longer loads: " + (diags.empty() ? std::string("?") : diags[0].str());
       return nullptr;
     }
     return by_def_[k] = keep(std::move(p));
@@ -282,7 +279,6 @@ std::string read_input(const Args& a, int* code) {
 }
 
 }  // namespace
-
 
 int cmd_run(const Args& a) {
   Style est = style_for(stderr);
@@ -456,20 +452,18 @@ int cmd_resume(const Args& a) {
   for (auto& r : candidates) {
     std::string k = r.pipeline + "@" + std::to_string(r.version);
     if (!defs.count(k)) {
-      std::string file;
-      auto src = store->definition_source(r.pipeline, r.version, &file);
-      if (!src) {
-        fprintf(stderr, "orchrun: run %s: definition %s v%d is not in the store\n", r.id.c_str(),
-                r.pipeline.c_str(), r.version);
-        bad++;
-        continue;
-      }
       std::vector<Diagnostic> diags;
-      auto p = load_pipeline_source(file.empty() ? r.pipeline + ".lua" : file, *src, lo, &diags);
+      bool missing = false;
+      auto p = load_stored_definition(*store, r.pipeline, r.version, lo, &diags, &missing);
       if (!p) {
-        fprintf(stderr, "orchrun: run %s: its pipeline %s v%d no longer loads:\n", r.id.c_str(),
-                r.pipeline.c_str(), r.version);
-        print_diags(diags, est);
+        if (missing) {
+          fprintf(stderr, "orchrun: run %s: definition %s v%d is not in the store\n", r.id.c_str(),
+                  r.pipeline.c_str(), r.version);
+        } else {
+          fprintf(stderr, "orchrun: run %s: its pipeline %s v%d no longer loads:\n", r.id.c_str(),
+                  r.pipeline.c_str(), r.version);
+          print_diags(diags, est);
+        }
         bad++;
         continue;
       }
@@ -567,16 +561,15 @@ int cmd_retry(const Args& a) {
             run->status == "running" ? " (an interrupted run is resumed: orchrun resume)" : "");
     return kExitUsage;
   }
-  std::string file;
-  auto src = store->definition_source(run->pipeline, run->version, &file);
-  if (!src) {
-    fprintf(stderr, "orchrun: definition %s v%d of run %s is not in the store\n",
-            run->pipeline.c_str(), run->version, run->id.c_str());
-    return kExitInternal;
-  }
   std::vector<Diagnostic> diags;
-  auto p = load_pipeline_source(file, *src, lo, &diags);
+  bool missing = false;
+  auto p = load_stored_definition(*store, run->pipeline, run->version, lo, &diags, &missing);
   if (!p) {
+    if (missing) {
+      fprintf(stderr, "orchrun: definition %s v%d of run %s is not in the store\n",
+              run->pipeline.c_str(), run->version, run->id.c_str());
+      return kExitInternal;
+    }
     print_diags(diags, est);
     return kExitUsage;
   }

@@ -55,13 +55,13 @@ bool parse_size(const std::string& v, size_t* out, std::string* err) {
   double n = strtod(v.c_str(), &end);
   std::string unit = end ? end : "";
   for (auto& c : unit) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
-  double mult = unit.empty() || unit == "b"        ? 1
-                : unit == "k" || unit == "kib"     ? 1024
-                : unit == "kb"                     ? 1000
-                : unit == "m" || unit == "mib"     ? 1024.0 * 1024
-                : unit == "mb"                     ? 1e6
-                : unit == "g" || unit == "gib"     ? 1024.0 * 1024 * 1024
-                                                   : -1;
+  double mult = unit.empty() || unit == "b"    ? 1
+                : unit == "k" || unit == "kib" ? 1024
+                : unit == "kb"                 ? 1000
+                : unit == "m" || unit == "mib" ? 1024.0 * 1024
+                : unit == "mb"                 ? 1e6
+                : unit == "g" || unit == "gib" ? 1024.0 * 1024 * 1024
+                                               : -1;
   if (end == v.c_str() || mult < 0 || n <= 0 || n * mult > 1e10) {
     *err = "--max-body: '" + v + "' is not a size (e.g. 1MiB, 512KiB, 1048576)";
     return false;
@@ -127,8 +127,10 @@ int cmd_serve(const Args& a) {
     so.token = t;
   }
   if (!so.token.empty() && so.token.size() < 16) {
-    fprintf(stderr, "orchrun: the API token is %zu characters; use at least 16 (e.g. openssl "
-            "rand -hex 32)\n", so.token.size());
+    fprintf(stderr,
+            "orchrun: the API token is %zu characters; use at least 16 (e.g. openssl "
+            "rand -hex 32)\n",
+            so.token.size());
     return kExitUsage;
   }
   so.secrets_file = a.get("--secrets");
@@ -154,11 +156,7 @@ int cmd_serve(const Args& a) {
     }
     // SIGTERM/SIGINT: a graceful shutdown; a second one forces the exit.
     InterruptHandler intr(
-        loop.get(),
-        [&](int signo) {
-          server.shutdown([&loop] { uv_stop(loop.get()); });
-        },
-        false);
+        loop.get(), [&](int signo) { server.shutdown([&loop] { uv_stop(loop.get()); }); }, false);
     loop.run();
     if (!server.scheduler().fatal_error().empty()) {
       fprintf(stderr, "orchrun: %s\n", server.scheduler().fatal_error().c_str());
@@ -206,7 +204,8 @@ int exit_for(const std::string& kind) {
 // the connection drops.
 int follow(const std::string& url, const std::string& run_id, bool json_out) {
   std::string rest = url;
-  if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
+  if (rest.rfind("http://", 0) == 0)
+    rest = rest.substr(7);
   else if (rest.find("://") != std::string::npos) {
     fprintf(stderr, "orchrun: --server: only http:// URLs are supported (got %s)\n", url.c_str());
     return kExitUsage;
@@ -249,8 +248,8 @@ int follow(const std::string& url, const std::string& run_id, bool json_out) {
       usleep(1000000);
       continue;
     }
-    std::string req = "GET /api/events?run=" + run_id + " HTTP/1.1\r\nHost: " + host + ":" +
-                      port + "\r\nAccept: text/event-stream\r\n";
+    std::string req = "GET /api/events?run=" + run_id + " HTTP/1.1\r\nHost: " + host + ":" + port +
+                      "\r\nAccept: text/event-stream\r\n";
     if (token && *token) req += std::string("Authorization: Bearer ") + token + "\r\n";
     if (last_id) req += "Last-Event-ID: " + std::to_string(last_id) + "\r\n";
     req += "\r\n";
@@ -324,7 +323,6 @@ int follow(const std::string& url, const std::string& run_id, bool json_out) {
 
 }  // namespace
 
-
 int cmd_logs(const Args& a) {
   if (a.positional.size() != 1) {
     fprintf(stderr, "usage: orchrun logs RUN_ID [--follow] [--server URL] [--db PATH]\n");
@@ -343,8 +341,8 @@ int cmd_logs(const Args& a) {
       run = store->find_run(id, &err);
       if (run) {
         id = run->id;
-        bool finished = run->status == "succeeded" || run->status == "failed" ||
-                        run->status == "cancelled";
+        bool finished =
+            run->status == "succeeded" || run->status == "failed" || run->status == "cancelled";
         if (!a.has("--follow") || finished) {
           for (auto& e : store->events(run->id)) print_event(e, json_out);
           return !finished ? kExitOk : run->status == "succeeded" ? kExitOk : kExitFailed;

@@ -43,9 +43,9 @@ bool decode_cursor(const std::string& cursor, int64_t* created_at, std::string* 
   }
   while (b.size() % 4) b += '=';
   std::string raw(b.size(), '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(raw.data()),
-                          reinterpret_cast<const unsigned char*>(b.data()),
-                          static_cast<int>(b.size()));
+  int n =
+      EVP_DecodeBlock(reinterpret_cast<unsigned char*>(raw.data()),
+                      reinterpret_cast<const unsigned char*>(b.data()), static_cast<int>(b.size()));
   if (n < 0) return false;
   raw.resize(static_cast<size_t>(n));
   while (!raw.empty() && raw.back() == '\0') raw.pop_back();  // padding decodes to zeros
@@ -234,9 +234,9 @@ class ApiImpl {
   bool only(const char* method, F f) {
     bool head = rq_.method == "HEAD" && std::string(method) == "GET";
     if (rq_.method != method && !head) {
-      Response r = error_response(405, "method_not_allowed",
-                                  rq_.method + " is not allowed on " + rq_.path + "; use " +
-                                      method);
+      Response r =
+          error_response(405, "method_not_allowed",
+                         rq_.method + " is not allowed on " + rq_.path + "; use " + method);
       r.headers.emplace_back("Allow", method);
       reply(std::move(r));
       return false;
@@ -257,8 +257,8 @@ class ApiImpl {
       return false;
     }
     if (!out->is_object()) {
-      fail(400, "invalid_body", std::string("the body must be a JSON object, got ") +
-                                    out->type_name());
+      fail(400, "invalid_body",
+           std::string("the body must be a JSON object, got ") + out->type_name());
       return false;
     }
     return true;
@@ -424,8 +424,8 @@ class ApiImpl {
     if (!body_object(&body)) return;
     json input = body.contains("input") ? body["input"] : json::object();
     if (!input.is_object())
-      return fail(400, "invalid_body", std::string("'input' must be a JSON object, got ") +
-                                           input.type_name());
+      return fail(400, "invalid_body",
+                  std::string("'input' must be a JSON object, got ") + input.type_name());
     RunOptions ro;
     ro.source = "api";
     ro.input_json = dump_json(input);
@@ -439,14 +439,15 @@ class ApiImpl {
                         {"status", prev->status},
                         {"existing", true}});
     }
-    if (const std::string* tp = rq_.header("traceparent")) ro.trace_id = trace_from_traceparent(*tp);
+    if (const std::string* tp = rq_.header("traceparent"))
+      ro.trace_id = trace_from_traceparent(*tp);
     s_.start_and_answer(p, ro, ex_, json::object());
   }
 
   bool run_filter(RunFilter* f, int max_limit, int def_limit) {
     f->status = rq_.param("status");
-    static const std::vector<std::string> kStatuses = {
-        "queued", "running", "awaiting_approval", "succeeded", "failed", "cancelled"};
+    static const std::vector<std::string> kStatuses = {"queued",    "running", "awaiting_approval",
+                                                       "succeeded", "failed",  "cancelled"};
     if (!f->status.empty() &&
         std::find(kStatuses.begin(), kStatuses.end(), f->status) == kStatuses.end()) {
       fail(400, "bad_parameter",
@@ -484,8 +485,9 @@ class ApiImpl {
     bool has_cursor = false;
     std::string cursor = rq_.param("cursor", &has_cursor);
     if (has_cursor && !decode_cursor(cursor, &f->before_created_at, &f->before_id)) {
-      fail(400, "bad_cursor", "cursor: '" + cursor.substr(0, 80) +
-                                  "' is not a cursor this server gave (use next_cursor as is)");
+      fail(400, "bad_cursor",
+           "cursor: '" + cursor.substr(0, 80) +
+               "' is not a cursor this server gave (use next_cursor as is)");
       return false;
     }
     return true;
@@ -505,7 +507,8 @@ class ApiImpl {
           "id,pipeline,version,status,source,created_at,started_at,finished_at,duration_ms,"
           "attempts,trace_id,error_type,error_node,error_message\r\n";
       for (auto& r : rows) {
-        std::string dur = r.finished_at && r.started_at ? std::to_string(r.finished_at - r.started_at) : "";
+        std::string dur =
+            r.finished_at && r.started_at ? std::to_string(r.finished_at - r.started_at) : "";
         for (const std::string& v :
              {r.id, r.pipeline, std::to_string(r.version), r.status, r.source,
               iso8601_ms(r.created_at), r.started_at ? iso8601_ms(r.started_at) : "",
@@ -550,7 +553,8 @@ class ApiImpl {
     } else if (owner_alive(r->owner_pid)) {
       if (!s_.store_->request_cancel(r->id, reason, wall_ms()))
         return fail(409, "conflict", "run " + r->id + " finished meanwhile");
-      return ok(202, {{"run_id", r->id}, {"status", "cancel_requested"}, {"owner_pid", r->owner_pid}});
+      return ok(202,
+                {{"run_id", r->id}, {"status", "cancel_requested"}, {"owner_pid", r->owner_pid}});
     } else if (!s_.store_->cancel_orphan_run(*r, reason, wall_ms())) {
       return fail(500, "store", s_.store_->error());
     }
@@ -563,11 +567,12 @@ class ApiImpl {
     auto r = find_run(id);
     if (!r) return;
     if (r->status != "failed" && r->status != "cancelled")
-      return fail(409, "conflict", "run " + r->id + " is " + r->status +
-                                       "; only a failed or cancelled run can be retried");
+      return fail(
+          409, "conflict",
+          "run " + r->id + " is " + r->status + "; only a failed or cancelled run can be retried");
     if (!r->parent_run.empty())
-      return fail(409, "conflict", "run " + r->id + " is a child run of " + r->parent_run +
-                                       "; retry the parent");
+      return fail(409, "conflict",
+                  "run " + r->id + " is a child run of " + r->parent_run + "; retry the parent");
     std::string err;
     Pipeline* p = s_.registry_->for_run(*r, &err);
     if (!p) return fail(409, "not_loadable", err);
@@ -582,9 +587,9 @@ class ApiImpl {
     Server* srv = &s_;
     s_.sched_->defer([srv, ex, rid, attempt] {
       Api::answer(*srv, ex,
-                  Response::json(202, dump_json(json{{"run_id", rid},
-                                                     {"status", "running"},
-                                                     {"run_attempt", attempt}})));
+                  Response::json(
+                      202, dump_json(json{
+                               {"run_id", rid}, {"status", "running"}, {"run_attempt", attempt}})));
     });
   }
 

@@ -92,8 +92,8 @@ void Histogram::render(std::string* out, const std::string& name,
 }
 
 Metrics::Metrics()
-    : run_seconds_({0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900,
-                    3600}),
+    : run_seconds_(
+          {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600}),
       node_seconds_({0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300}) {
 }
 
@@ -165,11 +165,10 @@ std::string Metrics::render(const Gauges& g) const {
          "or too slow (408).");
   out += "orchrun_http_refused_total{reason=\"bad_request\"} " +
          std::to_string(g.http_bad_requests) + "\n";
-  out += "orchrun_http_refused_total{reason=\"timeout\"} " + std::to_string(g.http_timeouts) +
-         "\n";
+  out += "orchrun_http_refused_total{reason=\"timeout\"} " + std::to_string(g.http_timeouts) + "\n";
   header(&out, "orchrun_http_connections_accepted_total", "counter", "HTTP connections accepted.");
-  out += "orchrun_http_connections_accepted_total " +
-         std::to_string(g.http_connections_accepted) + "\n";
+  out += "orchrun_http_connections_accepted_total " + std::to_string(g.http_connections_accepted) +
+         "\n";
   header(&out, "orchrun_http_connections", "gauge", "Open HTTP connections.");
   out += "orchrun_http_connections " + std::to_string(g.http_connections) + "\n";
   header(&out, "orchrun_sse_clients", "gauge", "Clients of /api/events.");

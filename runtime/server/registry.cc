@@ -150,9 +150,9 @@ void Registry::load_file(const std::string& file, bool initial) {
     // A name must be unique among the files.
     for (auto& [f, other] : entries_)
       if (f != file && other.active && other.active->name == p->name) {
-        diags.push_back({file, 0,
-                         "pipeline name '" + p->name + "' is already used by " + f +
-                             "; rename one of them"});
+        diags.push_back(
+            {file, 0,
+             "pipeline name '" + p->name + "' is already used by " + f + "; rename one of them"});
         p.reset();
         break;
       }
@@ -237,16 +237,12 @@ Pipeline* Registry::for_run(const RunRow& run, std::string* err) {
   std::string k = run.pipeline + "@" + std::to_string(run.version);
   auto it = by_def_.find(k);
   if (it != by_def_.end()) return it->second.get();
-  std::string file;
-  auto src = store_->definition_source(run.pipeline, run.version, &file);
-  if (!src) {
-    *err = "definition " + k + " is not in the store";
-    return nullptr;
-  }
   std::vector<Diagnostic> diags;
-  auto p = load_pipeline_source(file.empty() ? run.pipeline + ".lua" : file, *src, lo_, &diags);
+  bool missing = false;
+  auto p = load_stored_definition(*store_, run.pipeline, run.version, lo_, &diags, &missing);
   if (!p) {
-    *err = "definition " + k + " no longer loads: " + join_diags(diags);
+    *err =
+        missing ? diags[0].message : "definition " + k + " no longer loads: " + join_diags(diags);
     return nullptr;
   }
   p->engine->set_host(host_);

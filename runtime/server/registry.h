@@ -30,10 +30,10 @@ struct PipelineEntry {
   std::string name;  // the pipeline's name (of the active version; else the file's stem)
   std::shared_ptr<Pipeline> active;  // null: not loaded (invalid from the start, or deleted)
   int version = 0;
-  int64_t loaded_at = 0;       // when the active version was loaded (unix ms)
-  std::string error;           // the last load's errors, when it failed ("" otherwise)
+  int64_t loaded_at = 0;  // when the active version was loaded (unix ms)
+  std::string error;      // the last load's errors, when it failed ("" otherwise)
   int64_t error_at = 0;
-  bool removed = false;        // the file was deleted
+  bool removed = false;  // the file was deleted
 };
 
 class Registry : public PipelineSource {

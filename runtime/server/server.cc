@@ -2,13 +2,13 @@
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
-#include <openssl/hmac.h>
 #include <unistd.h>
 
 #include <cstdarg>
 #include <ctime>
 
 #include "runtime/control.h"
+#include "runtime/digest.h"
 #include "runtime/ids.h"
 #include "runtime/json_util.h"
 #include "runtime/server/api.h"
@@ -34,20 +34,6 @@ std::string lower(std::string s) {
 bool equal_const_time(const std::string& a, const std::string& b) {
   if (a.size() != b.size()) return false;
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
-std::string hmac_hex(const std::string& key, const std::string& data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), md, &n);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < n; i++) {
-    out += hex[md[i] >> 4];
-    out += hex[md[i] & 15];
-  }
-  return out;
 }
 
 }  // namespace
@@ -166,9 +152,7 @@ bool Server::start(std::string* err) {
   prune_timer_ = std::make_unique<Timer>(loop_->get());
   prune_timer_->start(
       5000,
-      [this] {
-        registry_->prune([this](const Pipeline* p) { return sched_->uses_pipeline(p); });
-      },
+      [this] { registry_->prune([this](const Pipeline* p) { return sched_->uses_pipeline(p); }); },
       5000);
   prune_timer_->unref();
   arm_schedule_timer();
@@ -195,8 +179,8 @@ void Server::handle(std::shared_ptr<http::Exchange> ex) {
   if (it != webhooks_.end()) {
     if (rq.method == "POST") return handle_webhook(it->second, ex);
     http::Response r = http::error_response(
-        405, "method_not_allowed", rq.path + " is a webhook of pipeline " + it->second.pipeline +
-                                       ": deliveries are POSTed");
+        405, "method_not_allowed",
+        rq.path + " is a webhook of pipeline " + it->second.pipeline + ": deliveries are POSTed");
     r.headers.emplace_back("Allow", "POST");
     return Api::answer(*this, ex, std::move(r));
   }
@@ -263,10 +247,11 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
     if (!sig) return reject(401, "signature_missing", "missing header " + route.signature_name);
     std::string given = lower(*sig);
     if (given.rfind("sha256=", 0) == 0) given = given.substr(7);
-    if (!equal_const_time(given, hmac_hex(*secret, rq.body)))
+    if (!equal_const_time(given, hmac_sha256_hex(*secret, rq.body)))
       return reject(401, "bad_signature",
-                    route.signature_name + " does not match the body (HMAC-SHA256 with the "
-                                           "webhook's secret)");
+                    route.signature_name +
+                        " does not match the body (HMAC-SHA256 with the "
+                        "webhook's secret)");
   } else if (!loopback_ && !authorized(rq, true)) {
     return reject(401, "unauthorized",
                   "this webhook has no secret; beyond loopback it needs the bearer token");

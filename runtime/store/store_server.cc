@@ -189,7 +189,8 @@ std::vector<std::pair<std::string, int64_t>> Store::count_runs_by_status() {
   std::vector<std::pair<std::string, int64_t>> out;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return out;
-  while (sqlite3_step(st) == SQLITE_ROW) out.emplace_back(col_text(st, 0), sqlite3_column_int64(st, 1));
+  while (sqlite3_step(st) == SQLITE_ROW)
+    out.emplace_back(col_text(st, 0), sqlite3_column_int64(st, 1));
   sqlite3_reset(st);
   return out;
 }

@@ -1,0 +1,15 @@
+// SHA-256 and HMAC-SHA256 (OpenSSL libcrypto), as lower-case hex: pipeline sources, artifacts,
+// incident fingerprints, webhook signatures.
+#pragma once
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace orch {
+
+std::string hex_lower(const unsigned char* bytes, size_t n);
+std::string sha256_hex(std::string_view data);
+// Empty on an OpenSSL failure.
+std::string hmac_sha256_hex(std::string_view key, std::string_view data);
+
+}  // namespace orch
