@@ -65,16 +65,11 @@ Decision decide_gate(Store& store, const RunRow& run, const std::string& node, b
     d.message = "gate '" + node + "' was decided by someone else meanwhile";
     return d;
   }
-  Event e;
-  e.ts = now;
-  e.kind = "approval.decided";
-  e.run_id = run.id;
-  e.trace_id = run.trace_id;
-  e.pipeline = run.pipeline;
-  e.version = run.version;
+  Event e = run_event(
+      run, "approval.decided", now,
+      dump_json(json{
+          {"decision", approve ? "approved" : "rejected"}, {"by", who}, {"comment", comment}}));
   e.node = node;
-  e.data = dump_json(
-      json{{"decision", approve ? "approved" : "rejected"}, {"by", who}, {"comment", comment}});
   e.id = store.insert_event(e);
   d.event = e;
   store.commit();

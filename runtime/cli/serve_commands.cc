@@ -16,6 +16,7 @@
 #include "runtime/json_util.h"
 #include "runtime/loop.h"
 #include "runtime/run_json.h"
+#include "runtime/server/api.h"
 #include "runtime/server/server.h"
 #include "runtime/signals.h"
 
@@ -182,16 +183,6 @@ void print_event(const Event& e, bool json_out) {
   fflush(stdout);
 }
 
-bool parse_iso_ms(const std::string& s, int64_t* out) {
-  struct tm tm {};
-  const char* rest = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
-  if (!rest) return false;
-  int ms = 0;
-  if (*rest == '.') sscanf(rest + 1, "%3d", &ms);
-  *out = static_cast<int64_t>(timegm(&tm)) * 1000 + ms;
-  return true;
-}
-
 bool final_kind(const std::string& kind) {
   return kind == "run.succeeded" || kind == "run.failed" || kind == "run.cancelled";
 }
@@ -298,9 +289,8 @@ int follow(const std::string& url, const std::string& run_id, bool json_out) {
             e.node = j.value("node", "");
             e.attempt = j.value("attempt", 0);
             e.data = j.contains("data") ? dump_json(j["data"]) : "";
-            std::string ts = j.value("ts", "");
-            int64_t ms = 0;
-            e.ts = parse_iso_ms(ts, &ms) ? ms : 0;
+            std::string terr;
+            if (!parse_time_param(j.value("ts", ""), 0, &e.ts, &terr)) e.ts = 0;
             if (e.id > last_id) {
               last_id = e.id;
               print_event(e, json_out);

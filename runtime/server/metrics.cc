@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 namespace orch {
 namespace {
@@ -99,23 +100,23 @@ Metrics::Metrics()
 
 void Metrics::on_event(const Event& e) {
   if (e.id == 0) return;  // not stored (a success reused on resume): nothing happened
-  const std::string& k = e.kind;
-  if (k.compare(0, 4, "run.") == 0) {
-    std::string what = k.substr(4);
+  std::string_view k = e.kind;
+  if (k.substr(0, 4) == "run.") {
+    std::string_view what = k.substr(4);
     if (what == "started") {
       std::string src = str_field(e.data, "source");
       runs_started_[{e.pipeline, src.empty() ? "unknown" : src}]++;
     } else if (what == "succeeded" || what == "failed" || what == "cancelled") {
-      runs_finished_[{e.pipeline, what}]++;
+      runs_finished_[{e.pipeline, std::string(what)}]++;
       int64_t ms = 0;
       if (int_field(e.data, "duration_ms", &ms)) run_seconds_.observe(e.pipeline, ms / 1000.0);
     }
     return;
   }
-  if (k.compare(0, 5, "node.") == 0) {
-    std::string what = k.substr(5);
+  if (k.substr(0, 5) == "node.") {
+    std::string_view what = k.substr(5);
     if (what == "succeeded" || what == "failed" || what == "cancelled") {
-      node_attempts_[{e.pipeline, what}]++;
+      node_attempts_[{e.pipeline, std::string(what)}]++;
       int64_t ms = 0;
       if (int_field(e.data, "duration_ms", &ms)) node_seconds_.observe(e.pipeline, ms / 1000.0);
     }

@@ -81,6 +81,18 @@ RunRow read_run(sqlite3_stmt* st) {
   return r;
 }
 
+Event run_event(const RunRow& run, const char* kind, int64_t ts, std::string data) {
+  Event e;
+  e.ts = ts;
+  e.kind = kind;
+  e.run_id = run.id;
+  e.trace_id = run.trace_id;
+  e.pipeline = run.pipeline;
+  e.version = run.version;
+  e.data = std::move(data);
+  return e;
+}
+
 Stmt::Stmt(sqlite3* db, const char* sql, std::string* err) {
   if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st_, nullptr) != SQLITE_OK) {
     *err = std::string(sqlite3_errmsg(db)) + " in: " + sql;
@@ -596,15 +608,9 @@ bool Store::cancel_orphan_run(const RunRow& run, const std::string& reason, int6
   bind_int(st.get(), 3, now);
   if (sqlite3_step(st.get()) != SQLITE_DONE) fail("cancel node attempts of " + run.id);
   finish_run(run.id, "cancelled", "", "cancelled", reason, "", true, now);
-  Event e;
-  e.ts = now;
-  e.kind = "run.cancelled";
-  e.run_id = run.id;
-  e.trace_id = run.trace_id;
-  e.pipeline = run.pipeline;
-  e.version = run.version;
-  e.data = "{\"message\":" + nlohmann::json(reason).dump() + ",\"by\":\"orchrun cancel\"}";
-  insert_event(e);
+  insert_event(
+      run_event(run, "run.cancelled", now,
+                "{\"message\":" + nlohmann::json(reason).dump() + ",\"by\":\"orchrun cancel\"}"));
   commit();
   return !failed();
 }
@@ -926,8 +932,7 @@ std::vector<RunRow> Store::list_runs(const RunFilter& f) {
   if (!f.source.empty()) sql += " AND source=?3";
   if (f.since_ms > 0) sql += " AND created_at>=?4";
   if (f.until_ms > 0) sql += " AND created_at<?5";
-  if (f.before_created_at > 0)
-    sql += " AND (created_at<?6 OR (created_at=?6 AND id<?7))";
+  if (f.before_created_at > 0) sql += " AND (created_at<?6 OR (created_at=?6 AND id<?7))";
   sql += " ORDER BY created_at DESC, id DESC LIMIT ?8";
   std::vector<RunRow> out;
   std::string err;

@@ -40,6 +40,9 @@ struct RunRow {
   std::string fingerprint;
 };
 
+// An event of a stored run (trace, pipeline, version from its row), at `ts`.
+Event run_event(const RunRow& run, const char* kind, int64_t ts, std::string data = "{}");
+
 struct NodeRunRow {
   std::string run_id, node_id;
   int attempt = 0;
