@@ -57,6 +57,10 @@ class TaskHost {
   virtual ProcessTable* processes() = 0;
   // The loop's HTTP client (o.http.request); null where the host offers none.
   virtual HttpClient* http() { return nullptr; }
+  // A binding is about to act outside the process (spawn a process, send a request): what was
+  // recorded so far (the attempt that acts, and everything before it) is committed first, so
+  // that the trace of a run never misses a step whose effect happened.
+  virtual void before_effect() {}
   // The driver has pushed `nargs` results onto task->co: resume it on the next pump.
   virtual void resume(Task* task, int nargs) = 0;
   // ctx.log / o.log / print. `task` is null outside node bodies (e.g. at load time).

@@ -194,6 +194,7 @@ int l_exec(lua_State* L) {
         lua_pop(L, 1);
       }
       grace = spec.kill_grace_ms;
+      host->before_effect();
       p = Process::spawn(
           host->loop(), host->processes(), spec,
           [t, host](ProcessResult& r) {

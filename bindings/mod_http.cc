@@ -340,6 +340,7 @@ Start start_request(lua_State* L, Task* t) {
     lua_pushlstring(L, err.data(), err.size());
     return Start::Failed;
   }
+  host->before_effect();
   HttpClient::Id id = client->start(
       req,
       [t, host](HttpResponse& r) {

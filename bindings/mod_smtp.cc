@@ -115,6 +115,7 @@ int start_smtp(lua_State* L, Task* t) {
     return true;
   };
   req.keep = job;
+  host->before_effect();
   HttpClient::Id id = client->start_transfer(
       std::move(req),
       [t, host](HttpResponse& r) {

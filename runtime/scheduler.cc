@@ -227,8 +227,7 @@ void Scheduler::gate_opened(Run* r) {
 }
 
 void Scheduler::gate_closed(Run* r) {
-  if (!hold_gates || r->finished || r->waiting_gates != 0 || draining_ ||
-      !r->cancel_reason.empty())
+  if (!hold_gates || r->finished || r->waiting_gates != 0 || draining_ || !r->cancel_reason.empty())
     return;
   store_->set_run_status(r->id, "running", wall_ms());
   emit(r, "run.continued", "", 0, "{}");
@@ -306,20 +305,44 @@ void Scheduler::defer(std::function<void()> fn) {
     uv_idle_start(idle_, [](uv_idle_t*) {});  // keeps poll from blocking until the pump runs
 }
 
+void Scheduler::after_commit(std::function<void()> fn) {
+  after_commit_.push_back(std::move(fn));
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_))) uv_idle_start(idle_, [](uv_idle_t*) {});
+}
+
+void Scheduler::before_effect() {
+  commit_point();
+}
+
+void Scheduler::commit_point() {
+  store_->commit();
+  if (store_->failed() || after_commit_.empty()) return;
+  for (auto& fn : after_commit_) queue_.push_back(std::move(fn));
+  after_commit_.clear();
+}
+
 void Scheduler::pump() {
   if (pumping_) return;
   pumping_ = true;
-  while (!queue_.empty()) {
-    store_->commit();
-    if (store_->failed()) break;
+  // Group commit: the waves of one loop turn share a transaction, committed when the queue is
+  // empty or after a time slice (then the loop polls its sockets and timers before the pump
+  // goes on, so that a long chain of Lua nodes neither starves the server nor holds the write
+  // lock for long). Before any outside effect, drivers commit first (before_effect).
+  constexpr uint64_t kSliceNs = 5 * 1000 * 1000;
+  uint64_t start = uv_hrtime();
+  for (;;) {
+    if (queue_.empty() || uv_hrtime() - start > kSliceNs) {
+      commit_point();
+      if (queue_.empty() || store_->failed() || uv_hrtime() - start > kSliceNs) break;
+    }
     std::vector<std::function<void()>> batch;
     batch.swap(queue_);
     for (auto& fn : batch) fn();
+    if (store_->failed()) break;
   }
-  store_->commit();
   if (store_->failed()) fail_fatal();
   finished_runs_.clear();
-  if (queue_.empty()) uv_idle_stop(idle_);
+  if (queue_.empty() && after_commit_.empty()) uv_idle_stop(idle_);
   pumping_ = false;
 }
 
@@ -685,7 +708,6 @@ void Scheduler::run_finished(Run* r) {
     d["retryable"] = e.retryable;
   }
   emit(r, (std::string("run.") + status).c_str(), "", 0, dump_json(d));
-  store_->commit();
   RunSummary sum = r->summary;
   sum.status = status;
   sum.duration_ms = now - r->started_ms;
@@ -699,8 +721,13 @@ void Scheduler::run_finished(Run* r) {
     runs_.erase(it);
   }
   finished_hooks(r, sum);
-  store_->commit();
-  if (on_run_finished) on_run_finished(sum);
+  if (!on_run_finished) return;
+  if (pumping_) {
+    after_commit([this, sum = std::move(sum)] { on_run_finished(sum); });
+  } else {
+    store_->commit();
+    on_run_finished(sum);
+  }
 }
 
 void Scheduler::cancel_run(const std::string& run_id, const std::string& reason) {

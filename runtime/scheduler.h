@@ -31,7 +31,7 @@ struct RunOptions {
   std::string environment;
   std::string idempotency_key;          // unique per pipeline when set
   std::string parent_run, parent_node;  // child runs (o.call)
-  std::string trace_id;  // a W3C trace id (32 hex) from the caller; empty: a new one
+  std::string trace_id;                 // a W3C trace id (32 hex) from the caller; empty: a new one
 };
 
 struct RunSummary {
@@ -140,6 +140,7 @@ class Scheduler : public TaskHost {
   ProcessTable* processes() override { return &processes_; }
   HttpClient* http() override;  // created on first use
   void resume(Task* task, int nargs) override;
+  void before_effect() override;
   void log(Task* task, std::string_view level, std::string_view message,
            const std::string& fields_json) override;
   bool record_artifact(Task* task, const std::string& rel, const std::string& kind, int64_t size,
@@ -153,7 +154,13 @@ class Scheduler : public TaskHost {
 
   // Used by the Exec classes.
   Store* store() { return store_; }
+  // Runs fn from the pump, in a later wave of the same loop turn or the next one. Deferred work
+  // does not wait for a commit: the pump commits once per loop turn (group commit), when it has
+  // run for a time slice, and before any effect outside the process (before_effect()).
   void defer(std::function<void()> fn);
+  // Runs fn from the pump once everything written so far is committed (e.g. answering 202 for a
+  // run: the answer promises that the run is durable).
+  void after_commit(std::function<void()> fn);
   void emit(Run* run, const char* kind, const std::string& node, int attempt, std::string data);
   // Tells the sinks without storing (e.g. a stored success reused on resume).
   void notify(Run* run, const char* kind, const std::string& node, int attempt, std::string data);
@@ -187,6 +194,8 @@ class Scheduler : public TaskHost {
 
  private:
   void pump();
+  // Commits the open transaction; the after_commit callbacks then join the queue.
+  void commit_point();
   void fail_fatal();
   Run* make_run(Pipeline* p, const std::string& id, const std::string& trace_id, int version,
                 const json& input, int64_t started_ms);
@@ -202,6 +211,7 @@ class Scheduler : public TaskHost {
   std::unordered_map<std::string, std::unique_ptr<Run>> runs_;
   std::vector<std::unique_ptr<Run>> finished_runs_;  // freed at the end of the pump
   std::vector<std::function<void()>> queue_;
+  std::vector<std::function<void()>> after_commit_;
   std::unordered_map<uint64_t, Task*> tasks_;
   std::vector<Gate*> gates_;
   std::vector<SlotWaiter*> slot_waiters_;

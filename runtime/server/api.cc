@@ -313,6 +313,7 @@ class ApiImpl {
       g.http_connections_accepted = s_.http_->stats().connections_accepted;
     }
     g.sse_clients = s_.sse_->clients();
+    g.store_commits = s_.store_->commits();
     g.start_time_s = s_.started_at_ / 1000.0;
     reply(Response::text(200, s_.metrics_.render(g), "text/plain; version=0.0.4; charset=utf-8"));
   }
@@ -585,7 +586,7 @@ class ApiImpl {
     int attempt = fresh->attempts;
     auto ex = ex_;
     Server* srv = &s_;
-    s_.sched_->defer([srv, ex, rid, attempt] {
+    s_.sched_->after_commit([srv, ex, rid, attempt] {
       Api::answer(*srv, ex,
                   Response::json(
                       202, dump_json(json{

@@ -174,6 +174,9 @@ std::string Metrics::render(const Gauges& g) const {
   out += "orchrun_http_connections " + std::to_string(g.http_connections) + "\n";
   header(&out, "orchrun_sse_clients", "gauge", "Clients of /api/events.");
   out += "orchrun_sse_clients " + std::to_string(g.sse_clients) + "\n";
+  header(&out, "orchrun_store_commits_total", "counter",
+         "SQLite transactions committed by this process (each group-commits a wave of work).");
+  out += "orchrun_store_commits_total " + std::to_string(g.store_commits) + "\n";
   header(&out, "process_start_time_seconds", "gauge", "Start time of the process (unix).");
   out += "process_start_time_seconds " + fmt_double(g.start_time_s) + "\n";
   header(&out, "orchrun_build_info", "gauge", "Version of orchrun.");

@@ -46,6 +46,7 @@ class Metrics : public EventSink {
     size_t http_connections = 0, sse_clients = 0;
     // Refused by the HTTP layer before any route (malformed 400, 413, 431, 505; slow 408).
     uint64_t http_bad_requests = 0, http_timeouts = 0, http_connections_accepted = 0;
+    uint64_t store_commits = 0;  // transactions committed by this process
     double uptime_s = 0, start_time_s = 0;
   };
   std::string render(const Gauges& g) const;

@@ -208,7 +208,7 @@ void Server::start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::
   }
   if (extra.is_object() && extra.contains("delivery_id"))
     store_->insert_delivery(p->name, extra["delivery_id"].get<std::string>(), id, now());
-  // 202 once the run is durable: the pump commits before it runs what is deferred.
+  // 202 once the run is durable.
   json j{{"run_id", id}, {"pipeline", p->name}, {"status", "running"}};
   std::string trace;
   int version = 0;
@@ -217,7 +217,7 @@ void Server::start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::
     j["version"] = version;
   }
   j.update(extra);
-  sched_->defer([this, ex, j = std::move(j)] {
+  sched_->after_commit([this, ex, j = std::move(j)] {
     if (store_->failed())
       Api::answer(*this, ex, http::error_response(500, "store", store_->error()));
     else
@@ -270,7 +270,7 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
           j["status"] = r->status;
         }
         // Answered once the count is committed, like an accepted delivery.
-        sched_->defer([this, ex, body = dump_json(j)] {
+        sched_->after_commit([this, ex, body = dump_json(j)] {
           Api::answer(*this, ex, http::Response::json(200, body));
         });
         return;

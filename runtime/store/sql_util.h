@@ -26,6 +26,15 @@ inline std::string col_text(sqlite3_stmt* st, int i) {
   return t ? std::string(reinterpret_cast<const char*>(t), sqlite3_column_bytes(st, i)) : "";
 }
 
+// The values the schema's CHECK constraints allow.
+inline constexpr const char* kRunStatuses[] = {"queued",    "running", "awaiting_approval",
+                                               "succeeded", "failed",  "cancelled"};
+inline constexpr const char* kNodeStatuses[] = {"pending", "running", "succeeded",
+                                                "failed",  "skipped", "cancelled"};
+inline constexpr const char* kApprovalStatuses[] = {"waiting", "approved", "rejected", "timed_out"};
+inline constexpr const char* kIncidentStatuses[] = {"firing", "resolved"};
+inline constexpr const char* kLoadOutcomes[] = {"loaded", "unchanged", "invalid", "removed"};
+
 // The columns read_run() expects, in order.
 extern const char* const kRunCols;
 RunRow read_run(sqlite3_stmt* st);

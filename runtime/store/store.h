@@ -1,9 +1,11 @@
 // The SQLite store: definitions, runs, node attempts and events.
 //
 // Writes never block on a commit one by one: the first write opens a transaction and the
-// scheduler calls commit() once per wave of work (group commit), always before it starts
-// anything that depends on what was written. Write methods do not throw; the first failure is
-// kept (failed()/error()) and the scheduler stops the run loudly rather than run on unrecorded.
+// scheduler calls commit() once per loop turn (group commit; at least every 5 ms of work), and
+// always before anything outside the process depends on what was written: before a process is
+// spawned or a request sent, before a client is told a run is accepted. Write methods do not throw;
+// the first failure is kept (failed()/error()) and the scheduler stops the run loudly rather than
+// run on unrecorded.
 #pragma once
 #include <sqlite3.h>
 
@@ -11,6 +13,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -285,6 +288,10 @@ class Store {
   bool begin();
   sqlite3_stmt* prepare(const char* key, const char* sql);
   void fail(const std::string& what);
+  // The schema's CHECK(status IN (...)), in C++ (this connection skips the CHECKs): false, and
+  // the store failed with a message naming `what`, when `value` is not one of `allowed`.
+  bool allowed(const std::string& what, const char* column, const std::string& value,
+               std::span<const char* const> allowed);
 
   sqlite3* db_ = nullptr;
   std::string path_;
