@@ -274,6 +274,7 @@ void Store::commit() {
   if (rc != SQLITE_DONE) {
     fail("commit");
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    definitions_seen_.clear();  // may hold one the rollback took back
     return;
   }
   commits_++;
@@ -307,6 +308,10 @@ std::optional<DefinitionRow> Store::upsert_definition(const std::string& name,
       "INSERT INTO definitions(name, version, sha256, source, path, loaded_at) VALUES(?1, "
       "(SELECT coalesce(max(version),0)+1 FROM definitions WHERE name=?1), ?2, ?3, ?4, ?5) "
       "RETURNING id, version";
+  // Definitions are never changed or deleted once stored: a (name, sha256) seen once keeps its
+  // id and version (every run of a pipeline asks again).
+  std::string key = name + '\0' + sha256;
+  if (auto it = definitions_seen_.find(key); it != definitions_seen_.end()) return it->second;
   if (!begin()) return std::nullopt;
   DefinitionRow d;
   d.name = name;
@@ -321,6 +326,7 @@ std::optional<DefinitionRow> Store::upsert_definition(const std::string& name,
     d.version = sqlite3_column_int(st, 1);
     d.loaded_at = sqlite3_column_int64(st, 2);
     sqlite3_reset(st);
+    definitions_seen_[key] = d;
     return d;
   }
   st = prepare(kIns, kIns);

@@ -301,6 +301,7 @@ class Store {
   uint64_t commits_ = 0;
   uint64_t node_seq_ = 0;
   std::unordered_map<const char*, std::unique_ptr<Stmt>> stmts_;
+  std::unordered_map<std::string, DefinitionRow> definitions_seen_;  // name '\0' sha256
 };
 
 // The migrations, in order; migration i takes the schema from version i to i+1.
