@@ -118,6 +118,7 @@ void do_write(FsJob* j) {
 int start_job(lua_State* L, Task* t, FsJob* j) {
   j->task = t;
   j->host = LuaEngine::from(L)->host();
+  if (j->write) j->host->before_effect();  // a file changes: the attempt is on record first
   j->req.data = j;
   uv_queue_work(
       j->host->loop(), &j->req,

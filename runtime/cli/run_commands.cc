@@ -469,13 +469,23 @@ int cmd_resume(const Args& a) {
       }
       defs[k] = std::move(p);
     }
-    if (!store->claim_run(r.id, r.owner_pid, getpid())) {
-      fprintf(stderr, "orchrun: run %s was taken over by another process; skipping it\n",
-              r.id.c_str());
-      continue;
-    }
     todo.emplace_back(defs[k].get(), r);
   }
+  // Claimed together: one transaction for all of them, each claim its own compare-and-set.
+  std::vector<std::pair<std::string, int64_t>> claims;
+  for (auto& [p, r] : todo) claims.emplace_back(r.id, r.owner_pid);
+  std::vector<bool> taken = store->claim_runs(claims, getpid());
+  size_t kept = 0;
+  for (size_t i = 0; i < todo.size(); i++) {
+    if (!taken[i]) {
+      fprintf(stderr, "orchrun: run %s was taken over by another process; skipping it\n",
+              todo[i].second.id.c_str());
+      continue;
+    }
+    if (kept != i) todo[kept] = std::move(todo[i]);
+    kept++;
+  }
+  todo.resize(kept);
   std::vector<Pipeline*> ps;
   for (auto& [k, p] : defs) ps.push_back(p.get());
   int rc = drive(a, store.get(), ps, [&](Scheduler& sched) {

@@ -452,7 +452,7 @@ void Server::resume_unfinished() {
     }
     todo.push_back(r);
   }
-  int n = 0;
+  std::vector<std::pair<Pipeline*, RunRow*>> loadable;
   for (auto& r : todo) {
     std::string err;
     Pipeline* p = registry_->for_run(r, &err);
@@ -460,11 +460,21 @@ void Server::resume_unfinished() {
       log("run %s: cannot resume: %s", r.id.c_str(), err.c_str());
       continue;
     }
-    if (!store_->claim_run(r.id, r.owner_pid, getpid())) continue;
-    if (sched_->resume_run(p, r, &err))
+    loadable.emplace_back(p, &r);
+  }
+  // Claimed in one transaction, each claim its own compare-and-set.
+  std::vector<std::pair<std::string, int64_t>> claims;
+  for (auto& [p, r] : loadable) claims.emplace_back(r->id, r->owner_pid);
+  std::vector<bool> taken = store_->claim_runs(claims, getpid());
+  int n = 0;
+  for (size_t i = 0; i < loadable.size(); i++) {
+    if (!taken[i]) continue;
+    auto& [p, r] = loadable[i];
+    std::string err;
+    if (sched_->resume_run(p, *r, &err))
       n++;
     else
-      log("run %s: cannot resume: %s", r.id.c_str(), err.c_str());
+      log("run %s: cannot resume: %s", r->id.c_str(), err.c_str());
   }
   store_->commit();
   if (n) log("resumed %d unfinished run(s)", n);

@@ -298,6 +298,16 @@ sqlite3_stmt* Store::prepare(const char* key, const char* sql) {
   return st;
 }
 
+CachedStmt Store::cached(const std::string& sql, std::string* err) {
+  auto it = by_sql_.find(sql);
+  if (it == by_sql_.end()) {
+    auto st = std::make_unique<Stmt>(db_, sql.c_str(), err);
+    if (!*st) return CachedStmt(nullptr);
+    it = by_sql_.emplace(sql, std::move(st)).first;
+  }
+  return CachedStmt(it->second->get());
+}
+
 std::optional<DefinitionRow> Store::upsert_definition(const std::string& name,
                                                       const std::string& sha256,
                                                       const std::string& source,
@@ -517,7 +527,7 @@ int64_t Store::insert_event(const Event& e) {
 std::optional<std::string> Store::definition_source(const std::string& name, int version,
                                                     std::string* path) {
   std::string err;
-  Stmt st(db_, "SELECT source, path FROM definitions WHERE name=?1 AND version=?2", &err);
+  CachedStmt st = cached("SELECT source, path FROM definitions WHERE name=?1 AND version=?2", &err);
   if (!st) return std::nullopt;
   bind_text(st.get(), 1, name);
   bind_int(st.get(), 2, version);
@@ -527,34 +537,44 @@ std::optional<std::string> Store::definition_source(const std::string& name, int
 }
 
 bool Store::claim_run(const std::string& run_id, int64_t expected_owner, int64_t new_owner) {
-  commit();  // the claim must not ride along with other writes
-  if (!begin()) return false;
-  std::string err;
-  Stmt st(db_,
-          "UPDATE runs SET owner_pid=?3 WHERE id=?1 AND coalesce(owner_pid,0)=?2 "
-          "AND status IN ('queued','running','awaiting_approval')",
-          &err);
-  if (!st) {
-    fail("claim run " + run_id);
-    return false;
+  std::vector<bool> ok = claim_runs({{run_id, expected_owner}}, new_owner);
+  return !ok.empty() && ok[0];
+}
+
+std::vector<bool> Store::claim_runs(const std::vector<std::pair<std::string, int64_t>>& runs,
+                                    int64_t new_owner) {
+  std::vector<bool> out(runs.size(), false);
+  commit();  // the claims must not ride along with other writes
+  if (!begin()) return out;
+  static const char* kSql =
+      "UPDATE runs SET owner_pid=?3 WHERE id=?1 AND coalesce(owner_pid,0)=?2 "
+      "AND status IN ('queued','running','awaiting_approval')";
+  for (size_t i = 0; i < runs.size(); i++) {
+    sqlite3_stmt* st = prepare(kSql, kSql);
+    if (!st) {
+      fail("claim run " + runs[i].first);
+      break;
+    }
+    bind_text(st, 1, runs[i].first);
+    bind_int(st, 2, runs[i].second);
+    bind_int(st, 3, new_owner);
+    out[i] = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+    sqlite3_reset(st);
   }
-  bind_text(st.get(), 1, run_id);
-  bind_int(st.get(), 2, expected_owner);
-  bind_int(st.get(), 3, new_owner);
-  bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
   commit();
-  return ok;
+  if (failed()) std::fill(out.begin(), out.end(), false);
+  return out;
 }
 
 int Store::mark_interrupted(const std::string& run_id, int64_t now) {
   if (!begin()) return 0;
   std::string err;
-  Stmt st(db_,
-          "UPDATE node_runs SET status='failed', error_type='interrupted', retryable=1, "
-          "error_message='interrupted: the process running this attempt stopped (crash, kill "
-          "or shutdown)', finished_at=?2, duration_ms=?2-started_at "
-          "WHERE run_id=?1 AND status='running' AND kind != 'approval'",
-          &err);
+  CachedStmt st = cached(
+      "UPDATE node_runs SET status='failed', error_type='interrupted', retryable=1, "
+      "error_message='interrupted: the process running this attempt stopped (crash, kill "
+      "or shutdown)', finished_at=?2, duration_ms=?2-started_at "
+      "WHERE run_id=?1 AND status='running' AND kind != 'approval'",
+      &err);
   if (!st) {
     fail("mark interrupted " + run_id);
     return 0;
@@ -571,7 +591,7 @@ std::vector<RunRow> Store::unfinished_runs() {
                     "ORDER BY created_at, id";
   std::vector<RunRow> out;
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return out;
   while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(read_run(st.get()));
   return out;
@@ -582,7 +602,7 @@ std::optional<RunRow> Store::find_by_idempotency_key(const std::string& pipeline
   std::string sql =
       std::string("SELECT ") + kRunCols + " FROM runs WHERE pipeline=?1 AND idempotency_key=?2";
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return std::nullopt;
   bind_text(st.get(), 1, pipeline);
   bind_text(st.get(), 2, key);
@@ -594,10 +614,10 @@ bool Store::request_cancel(const std::string& run_id, const std::string& reason,
   commit();
   if (!begin()) return false;
   std::string err;
-  Stmt st(db_,
-          "UPDATE runs SET cancel_requested_at=?2, cancel_reason=?3 WHERE id=?1 AND status IN "
-          "('queued','running','awaiting_approval')",
-          &err);
+  CachedStmt st = cached(
+      "UPDATE runs SET cancel_requested_at=?2, cancel_reason=?3 WHERE id=?1 AND status IN "
+      "('queued','running','awaiting_approval')",
+      &err);
   if (!st) return false;
   bind_text(st.get(), 1, run_id);
   bind_int(st.get(), 2, now);
@@ -624,10 +644,10 @@ bool Store::cancel_orphan_run(const RunRow& run, const std::string& reason, int6
   commit();
   if (!begin()) return false;
   std::string err;
-  Stmt st(db_,
-          "UPDATE node_runs SET status='cancelled', error_type='cancelled', error_message=?2, "
-          "finished_at=?3, duration_ms=?3-started_at WHERE run_id=?1 AND status='running'",
-          &err);
+  CachedStmt st = cached(
+      "UPDATE node_runs SET status='cancelled', error_type='cancelled', error_message=?2, "
+      "finished_at=?3, duration_ms=?3-started_at WHERE run_id=?1 AND status='running'",
+      &err);
   if (!st) return false;
   bind_text(st.get(), 1, run.id);
   bind_text(st.get(), 2, reason);
@@ -645,12 +665,12 @@ bool Store::begin_run_attempt(const std::string& run_id, int64_t owner, int64_t 
   commit();
   if (!begin()) return false;
   std::string err;
-  Stmt st(db_,
-          "UPDATE runs SET status='running', attempts=attempts+1, owner_pid=?2, error_type=NULL, "
-          "error_message=NULL, error_node=NULL, retryable=NULL, output=NULL, finished_at=NULL, "
-          "cancel_requested_at=NULL, cancel_reason=NULL, started_at=?3 "
-          "WHERE id=?1 AND status IN ('failed','cancelled')",
-          &err);
+  CachedStmt st = cached(
+      "UPDATE runs SET status='running', attempts=attempts+1, owner_pid=?2, error_type=NULL, "
+      "error_message=NULL, error_node=NULL, retryable=NULL, output=NULL, finished_at=NULL, "
+      "cancel_requested_at=NULL, cancel_reason=NULL, started_at=?3 "
+      "WHERE id=?1 AND status IN ('failed','cancelled')",
+      &err);
   if (!st) return false;
   bind_text(st.get(), 1, run_id);
   bind_int(st.get(), 2, owner);
@@ -708,7 +728,7 @@ std::optional<ApprovalRow> Store::approval(const std::string& run_id, const std:
       std::string("SELECT ") + kApprovalCols +
       " FROM approvals WHERE run_id=?1 AND node_id=?2 ORDER BY run_attempt DESC LIMIT 1";
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return std::nullopt;
   bind_text(st.get(), 1, run_id);
   bind_text(st.get(), 2, node_id);
@@ -721,7 +741,7 @@ std::vector<ApprovalRow> Store::approvals(const std::string& run_id) {
                     " FROM approvals WHERE run_id=?1 ORDER BY requested_at, node_id, run_attempt";
   std::vector<ApprovalRow> out;
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return out;
   bind_text(st.get(), 1, run_id);
   while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(read_approval(st.get()));
@@ -735,10 +755,10 @@ bool Store::decide_approval(const std::string& run_id, const std::string& node_i
   if (!allowed("decide approval " + node_id, "status", status, kApprovalStatuses) || !begin())
     return false;
   std::string err;
-  Stmt st(db_,
-          "UPDATE approvals SET status=?3, decided_by=?4, comment=?5, decided_at=?6 "
-          "WHERE run_id=?1 AND node_id=?2 AND status='waiting'",
-          &err);
+  CachedStmt st = cached(
+      "UPDATE approvals SET status=?3, decided_by=?4, comment=?5, decided_at=?6 "
+      "WHERE run_id=?1 AND node_id=?2 AND status='waiting'",
+      &err);
   if (!st) return false;
   bind_text(st.get(), 1, run_id);
   bind_text(st.get(), 2, node_id);
@@ -792,12 +812,12 @@ void Store::insert_artifact_use(int64_t artifact_id, const std::string& run_id,
 std::vector<ArtifactRow> Store::artifacts(const std::string& run_id) {
   std::vector<ArtifactRow> out;
   std::string err;
-  Stmt st(db_,
-          "SELECT a.id, a.run_id, a.node_id, a.attempt, a.path, a.kind, a.size, a.sha256, "
-          "a.created_at, (SELECT group_concat(u.node_id || '#' || u.attempt, ' ') FROM "
-          "artifact_uses u WHERE u.artifact_id = a.id) FROM artifacts a WHERE a.run_id=?1 "
-          "ORDER BY a.id",
-          &err);
+  CachedStmt st = cached(
+      "SELECT a.id, a.run_id, a.node_id, a.attempt, a.path, a.kind, a.size, a.sha256, "
+      "a.created_at, (SELECT group_concat(u.node_id || '#' || u.attempt, ' ') FROM "
+      "artifact_uses u WHERE u.artifact_id = a.id) FROM artifacts a WHERE a.run_id=?1 "
+      "ORDER BY a.id",
+      &err);
   if (!st) return out;
   bind_text(st.get(), 1, run_id);
   while (sqlite3_step(st.get()) == SQLITE_ROW) {
@@ -838,10 +858,10 @@ bool Store::try_acquire_slot(const std::string& key, int limit, const std::strin
   if (!begin()) return false;
   std::string err;
   {
-    Stmt ins(db_,
-             "INSERT OR IGNORE INTO concurrency_slots(key, run_id, node_id, owner_pid, "
-             "enqueued_at) VALUES(?1,?2,?3,?4,?5)",
-             &err);
+    CachedStmt ins = cached(
+        "INSERT OR IGNORE INTO concurrency_slots(key, run_id, node_id, owner_pid, "
+        "enqueued_at) VALUES(?1,?2,?3,?4,?5)",
+        &err);
     if (!ins) {
       fail("queue for concurrency key " + key);
       return false;
@@ -854,12 +874,12 @@ bool Store::try_acquire_slot(const std::string& key, int limit, const std::strin
     if (sqlite3_step(ins.get()) != SQLITE_DONE) fail("queue for concurrency key " + key);
   }
   // Held slots, and the waiters queued before this one.
-  Stmt q(db_,
-         "SELECT (SELECT count(*) FROM concurrency_slots WHERE key=?1 AND acquired_at IS NOT "
-         "NULL), (SELECT count(*) FROM concurrency_slots WHERE key=?1 AND acquired_at IS NULL AND "
-         "id < (SELECT id FROM concurrency_slots WHERE run_id=?2 AND node_id=?3)), (SELECT "
-         "acquired_at IS NOT NULL FROM concurrency_slots WHERE run_id=?2 AND node_id=?3)",
-         &err);
+  CachedStmt q = cached(
+      "SELECT (SELECT count(*) FROM concurrency_slots WHERE key=?1 AND acquired_at IS NOT "
+      "NULL), (SELECT count(*) FROM concurrency_slots WHERE key=?1 AND acquired_at IS NULL AND "
+      "id < (SELECT id FROM concurrency_slots WHERE run_id=?2 AND node_id=?3)), (SELECT "
+      "acquired_at IS NOT NULL FROM concurrency_slots WHERE run_id=?2 AND node_id=?3)",
+      &err);
   if (!q) {
     fail("read concurrency key " + key);
     return false;
@@ -875,10 +895,10 @@ bool Store::try_acquire_slot(const std::string& key, int limit, const std::strin
     if (mine) {
       got = true;
     } else if (held + ahead < limit) {
-      Stmt up(db_,
-              "UPDATE concurrency_slots SET acquired_at=?3, owner_pid=?4 WHERE run_id=?1 AND "
-              "node_id=?2",
-              &err);
+      CachedStmt up = cached(
+          "UPDATE concurrency_slots SET acquired_at=?3, owner_pid=?4 WHERE run_id=?1 AND "
+          "node_id=?2",
+          &err);
       if (up) {
         bind_text(up.get(), 1, run_id);
         bind_text(up.get(), 2, node_id, false);
@@ -907,7 +927,7 @@ int Store::reap_slots(const std::string& key) {
   std::vector<std::pair<int64_t, int64_t>> rows;  // id, pid
   {
     std::string err;
-    Stmt st(db_, "SELECT id, owner_pid FROM concurrency_slots WHERE key=?1", &err);
+    CachedStmt st = cached("SELECT id, owner_pid FROM concurrency_slots WHERE key=?1", &err);
     if (!st) return 0;
     bind_text(st.get(), 1, key);
     while (sqlite3_step(st.get()) == SQLITE_ROW)
@@ -918,7 +938,7 @@ int Store::reap_slots(const std::string& key) {
     if (pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM)) continue;
     if (!begin()) return n;
     std::string err;
-    Stmt del(db_, "DELETE FROM concurrency_slots WHERE id=?1", &err);
+    CachedStmt del = cached("DELETE FROM concurrency_slots WHERE id=?1", &err);
     if (!del) return n;
     bind_int(del.get(), 1, id);
     if (sqlite3_step(del.get()) == SQLITE_DONE) n++;
@@ -932,7 +952,7 @@ std::optional<RunRow> Store::child_run(const std::string& parent_run,
                     " FROM runs WHERE parent_run=?1 AND parent_node=?2 ORDER BY created_at DESC, "
                     "id DESC LIMIT 1";
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return std::nullopt;
   bind_text(st.get(), 1, parent_run);
   bind_text(st.get(), 2, parent_node);
@@ -945,7 +965,7 @@ std::vector<RunRow> Store::child_runs(const std::string& parent_run) {
       std::string("SELECT ") + kRunCols + " FROM runs WHERE parent_run=?1 ORDER BY created_at, id";
   std::vector<RunRow> out;
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return out;
   bind_text(st.get(), 1, parent_run);
   while (sqlite3_step(st.get()) == SQLITE_ROW) out.push_back(read_run(st.get()));
@@ -963,7 +983,7 @@ std::vector<RunRow> Store::list_runs(const RunFilter& f) {
   sql += " ORDER BY created_at DESC, id DESC LIMIT ?8";
   std::vector<RunRow> out;
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return out;
   if (!f.status.empty()) bind_text(st.get(), 1, f.status);
   if (!f.pipeline.empty()) bind_text(st.get(), 2, f.pipeline);
@@ -983,7 +1003,7 @@ std::optional<RunRow> Store::find_run(const std::string& id_or_prefix, std::stri
   std::string sql = std::string("SELECT ") + kRunCols +
                     " FROM runs WHERE id >= ?1 AND id < ?1 || 'zzzz' ORDER BY id LIMIT 2";
   std::string e;
-  Stmt st(db_, sql.c_str(), &e);
+  CachedStmt st = cached(sql.c_str(), &e);
   if (!st) {
     *err = e;
     return std::nullopt;
@@ -1015,7 +1035,7 @@ std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
       "WHERE run_id=?1 ORDER BY seq";
   std::vector<NodeRunRow> out;
   std::string err;
-  Stmt st(db_, sql, &err);
+  CachedStmt st = cached(sql, &err);
   if (!st) return out;
   bind_text(st.get(), 1, run_id);
   while (sqlite3_step(st.get()) == SQLITE_ROW) {

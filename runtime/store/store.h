@@ -135,6 +135,28 @@ class Stmt {
   sqlite3_stmt* st_ = nullptr;
 };
 
+// A statement from the store's cache, reset (and its bindings cleared) when it goes out of
+// scope, so that no read transaction stays open behind a half-read result.
+class CachedStmt {
+ public:
+  explicit CachedStmt(sqlite3_stmt* st) : st_(st) {}
+  ~CachedStmt() {
+    if (st_) {
+      sqlite3_reset(st_);
+      sqlite3_clear_bindings(st_);
+    }
+  }
+  CachedStmt(CachedStmt&& o) noexcept : st_(o.st_) { o.st_ = nullptr; }
+  CachedStmt(const CachedStmt&) = delete;
+  CachedStmt& operator=(const CachedStmt&) = delete;
+  CachedStmt& operator=(CachedStmt&&) = delete;
+  sqlite3_stmt* get() { return st_; }
+  explicit operator bool() const { return st_ != nullptr; }
+
+ private:
+  sqlite3_stmt* st_;
+};
+
 class Store {
  public:
   // Opens (creating if needed) and migrates the database. On failure returns nullptr and sets
@@ -185,6 +207,10 @@ class Store {
   // Takes ownership of an unfinished run: succeeds only if its owner is still `expected`
   // (compare-and-set, committed at once), so two processes cannot both resume it.
   bool claim_run(const std::string& run_id, int64_t expected_owner, int64_t new_owner);
+  // The same for many runs (id, expected owner) in one transaction: each claim is its own
+  // compare-and-set, committed together. Returns which ones were taken, in order.
+  std::vector<bool> claim_runs(const std::vector<std::pair<std::string, int64_t>>& runs,
+                               int64_t new_owner);
   // Attempts left 'running' by a process that stopped are marked failed/interrupted.
   int mark_interrupted(const std::string& run_id, int64_t now);
   // Runs not finished: queued, running (awaiting_approval waits for a person).
@@ -287,6 +313,9 @@ class Store {
   int reap_slots(const std::string& key);
   bool begin();
   sqlite3_stmt* prepare(const char* key, const char* sql);
+  // Prepared once per distinct SQL text (reads and the rarer writes; list_runs builds a few
+  // variants). On failure the result is empty and *err says why.
+  CachedStmt cached(const std::string& sql, std::string* err);
   void fail(const std::string& what);
   // The schema's CHECK(status IN (...)), in C++ (this connection skips the CHECKs): false, and
   // the store failed with a message naming `what`, when `value` is not one of `allowed`.
@@ -301,6 +330,7 @@ class Store {
   uint64_t commits_ = 0;
   uint64_t node_seq_ = 0;
   std::unordered_map<const char*, std::unique_ptr<Stmt>> stmts_;
+  std::unordered_map<std::string, std::unique_ptr<Stmt>> by_sql_;
   std::unordered_map<std::string, DefinitionRow> definitions_seen_;  // name '\0' sha256
 };
 

@@ -72,7 +72,7 @@ std::vector<LoadRow> Store::loads(const std::string& name, const std::string& pa
   sql += " ORDER BY id DESC LIMIT ?3";
   std::vector<LoadRow> out;
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return out;
   bind_text(st.get(), 1, path, false);
   if (!name.empty()) bind_text(st.get(), 2, name, false);
@@ -98,7 +98,7 @@ std::vector<DefinitionRow> Store::definitions(const std::string& name) {
       "ORDER BY version DESC";
   std::vector<DefinitionRow> out;
   std::string err;
-  Stmt st(db_, sql, &err);
+  CachedStmt st = cached(sql, &err);
   if (!st) return out;
   bind_text(st.get(), 1, name, false);
   while (sqlite3_step(st.get()) == SQLITE_ROW) {
@@ -150,7 +150,7 @@ std::vector<Event> Store::events_after(int64_t after_id, const std::string& run_
   sql += " ORDER BY id LIMIT ?4";
   std::vector<Event> out;
   std::string err;
-  Stmt st(db_, sql.c_str(), &err);
+  CachedStmt st = cached(sql.c_str(), &err);
   if (!st) return out;
   bind_int(st.get(), 1, after_id);
   if (!run_id.empty()) bind_text(st.get(), 2, run_id, false);
