@@ -1,12 +1,84 @@
 #include "runtime/drivers/process.h"
 
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstring>
+#include <unordered_map>
 
 #include "runtime/signals.h"
 
+extern char** environ;
+
 namespace orch {
+
+// One SIGCHLD watcher per loop: on each signal (libuv coalesces them), every child spawned on
+// that loop and not yet reaped is asked with waitpid(WNOHANG). Only our own pids are waited
+// for, never -1, so that children of other parts of the process are left alone. The watcher
+// is started before a child is spawned (a SIGCHLD before there is a handler would be lost),
+// keeps the loop alive while a child is unreaped, and closes itself when none is left.
+class ChildWatcher {
+ public:
+  static ChildWatcher* get(uv_loop_t* loop) {
+    ChildWatcher*& w = watchers()[loop];
+    // One that Loop::close closed by force (children were left) is not used again.
+    if (w && uv_is_closing(reinterpret_cast<uv_handle_t*>(&w->sig_))) w = nullptr;
+    if (!w) {
+      w = new ChildWatcher(loop);
+      uv_signal_start(
+          &w->sig_, [](uv_signal_t* h, int) { static_cast<ChildWatcher*>(h->data)->reap(); },
+          SIGCHLD);
+    }
+    return w;
+  }
+  void add(pid_t pid, Process* p) { children_[pid] = p; }
+  // The spawn failed: nothing to wait for; close if nothing else is.
+  void release() {
+    if (children_.empty()) close();
+  }
+
+ private:
+  explicit ChildWatcher(uv_loop_t* loop) : loop_(loop) {
+    uv_signal_init(loop, &sig_);
+    sig_.data = this;
+  }
+  static std::unordered_map<uv_loop_t*, ChildWatcher*>& watchers() {
+    static std::unordered_map<uv_loop_t*, ChildWatcher*> w;
+    return w;
+  }
+  void close() {
+    watchers().erase(loop_);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sig_),
+             [](uv_handle_t* h) { delete static_cast<ChildWatcher*>(h->data); });
+  }
+  void reap() {
+    std::vector<std::pair<Process*, int>> done;
+    for (auto it = children_.begin(); it != children_.end();) {
+      int status = 0;
+      pid_t r = waitpid(it->first, &status, WNOHANG);
+      if (r == it->first || (r < 0 && errno == ECHILD)) {
+        done.emplace_back(it->second, r == it->first ? status : 0);
+        it = children_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    if (children_.empty()) close();  // the next spawn starts another
+    for (auto& [p, status] : done) {
+      if (WIFSIGNALED(status))
+        p->on_exit(0, WTERMSIG(status));
+      else
+        p->on_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 0, 0);
+    }
+  }
+
+  uv_loop_t* loop_;
+  uv_signal_t sig_{};
+  std::unordered_map<pid_t, Process*> children_;
+};
 
 void Capture::append(const char* data, size_t n) {
   total_ += n;
@@ -59,9 +131,18 @@ Process* Process::spawn(uv_loop_t* loop, ProcessTable* table, const ProcessSpec&
   uv_pipe_init(loop, &p->in_, 0);
   uv_timer_init(loop, &p->timer_);
   uv_timer_init(loop, &p->kill_timer_);
-  p->out_.data = p->err_.data = p->in_.data = p->timer_.data = p->proc_.data = p;
+  p->out_.data = p->err_.data = p->in_.data = p->timer_.data = p;
   p->kill_timer_.data = p;
-  p->open_handles_ = 6;
+  p->open_handles_ = 5;
+  auto fail = [&](int e) {
+    *err = std::string(uv_err_name(-e)) + ": " + uv_strerror(-e);
+    *code = uv_err_name(-e);
+    p->on_done_ = nullptr;
+    p->finished_ = true;
+    p->exited_ = true;
+    p->close_handles();
+    return nullptr;
+  };
 
   std::vector<char*> argv;
   for (auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
@@ -71,45 +152,66 @@ Process* Process::spawn(uv_loop_t* loop, ProcessTable* table, const ProcessSpec&
     for (auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
     envp.push_back(nullptr);
   }
-  uv_stdio_container_t stdio[3];
-  if (spec.has_stdin) {
-    stdio[0].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_READABLE_PIPE);
-    stdio[0].data.stream = reinterpret_cast<uv_stream_t*>(&p->in_);
-  } else {
-    stdio[0].flags = UV_IGNORE;  // /dev/null
-  }
-  stdio[1].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-  stdio[1].data.stream = reinterpret_cast<uv_stream_t*>(&p->out_);
-  stdio[2].flags = static_cast<uv_stdio_flags>(UV_CREATE_PIPE | UV_WRITABLE_PIPE);
-  stdio[2].data.stream = reinterpret_cast<uv_stream_t*>(&p->err_);
-
-  uv_process_options_t opts{};
-  opts.file = argv[0];
-  opts.args = argv.data();
-  opts.env = spec.set_env ? envp.data() : nullptr;
-  opts.cwd = spec.cwd.empty() ? nullptr : spec.cwd.c_str();
-  // DETACHED = setsid(): the child leads its own process group, so a timeout or a cancel can
-  // signal everything it started, not just the shell.
-  opts.flags = UV_PROCESS_DETACHED;
-  opts.stdio_count = 3;
-  opts.stdio = stdio;
-  opts.exit_cb = [](uv_process_t* h, int64_t status, int sig) {
-    static_cast<Process*>(h->data)->on_exit(status, sig);
+  // Pipes: the child's ends are dup2'ed onto 0/1/2; every descriptor is close-on-exec.
+  int out[2] = {-1, -1}, errp[2] = {-1, -1}, in[2] = {-1, -1};
+  auto close_all = [&] {
+    for (int fd : {out[0], out[1], errp[0], errp[1], in[0], in[1]})
+      if (fd >= 0) close(fd);
   };
-  int rc = uv_spawn(loop, &p->proc_, &opts);
-  if (rc != 0) {
-    *err = std::string(uv_err_name(rc)) + ": " + uv_strerror(rc);
-    *code = uv_err_name(rc);
-    // uv_spawn initialised the process handle even on failure; close everything.
-    p->on_done_ = nullptr;
-    p->finished_ = true;
-    p->exited_ = true;
-    p->close_handles();
-    return nullptr;
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(errp, O_CLOEXEC) != 0 ||
+      (spec.has_stdin && pipe2(in, O_CLOEXEC) != 0)) {
+    int e = errno;
+    close_all();
+    return fail(e);
   }
-  p->result_.pid = p->proc_.pid;
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  if (spec.has_stdin)
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+  else
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&fa, errp[1], 2);
+  // Nothing else of ours leaks into the child, even a descriptor opened without O_CLOEXEC.
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  // SETSID: the child leads its own session and process group, so a timeout or a cancel can
+  // signal everything it started, not just the shell. Signals come back to their defaults
+  // (orchrun ignores SIGPIPE) and none is blocked.
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  ChildWatcher* watcher = ChildWatcher::get(loop);
+  pid_t pid = 0;
+  int rc =
+      posix_spawnp(&pid, argv[0], &fa, &attr, argv.data(), spec.set_env ? envp.data() : environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  // The child's ends belong to the child now.
+  close(out[1]);
+  close(errp[1]);
+  if (in[0] >= 0) close(in[0]);
+  out[1] = errp[1] = in[0] = -1;
+  if (rc != 0) {
+    watcher->release();
+    close_all();
+    return fail(rc);
+  }
+  for (int fd : {out[0], errp[0], in[1]})
+    if (fd >= 0) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+  uv_pipe_open(&p->out_, out[0]);
+  uv_pipe_open(&p->err_, errp[0]);
+  if (spec.has_stdin) uv_pipe_open(&p->in_, in[1]);
+  p->result_.pid = pid;
   if (table) table->live_.insert(p);
   register_child_group(p->result_.pid);
+  watcher->add(pid, p);
 
   auto alloc = [](uv_handle_t*, size_t suggested, uv_buf_t* buf) {
     buf->base = new char[suggested];
@@ -230,9 +332,8 @@ void Process::maybe_finish() {
 void Process::close_handles() {
   auto closer = [](uv_handle_t* h) { static_cast<Process*>(h->data)->handle_closed(); };
   for (uv_handle_t* h :
-       {reinterpret_cast<uv_handle_t*>(&proc_), reinterpret_cast<uv_handle_t*>(&out_),
-        reinterpret_cast<uv_handle_t*>(&err_), reinterpret_cast<uv_handle_t*>(&in_),
-        reinterpret_cast<uv_handle_t*>(&timer_)}) {
+       {reinterpret_cast<uv_handle_t*>(&out_), reinterpret_cast<uv_handle_t*>(&err_),
+        reinterpret_cast<uv_handle_t*>(&in_), reinterpret_cast<uv_handle_t*>(&timer_)}) {
     if (!uv_is_closing(h)) uv_close(h, closer);
   }
   // A pending SIGKILL for the group outlives the leader; its timer closes when it has fired.

@@ -1,6 +1,8 @@
-// Child processes: uv_spawn in their own process group (setsid), stdout/stderr captured with a
-// head and tail excerpt for large outputs, a timeout that signals the whole group (SIGTERM, then
-// SIGKILL after a grace period).
+// Child processes: posix_spawn (vfork-like: no copy of the parent's page tables, unlike the
+// fork() of libuv 1.44's uv_spawn) in their own session and process group (setsid), reaped
+// through one SIGCHLD watcher per loop; stdout/stderr captured with a head and tail excerpt for
+// large outputs; a timeout that signals the whole group (SIGTERM, then SIGKILL after a grace
+// period).
 //
 // A Process owns its uv handles and frees itself once the child has exited and every pipe is
 // closed. Its owner may stop listening at any time (detach), e.g. when a node is cancelled: the
@@ -74,13 +76,13 @@ class Process {
   Process(uv_loop_t* loop, ProcessTable* table, const ProcessSpec& spec);
   ~Process();
   void on_exit(int64_t status, int sig);
+  friend class ChildWatcher;
   void maybe_finish();
   void close_handles();
   void handle_closed();
 
   uv_loop_t* loop_;
   ProcessTable* table_;
-  uv_process_t proc_{};
   uv_pipe_t out_{}, err_{}, in_{};
   uv_timer_t timer_{};       // the timeout, then the post-exit drain limit
   uv_timer_t kill_timer_{};  // SIGKILL for the group when the grace after SIGTERM ends
