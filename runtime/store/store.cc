@@ -89,6 +89,8 @@ Event run_event(const RunRow& run, const char* kind, int64_t ts, std::string dat
   e.trace_id = run.trace_id;
   e.pipeline = run.pipeline;
   e.version = run.version;
+  e.incident_id = run.incident_id;  // later events of a run carry its incident, like the rest
+  e.fingerprint = run.fingerprint;
   e.data = std::move(data);
   return e;
 }

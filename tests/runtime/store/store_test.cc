@@ -273,3 +273,28 @@ TEST_CASE("many processes opening a new database at once all succeed and one mig
   CHECK(failed == 0);
   CHECK(query_int(path, "pragma user_version") == static_cast<int>(store_migrations().size()));
 }
+
+TEST_CASE("events written for a stored run carry its incident (cancel of an orphan run)",
+          "[store]") {
+  TempDir d;
+  auto s = open_ok(d.file("o.db"));
+  RunRow r;
+  r.id = "R1";
+  r.trace_id = "t";
+  r.pipeline = "p";
+  r.version = 1;
+  r.status = "running";
+  r.source = "cli";
+  s->insert_run(r);
+  s->set_run_incident("R1", 7, "fp-7");
+  s->commit();
+  std::string err;
+  auto stored = s->find_run("R1", &err);
+  REQUIRE(stored);
+  REQUIRE(s->cancel_orphan_run(*stored, "operator", 5));
+  CHECK(query_str(d.file("o.db"), "select status from runs where id='R1'") == "cancelled");
+  CHECK(query_str(
+            d.file("o.db"),
+            "select incident_id || ' ' || fingerprint from events where kind='run.cancelled'") ==
+        "7 fp-7");
+}
