@@ -64,6 +64,7 @@ void do_hash(ArtifactJob* j) {
     j->err = "cannot read artifact " + file + ": " + strerror(errno);
     return;
   }
+  init_openssl();
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
   char buf[65536];

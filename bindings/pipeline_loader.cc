@@ -1,6 +1,5 @@
 #include "bindings/pipeline_loader.h"
 
-#include <openssl/evp.h>
 #include <sys/stat.h>
 
 #include <cerrno>

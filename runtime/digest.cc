@@ -1,6 +1,7 @@
 #include "runtime/digest.h"
 
 #include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 namespace orch {
@@ -15,7 +16,16 @@ std::string hex_lower(const unsigned char* bytes, size_t n) {
   return out;
 }
 
+// orchrun asks OpenSSL for SHA-256 and HMAC only (TLS is libcurl's, which initialises OpenSSL
+// for itself, with the system's configuration, when it is loaded). Reading and applying
+// openssl.cnf at the first hash cost about a millisecond of every start.
+void init_openssl() {
+  static const bool done = OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG, nullptr) == 1;
+  (void)done;
+}
+
 std::string sha256_hex(std::string_view data) {
+  init_openssl();
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int n = 0;
   EVP_Digest(data.data(), data.size(), md, &n, EVP_sha256(), nullptr);
@@ -28,6 +38,7 @@ namespace {
 // the CPU of a signed webhook delivery): fetch them once into a template context, and copy it.
 EVP_MAC_CTX* hmac_sha256_template() {
   static EVP_MAC_CTX* tmpl = [] {
+    init_openssl();
     EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
     if (!mac) return static_cast<EVP_MAC_CTX*>(nullptr);
     EVP_MAC_CTX* c = EVP_MAC_CTX_new(mac);

@@ -7,6 +7,9 @@
 
 namespace orch {
 
+// Initialises OpenSSL's crypto library once, without reading openssl.cnf. Called by the
+// functions below; code that uses OpenSSL directly calls it first.
+void init_openssl();
 std::string hex_lower(const unsigned char* bytes, size_t n);
 std::string sha256_hex(std::string_view data);
 // Empty on an OpenSSL failure.
