@@ -128,6 +128,13 @@ bool LuaEngine::init(std::string* err) {
   lua_setfield(L_, -2, "orch.core");
   for (const auto& m : embedded_modules()) {
     std::string chunk = std::string("@") + m.path;
+    // The bytecode built with this LuaJIT; the source if it does not load (another LuaJIT).
+    if (!m.bytecode.empty() &&
+        luaL_loadbuffer(L_, m.bytecode.data(), m.bytecode.size(), chunk.c_str()) == 0) {
+      lua_setfield(L_, -2, m.name);
+      continue;
+    }
+    if (!m.bytecode.empty()) lua_pop(L_, 1);
     if (luaL_loadbuffer(L_, m.source.data(), m.source.size(), chunk.c_str()) != 0) {
       *err = std::string("embedded module ") + m.name + ": " + lua_tostring(L_, -1);
       return false;
