@@ -1,7 +1,10 @@
 // The floor for the persisted chain: the same rows orchrun writes for N trivial nodes in
 // sequence (node attempt insert + update, started/succeeded events), with the same settings
-// (WAL, synchronous=NORMAL, prepared statements) and one commit per node, as orchrun's
-// durability contract requires. No Lua, no loop. Prints nodes/s.
+// (WAL, synchronous=NORMAL, prepared statements), and the same store code. No Lua, no loop.
+// Prints nodes/s.
+//   sqlite_floor DB [N]          one commit per node
+//   sqlite_floor DB N SLICE_MS   one commit per SLICE_MS of work, as orchrun's pump commits
+//                                a chain of Lua nodes (no outside effect in between)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -12,10 +15,11 @@
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    fprintf(stderr, "usage: sqlite_floor DB [N]\n");
+    fprintf(stderr, "usage: sqlite_floor DB [N [SLICE_MS]]\n");
     return 2;
   }
   int n = argc > 2 ? atoi(argv[2]) : 10000;
+  double slice_ms = argc > 3 ? atof(argv[3]) : 0;
   std::string err;
   auto store = orch::Store::open(argv[1], orch::StoreOptions{}, &err);
   if (!store) {
@@ -33,6 +37,7 @@ int main(int argc, char** argv) {
   store->insert_run(run);
   store->commit();
   auto t0 = std::chrono::steady_clock::now();
+  auto last_commit = t0;
   for (int i = 1; i <= n; i++) {
     std::string node = "n" + std::to_string(i);
     int64_t now = orch::wall_ms();
@@ -59,8 +64,14 @@ int main(int argc, char** argv) {
     e.kind = "node.succeeded";
     e.data = "{\"duration_ms\":0}";
     store->insert_event(e);
-    store->commit();
+    auto t = std::chrono::steady_clock::now();
+    if (slice_ms <= 0 ||
+        std::chrono::duration<double, std::milli>(t - last_commit).count() >= slice_ms) {
+      store->commit();
+      last_commit = t;
+    }
   }
+  store->commit();
   double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   printf("{\"nodes\":%d,\"seconds\":%.3f,\"nodes_per_s\":%.0f,\"us_per_node\":%.2f}\n", n, s, n / s,
          s * 1e6 / n);

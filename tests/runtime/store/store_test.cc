@@ -12,6 +12,19 @@
 using namespace orch;
 using namespace orch::test;
 
+// A run row with what the schema requires.
+static RunRow run_row(const std::string& id, const std::string& status = "running") {
+  RunRow r;
+  r.id = id;
+  r.trace_id = "t";
+  r.pipeline = "p";
+  r.version = 1;
+  r.status = status;
+  r.source = "cli";
+  r.created_at = 1;
+  return r;
+}
+
 static std::unique_ptr<Store> open_ok(const std::string& path) {
   std::string err;
   auto s = Store::open(path, StoreOptions{}, &err);
@@ -34,15 +47,7 @@ TEST_CASE("reopening keeps data and does not migrate twice", "[store]") {
   TempDir d;
   {
     auto s = open_ok(d.file("o.db"));
-    RunRow r;
-    r.id = "01TEST";
-    r.trace_id = "t";
-    r.pipeline = "p";
-    r.version = 1;
-    r.status = "running";
-    r.source = "cli";
-    r.created_at = 1;
-    s->insert_run(r);
+    s->insert_run(run_row("01TEST"));
     s->commit();
   }
   auto s = open_ok(d.file("o.db"));
@@ -124,16 +129,7 @@ TEST_CASE("definitions: same source keeps its version, new source gets the next"
 TEST_CASE("run lookup by prefix: unique, ambiguous, missing", "[store]") {
   TempDir d;
   auto s = open_ok(d.file("o.db"));
-  for (const char* id : {"01AAA1", "01AAA2", "01BBB1"}) {
-    RunRow r;
-    r.id = id;
-    r.trace_id = "t";
-    r.pipeline = "p";
-    r.status = "succeeded";
-    r.source = "cli";
-    r.created_at = 5;
-    s->insert_run(r);
-  }
+  for (const char* id : {"01AAA1", "01AAA2", "01BBB1"}) s->insert_run(run_row(id, "succeeded"));
   s->commit();
   std::string err;
   CHECK(s->find_run("01B", &err)->id == "01BBB1");
@@ -152,13 +148,7 @@ TEST_CASE("run lookup by prefix: unique, ambiguous, missing", "[store]") {
 TEST_CASE("a status the schema does not allow is a store failure, not silent", "[store]") {
   TempDir d;
   auto s = open_ok(d.file("o.db"));
-  RunRow r;
-  r.id = "X";
-  r.trace_id = "t";
-  r.pipeline = "p";
-  r.status = "exploded";
-  r.source = "cli";
-  s->insert_run(r);
+  s->insert_run(run_row("X", "exploded"));
   CHECK(s->failed());
   CHECK(s->error() ==
         "insert run X: status 'exploded' is not one of queued, running, awaiting_approval, "
@@ -177,13 +167,7 @@ TEST_CASE("every status column refuses a value the schema does not allow", "[sto
   };
   {
     auto s = fresh();
-    RunRow r;
-    r.id = "R";
-    r.trace_id = "t";
-    r.pipeline = "p";
-    r.status = "running";
-    r.source = "cli";
-    s->insert_run(r);
+    s->insert_run(run_row("R"));
     s->insert_node_attempt("R", "n", 1, "body", 1);
     s->commit();
     REQUIRE_FALSE(s->failed());
@@ -278,14 +262,7 @@ TEST_CASE("events written for a stored run carry its incident (cancel of an orph
           "[store]") {
   TempDir d;
   auto s = open_ok(d.file("o.db"));
-  RunRow r;
-  r.id = "R1";
-  r.trace_id = "t";
-  r.pipeline = "p";
-  r.version = 1;
-  r.status = "running";
-  r.source = "cli";
-  s->insert_run(r);
+  s->insert_run(run_row("R1"));
   s->set_run_incident("R1", 7, "fp-7");
   s->commit();
   std::string err;
