@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -268,6 +269,7 @@ bool Store::begin() {
 
 void Store::commit() {
   if (!in_tx_) return;
+  flush_attempts();  // attempts still running are on record once committed
   in_tx_ = false;
   static const char* kCommit = "COMMIT";
   sqlite3_stmt* st = prepare(kCommit, kCommit);
@@ -277,6 +279,7 @@ void Store::commit() {
     fail("commit");
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     definitions_seen_.clear();  // may hold one the rollback took back
+    pending_attempts_.clear();
     return;
   }
   commits_++;
@@ -427,33 +430,88 @@ void Store::finish_run(const std::string& run_id, const std::string& status,
   if (sqlite3_step(st) != SQLITE_DONE) fail("finish run " + run_id);
 }
 
+namespace {
+std::string attempt_key(const std::string& run_id, const std::string& node_id, int attempt) {
+  std::string k = run_id;
+  k += '\0';
+  k += node_id;
+  k += '\0';
+  k += std::to_string(attempt);
+  return k;
+}
+}  // namespace
+
 void Store::insert_node_attempt(const std::string& run_id, const std::string& node_id, int attempt,
                                 const std::string& kind, int64_t started_at, int run_attempt) {
+  // Written at the commit (flush_attempts) if it is still running then; an attempt that ends
+  // in the same transaction is written once, as it ended (finish_node_attempt).
+  if (!begin()) return;
+  PendingAttempt a{
+      run_id, node_id, kind, attempt, started_at, static_cast<int64_t>(++node_seq_), run_attempt};
+  pending_attempts_[attempt_key(run_id, node_id, attempt)] = std::move(a);
+}
+
+void Store::write_attempt(const PendingAttempt& a) {
   static const char* kSql =
       "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, seq, "
       "run_attempt) VALUES(?1,?2,?3,?4,'running',?5,?6,?7)";
-  if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
-  bind_text(st, 1, run_id);
-  bind_text(st, 2, node_id);
-  bind_int(st, 3, attempt);
-  bind_text(st, 4, kind);
-  bind_int(st, 5, started_at);
-  bind_int(st, 6, static_cast<int64_t>(++node_seq_));
-  bind_int(st, 7, run_attempt);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert node attempt " + node_id);
+  bind_text(st, 1, a.run_id);
+  bind_text(st, 2, a.node_id);
+  bind_int(st, 3, a.attempt);
+  bind_text(st, 4, a.kind);
+  bind_int(st, 5, a.started_at);
+  bind_int(st, 6, a.seq);
+  bind_int(st, 7, a.run_attempt);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("insert node attempt " + a.node_id);
+}
+
+void Store::flush_attempts() {
+  if (pending_attempts_.empty()) return;
+  std::vector<const PendingAttempt*> order;
+  order.reserve(pending_attempts_.size());
+  for (auto& [k, a] : pending_attempts_) order.push_back(&a);
+  std::sort(order.begin(), order.end(),
+            [](const PendingAttempt* x, const PendingAttempt* y) { return x->seq < y->seq; });
+  for (const PendingAttempt* a : order) write_attempt(*a);
+  pending_attempts_.clear();
 }
 
 void Store::finish_node_attempt(const NodeRunRow& r) {
+  if (!allowed("finish node attempt " + r.node_id, "status", r.status, kNodeStatuses) || !begin())
+    return;
+  auto pending = pending_attempts_.find(attempt_key(r.run_id, r.node_id, r.attempt));
+  if (pending != pending_attempts_.end()) {
+    // Started in this transaction: one row, as it ended.
+    static const char* kIns =
+        "INSERT INTO node_runs(run_id, node_id, attempt, kind, started_at, seq, run_attempt, "
+        "status, finished_at, duration_ms, output, error_type, error_message, traceback, "
+        "retryable, verdict, verdict_reason) "
+        "VALUES(?1,?2,?3,?14,?15,?16,?17,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)";
+    const PendingAttempt& a = pending->second;
+    sqlite3_stmt* st = prepare(kIns, kIns);
+    if (!st) return;
+    bind_node_end(st, r);
+    bind_text(st, 14, a.kind);
+    bind_int(st, 15, a.started_at);
+    bind_int(st, 16, a.seq);
+    bind_int(st, 17, a.run_attempt);
+    pending_attempts_.erase(pending);
+    if (sqlite3_step(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
+    return;
+  }
   static const char* kSql =
       "UPDATE node_runs SET status=?4, finished_at=?5, duration_ms=?6, output=?7, "
       "error_type=?8, error_message=?9, traceback=?10, retryable=?11, verdict=?12, "
       "verdict_reason=?13 WHERE run_id=?1 AND node_id=?2 AND attempt=?3";
-  if (!allowed("finish node attempt " + r.node_id, "status", r.status, kNodeStatuses) || !begin())
-    return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
+  bind_node_end(st, r);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
+}
+
+void Store::bind_node_end(sqlite3_stmt* st, const NodeRunRow& r) {
   bind_text(st, 1, r.run_id);
   bind_text(st, 2, r.node_id);
   bind_int(st, 3, r.attempt);
@@ -470,7 +528,6 @@ void Store::finish_node_attempt(const NodeRunRow& r) {
     bind_int(st, 11, r.retryable ? 1 : 0);
   bind_text(st, 12, r.verdict);
   bind_text(st, 13, r.verdict_reason);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
 }
 
 void Store::insert_node_final(const NodeRunRow& r) {
@@ -570,6 +627,7 @@ std::vector<bool> Store::claim_runs(const std::vector<std::pair<std::string, int
 
 int Store::mark_interrupted(const std::string& run_id, int64_t now) {
   if (!begin()) return 0;
+  flush_attempts();
   std::string err;
   CachedStmt st = cached(
       "UPDATE node_runs SET status='failed', error_type='interrupted', retryable=1, "
@@ -645,6 +703,7 @@ std::vector<std::pair<std::string, std::string>> Store::cancel_requests(int64_t 
 bool Store::cancel_orphan_run(const RunRow& run, const std::string& reason, int64_t now) {
   commit();
   if (!begin()) return false;
+  flush_attempts();
   std::string err;
   CachedStmt st = cached(
       "UPDATE node_runs SET status='cancelled', error_type='cancelled', error_message=?2, "
@@ -1030,6 +1089,7 @@ std::optional<RunRow> Store::find_run(const std::string& id_or_prefix, std::stri
 }
 
 std::vector<NodeRunRow> Store::node_runs(const std::string& run_id) {
+  flush_attempts();  // reads see the attempts started in the open transaction too
   const char* sql =
       "SELECT run_id, node_id, attempt, kind, status, started_at, finished_at, duration_ms, "
       "output, error_type, error_message, traceback, retryable, run_attempt, verdict, "

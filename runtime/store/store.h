@@ -312,6 +312,18 @@ class Store {
   // Removes the slots and queue places held by processes that are gone.
   int reap_slots(const std::string& key);
   bool begin();
+  // Node attempts started in the open transaction and not finished yet: written at the commit
+  // (or before a statement that reads or changes node_runs), so that an attempt that starts and
+  // ends within one transaction costs one row insert instead of an insert and an update.
+  struct PendingAttempt {
+    std::string run_id, node_id, kind;
+    int attempt = 0;
+    int64_t started_at = 0, seq = 0;
+    int run_attempt = 1;
+  };
+  void write_attempt(const PendingAttempt& a);
+  void flush_attempts();
+  void bind_node_end(sqlite3_stmt* st, const NodeRunRow& r);
   sqlite3_stmt* prepare(const char* key, const char* sql);
   // Prepared once per distinct SQL text (reads and the rarer writes; list_runs builds a few
   // variants). On failure the result is empty and *err says why.
@@ -331,7 +343,9 @@ class Store {
   uint64_t node_seq_ = 0;
   std::unordered_map<const char*, std::unique_ptr<Stmt>> stmts_;
   std::unordered_map<std::string, std::unique_ptr<Stmt>> by_sql_;
-  std::unordered_map<std::string, DefinitionRow> definitions_seen_;  // name '\0' sha256
+  std::unordered_map<std::string, DefinitionRow> definitions_seen_;
+  std::unordered_map<std::string, PendingAttempt>
+      pending_attempts_;  // run\0node\0attempt  // name '\0' sha256
 };
 
 // The migrations, in order; migration i takes the schema from version i to i+1.

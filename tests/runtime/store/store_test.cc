@@ -275,3 +275,49 @@ TEST_CASE("events written for a stored run carry its incident (cancel of an orph
             "select incident_id || ' ' || fingerprint from events where kind='run.cancelled'") ==
         "7 fp-7");
 }
+
+TEST_CASE("a node attempt is written once when it starts and ends in one transaction", "[store]") {
+  TempDir d;
+  auto s = open_ok(d.file("o.db"));
+  s->insert_run(run_row("R"));
+  s->commit();
+  auto end_row = [](const char* node, const char* status) {
+    NodeRunRow r;
+    r.run_id = "R";
+    r.node_id = node;
+    r.attempt = 1;
+    r.status = status;
+    r.finished_at = 9;
+    r.duration_ms = 1;
+    r.output = "{\"ok\":true}";
+    return r;
+  };
+  s->insert_node_attempt("R", "a", 1, "body", 5);
+  s->insert_node_attempt("R", "b", 1, "body", 6);
+  s->finish_node_attempt(end_row("b", "succeeded"));  // b ends first, in the same transaction
+  // Reads in the open transaction see both, in the order they started.
+  auto rows = s->node_runs("R");
+  REQUIRE(rows.size() == 2);
+  CHECK(rows[0].node_id == "a");
+  CHECK(rows[0].status == "running");
+  CHECK(rows[1].node_id == "b");
+  CHECK(rows[1].status == "succeeded");
+  CHECK(rows[1].started_at == 6);
+  CHECK(rows[1].output == "{\"ok\":true}");
+  s->commit();
+  // Another connection: a (still running, written at the commit) and b (written as it ended).
+  CHECK(query_str(d.file("o.db"),
+                  "select group_concat(node_id || '=' || status, ' ') from "
+                  "(select * from node_runs order by seq)") == "a=running b=succeeded");
+  // a ends in a later transaction: an update of its committed row.
+  s->finish_node_attempt(end_row("a", "failed"));
+  s->insert_node_attempt("R", "c", 1, "body", 10);
+  CHECK(s->mark_interrupted("R", 11) == 1);  // c, started in this transaction, is seen
+  s->commit();
+  CHECK(query_str(d.file("o.db"),
+                  "select group_concat(node_id || '=' || status, ' ') from "
+                  "(select * from node_runs order by seq)") == "a=failed b=succeeded c=failed");
+  CHECK(query_str(d.file("o.db"), "select error_type from node_runs where node_id='c'") ==
+        "interrupted");
+  CHECK_FALSE(s->failed());
+}
