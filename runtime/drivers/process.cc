@@ -60,7 +60,7 @@ class ChildWatcher {
       int status = 0;
       pid_t r = waitpid(it->first, &status, WNOHANG);
       if (r == it->first || (r < 0 && errno == ECHILD)) {
-        done.emplace_back(it->second, r == it->first ? status : 0);
+        done.emplace_back(it->second, r == it->first ? status : -1);
         it = children_.erase(it);
       } else {
         ++it;
@@ -68,7 +68,9 @@ class ChildWatcher {
     }
     if (children_.empty()) close();  // the next spawn starts another
     for (auto& [p, status] : done) {
-      if (WIFSIGNALED(status))
+      if (status < 0)
+        p->on_exit(-1, 0);  // reaped by someone else: its status is unknown
+      else if (WIFSIGNALED(status))
         p->on_exit(0, WTERMSIG(status));
       else
         p->on_exit(WIFEXITED(status) ? WEXITSTATUS(status) : 0, 0);
