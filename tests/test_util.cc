@@ -267,4 +267,13 @@ std::vector<std::string> Harness::close() {
   return leaked;
 }
 
+std::string sql_literal(const std::string& s) {
+  std::string r = "'";
+  for (char c : s) {
+    if (c == '\'') r += '\'';
+    r += c;
+  }
+  return r + "'";
+}
+
 }  // namespace orch::test

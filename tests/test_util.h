@@ -55,6 +55,8 @@ int64_t query_int(const std::string& db, const std::string& sql);
 // tables do not exist yet.
 int64_t poll_int(const std::string& db, const std::string& sql, int64_t fallback = -1);
 std::string query_str(const std::string& db, const std::string& sql);
+// A string as an SQL literal: 'it''s'.
+std::string sql_literal(const std::string& s);
 
 // Collects every event the scheduler emits.
 struct EventLog : EventSink {

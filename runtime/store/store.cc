@@ -241,14 +241,15 @@ void Store::fail(const std::string& what) {
   if (error_.empty()) error_ = what + ": " + sqlite3_errmsg(db_);
 }
 
-bool Store::allowed(const std::string& what, const char* column, const std::string& value,
-                    std::span<const char* const> allowed) {
+bool Store::allowed(const char* what, const std::string& subject, const char* column,
+                    const std::string& value, std::span<const char* const> allowed) {
   for (const char* a : allowed)
     if (value == a) return true;
   if (error_.empty()) {
     std::string list;
     for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
-    error_ = what + ": " + column + " '" + value + "' is not one of " + list;
+    error_ = std::string(what) + " " + subject + ": " + column + " '" + value + "' is not one of " +
+             list;
   }
   return false;
 }
@@ -367,7 +368,7 @@ void Store::insert_run(const RunRow& r, bool* duplicate) {
       "INSERT INTO runs(id, trace_id, pipeline, version, status, source, environment, input, "
       "attempts, created_at, started_at, parent_run, idempotency_key, owner_pid, parent_node, "
       "workspace) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)";
-  if (!allowed("insert run " + r.id, "status", r.status, kRunStatuses) || !begin()) return;
+  if (!allowed("insert run", r.id, "status", r.status, kRunStatuses) || !begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
   bind_text(st, 1, r.id);
@@ -397,7 +398,7 @@ void Store::insert_run(const RunRow& r, bool* duplicate) {
 void Store::set_run_status(const std::string& run_id, const std::string& status, int64_t ts) {
   static const char* kSql =
       "UPDATE runs SET status=?2, started_at=coalesce(started_at, ?3) WHERE id=?1";
-  if (!allowed("set status of run " + run_id, "status", status, kRunStatuses) || !begin()) return;
+  if (!allowed("set status of run", run_id, "status", status, kRunStatuses) || !begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
   bind_text(st, 1, run_id);
@@ -413,7 +414,7 @@ void Store::finish_run(const std::string& run_id, const std::string& status,
   static const char* kSql =
       "UPDATE runs SET status=?2, output=?3, error_type=?4, error_message=?5, error_node=?6, "
       "retryable=?7, finished_at=?8 WHERE id=?1";
-  if (!allowed("finish run " + run_id, "status", status, kRunStatuses) || !begin()) return;
+  if (!allowed("finish run", run_id, "status", status, kRunStatuses) || !begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
   bind_text(st, 1, run_id);
@@ -479,7 +480,7 @@ void Store::flush_attempts() {
 }
 
 void Store::finish_node_attempt(const NodeRunRow& r) {
-  if (!allowed("finish node attempt " + r.node_id, "status", r.status, kNodeStatuses) || !begin())
+  if (!allowed("finish node attempt", r.node_id, "status", r.status, kNodeStatuses) || !begin())
     return;
   auto pending = pending_attempts_.find(attempt_key(r.run_id, r.node_id, r.attempt));
   if (pending != pending_attempts_.end()) {
@@ -535,8 +536,7 @@ void Store::insert_node_final(const NodeRunRow& r) {
       "INSERT INTO node_runs(run_id, node_id, attempt, kind, status, started_at, finished_at, "
       "duration_ms, output, error_type, error_message, seq, run_attempt) "
       "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)";
-  if (!allowed("insert node row " + r.node_id, "status", r.status, kNodeStatuses) || !begin())
-    return;
+  if (!allowed("insert node row", r.node_id, "status", r.status, kNodeStatuses) || !begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
   bind_text(st, 1, r.run_id);
@@ -813,7 +813,7 @@ bool Store::decide_approval(const std::string& run_id, const std::string& node_i
                             const std::string& status, const std::string& by,
                             const std::string& comment, int64_t now) {
   commit();
-  if (!allowed("decide approval " + node_id, "status", status, kApprovalStatuses) || !begin())
+  if (!allowed("decide approval", node_id, "status", status, kApprovalStatuses) || !begin())
     return false;
   std::string err;
   CachedStmt st = cached(
@@ -1189,7 +1189,7 @@ std::vector<IncidentRow> Store::record_incidents(const std::vector<IncidentIn>& 
     return rc == SQLITE_DONE;
   };
   for (const IncidentIn& a : in)
-    if (!allowed("record incident " + a.fingerprint, "status", a.status, kIncidentStatuses))
+    if (!allowed("record incident", a.fingerprint, "status", a.status, kIncidentStatuses))
       return {};
   bool ok = true;
   for (const IncidentIn& a : in) {

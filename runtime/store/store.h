@@ -330,9 +330,10 @@ class Store {
   CachedStmt cached(const std::string& sql, std::string* err);
   void fail(const std::string& what);
   // The schema's CHECK(status IN (...)), in C++ (this connection skips the CHECKs): false, and
-  // the store failed with a message naming `what`, when `value` is not one of `allowed`.
-  bool allowed(const std::string& what, const char* column, const std::string& value,
-               std::span<const char* const> allowed);
+  // the store failed with a message naming `what` and `subject`, when `value` is not one of
+  // `allowed`. The message is only built then: this is on every write's path.
+  bool allowed(const char* what, const std::string& subject, const char* column,
+               const std::string& value, std::span<const char* const> allowed);
 
   sqlite3* db_ = nullptr;
   std::string path_;

@@ -52,7 +52,7 @@ void Store::insert_load(const LoadRow& l) {
   static const char* kSql =
       "INSERT INTO pipeline_loads(name, path, at, outcome, version, sha256, error) "
       "VALUES(?1,?2,?3,?4,?5,?6,?7)";
-  if (!allowed("insert load of " + l.path, "outcome", l.outcome, kLoadOutcomes) || !begin()) return;
+  if (!allowed("insert load of", l.path, "outcome", l.outcome, kLoadOutcomes) || !begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
   bind_text(st, 1, l.name);

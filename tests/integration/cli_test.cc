@@ -28,16 +28,6 @@ std::string src(const std::string& rel) {
   return source_dir() + "/" + rel;
 }
 
-// SQL string literal.
-std::string q(const std::string& s) {
-  std::string r = "'";
-  for (char c : s) {
-    if (c == '\'') r += '\'';
-    r += c;
-  }
-  return r + "'";
-}
-
 bool contains(const std::string& hay, const std::string& needle) {
   return hay.find(needle) != std::string::npos;
 }
@@ -71,7 +61,7 @@ json run_json(const std::string& file, const std::string& db, const std::string&
 std::vector<std::vector<std::string>> snapshot(const std::string& db,
                                                const std::vector<std::string>& run_ids) {
   std::string in;
-  for (auto& id : run_ids) in += (in.empty() ? "" : ",") + q(id);
+  for (auto& id : run_ids) in += (in.empty() ? "" : ",") + sql_literal(id);
   std::vector<std::vector<std::string>> all;
   for (const char* sql :
        {"select * from runs where id in (%s) order by id",
@@ -185,8 +175,8 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
       // It stopped at its gate(s): approve every waiting gate, then resume to the end.
       CHECK(sum.at("status") == "awaiting_approval");
       std::string rid = sum.at("run_id").get<std::string>();
-      for (auto& g :
-           query(db, "select node_id from approvals where status='waiting' and run_id=" + q(rid)))
+      for (auto& g : query(db, "select node_id from approvals where status='waiting' and run_id=" +
+                                   sql_literal(rid)))
         REQUIRE(orchrun({"approve", rid, g[0], "--as", "ci"}, db).exit_code == 0);
       auto r = orchrun({"resume", rid, "--json"}, db, {}, cwd);
       INFO(r.out << r.err);
@@ -197,13 +187,13 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
     std::string trace = sum.at("trace_id").get<std::string>();
     CHECK(sum.at("status") == "succeeded");
     CHECK(run_ids.insert(id).second);  // a new run every time
-    std::string w = " where run_id=" + q(id);
+    std::string w = " where run_id=" + sql_literal(id);
 
     // The runs row.
     auto run = query(db,
                      "select status, trace_id, pipeline, version, finished_at is not null, "
                      "error_type from runs where id=" +
-                         q(id));
+                         sql_literal(id));
     REQUIRE(run.size() == 1);
     CHECK(run[0][0] == "succeeded");
     CHECK(run[0][1] == trace);
@@ -231,7 +221,8 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
 
     // Events: all carry the run's trace id; the run started and succeeded exactly once.
     CHECK(query_int(db, "select count(*) from events" + w) > 2);
-    CHECK(query_int(db, "select count(*) from events" + w + " and trace_id != " + q(trace)) == 0);
+    CHECK(query_int(db, "select count(*) from events" + w +
+                            " and trace_id != " + sql_literal(trace)) == 0);
     CHECK(query_int(db, "select count(*) from events" + w + " and kind='run.started'") == 1);
     CHECK(query_int(db, "select count(*) from events" + w + " and kind='run.succeeded'") == 1);
     CHECK(query_int(db, "select count(*) from events" + w + " and kind='run.failed'") == 0);
@@ -240,7 +231,7 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
     CHECK(query_str(db,
                     "select d.sha256 from definitions d join runs r on r.pipeline=d.name and "
                     "r.version=d.version where r.id=" +
-                        q(id)) == sha256_hex(read_file(file)));
+                        sql_literal(id)) == sha256_hex(read_file(file)));
 
     if (health) {
       REQUIRE(fs::exists(report));
@@ -251,9 +242,10 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
   CHECK(query_int(db, "select count(*) from runs where parent_run is null") ==
         static_cast<int64_t>(files.size()));
   // Child runs (o.call) finished with their parents, linked to them.
-  CHECK(query_int(db, "select count(*) from runs c where parent_run is not null and (status != "
-                      "'succeeded' or not exists (select 1 from runs p where p.id=c.parent_run and "
-                      "p.trace_id=c.trace_id))") == 0);
+  CHECK(query_int(db,
+                  "select count(*) from runs c where parent_run is not null and (status != "
+                  "'succeeded' or not exists (select 1 from runs p where p.id=c.parent_run and "
+                  "p.trace_id=c.trace_id))") == 0);
 }
 
 TEST_CASE("retries, fallback and timeout are recorded attempt by attempt", "[cli]") {
@@ -269,7 +261,7 @@ TEST_CASE("retries, fallback and timeout are recorded attempt by attempt", "[cli
     return query(db,
                  "select attempt, kind, status, error_type, retryable from node_runs where "
                  "run_id=" +
-                     q(id) + " and node_id=" + q(node) + " order by attempt");
+                     sql_literal(id) + " and node_id=" + sql_literal(node) + " order by attempt");
   };
   auto flaky = rows("flaky");
   REQUIRE(flaky.size() == 3);
@@ -281,7 +273,7 @@ TEST_CASE("retries, fallback and timeout are recorded attempt by attempt", "[cli
   }
   CHECK(flaky[2][0] == "3");
   CHECK(flaky[2][2] == "succeeded");
-  CHECK(query_str(db, "select error_message from node_runs where run_id=" + q(id) +
+  CHECK(query_str(db, "select error_message from node_runs where run_id=" + sql_literal(id) +
                           " and node_id='flaky' and attempt=2")
             .find("upstream unavailable (attempt 2)") != std::string::npos);
 
@@ -294,7 +286,7 @@ TEST_CASE("retries, fallback and timeout are recorded attempt by attempt", "[cli
   CHECK(down[2][0] == "3");
   CHECK(down[2][1] == "fallback");
   CHECK(down[2][2] == "succeeded");
-  CHECK(query_str(db, "select output from node_runs where run_id=" + q(id) +
+  CHECK(query_str(db, "select output from node_runs where run_id=" + sql_literal(id) +
                           " and node_id='always_down' and kind='fallback'") ==
         R"({"reason":"service is gone","source":"cache"})");
 
@@ -308,7 +300,7 @@ TEST_CASE("retries, fallback and timeout are recorded attempt by attempt", "[cli
   CHECK(slow[0][2] == "failed");
   CHECK(slow[0][3] == "timeout");
   // The 5 s sleep was cut at 200 ms.
-  CHECK(query_int(db, "select duration_ms from node_runs where run_id=" + q(id) +
+  CHECK(query_int(db, "select duration_ms from node_runs where run_id=" + sql_literal(id) +
                           " and node_id='slow'") < 2000);
   CHECK(rows("done").size() == 1);
   CHECK(rows("done")[0][2] == "succeeded");
@@ -318,8 +310,8 @@ TEST_CASE("conditions route through when/switch and skip_if, recorded as skipped
   TempDir tmp;
   std::string db = tmp.file("c.db");
   auto status = [&](const std::string& id, const std::string& node) {
-    auto r =
-        query(db, "select status from node_runs where run_id=" + q(id) + " and node_id=" + q(node));
+    auto r = query(db, "select status from node_runs where run_id=" + sql_literal(id) +
+                           " and node_id=" + sql_literal(node));
     INFO("node " << node);
     REQUIRE(r.size() == 1);
     return r[0][0];
@@ -334,11 +326,11 @@ TEST_CASE("conditions route through when/switch and skip_if, recorded as skipped
     CHECK(status(id, "audit") == "succeeded");
     CHECK(status(id, "busy/carry_on") == "succeeded");
     CHECK(status(id, "busy/shed_load") == "skipped");
-    CHECK(query_str(db, "select output from node_runs where run_id=" + q(id) +
+    CHECK(query_str(db, "select output from node_runs where run_id=" + sql_literal(id) +
                             " and node_id='route' and kind='decision'")
               .find("\"critical\"") != std::string::npos);
     CHECK(sum.at("output").value("routed", "") == "on-call");
-    CHECK(query_int(db, "select count(*) from events where run_id=" + q(id) +
+    CHECK(query_int(db, "select count(*) from events where run_id=" + sql_literal(id) +
                             " and kind='node.skipped'") == 3);
   }
   SECTION("no_audit skips audit; default severity goes to the ticket") {
@@ -347,8 +339,8 @@ TEST_CASE("conditions route through when/switch and skip_if, recorded as skipped
     CHECK(status(id, "audit") == "skipped");
     CHECK(status(id, "route/ticket") == "succeeded");
     CHECK(status(id, "route/page") == "skipped");
-    CHECK(query_str(db, "select status from runs where id=" + q(id)) == "succeeded");
-    CHECK(query_int(db, "select count(*) from events where run_id=" + q(id) +
+    CHECK(query_str(db, "select status from runs where id=" + sql_literal(id)) == "succeeded");
+    CHECK(query_int(db, "select count(*) from events where run_id=" + sql_literal(id) +
                             " and kind='node.skipped' and node_id='audit'") == 1);
   }
 }
@@ -381,23 +373,22 @@ TEST_CASE("a failing pipeline exits 1, records the error, and leaves earlier run
   CHECK(!run[0][3].empty());
   CHECK(contains(run[0][4], "kaboom: the disk is on fire"));
 
-  auto boom =
-      query(db, "select status, traceback, error_message from node_runs where run_id=" + q(id) +
-                    " and node_id='boom'");
+  auto boom = query(db, "select status, traceback, error_message from node_runs where run_id=" +
+                            sql_literal(id) + " and node_id='boom'");
   REQUIRE(boom.size() == 1);  // no retry configured: one attempt
   CHECK(boom[0][0] == "failed");
   CHECK(contains(boom[0][1], "failing.lua"));
   CHECK(contains(boom[0][2], "kaboom"));
-  CHECK(query_str(db, "select status from node_runs where run_id=" + q(id) +
+  CHECK(query_str(db, "select status from node_runs where run_id=" + sql_literal(id) +
                           " and node_id='fine'") == "succeeded");
-  CHECK(query_int(db, "select count(*) from node_runs where run_id=" + q(id) +
+  CHECK(query_int(db, "select count(*) from node_runs where run_id=" + sql_literal(id) +
                           " and node_id='after' and status != 'skipped'") == 0);
-  CHECK(query_int(db, "select count(*) from events where run_id=" + q(id) +
+  CHECK(query_int(db, "select count(*) from events where run_id=" + sql_literal(id) +
                           " and kind='run.failed'") == 1);
-  CHECK(query_int(db, "select count(*) from events where run_id=" + q(id) +
+  CHECK(query_int(db, "select count(*) from events where run_id=" + sql_literal(id) +
                           " and kind='run.succeeded'") == 0);
-  CHECK(query_int(db, "select count(*) from events where run_id=" + q(id) +
-                          " and trace_id != " + q(run[0][5])) == 0);
+  CHECK(query_int(db, "select count(*) from events where run_id=" + sql_literal(id) +
+                          " and trace_id != " + sql_literal(run[0][5])) == 0);
 
   // Earlier runs: byte-for-byte the same rows.
   CHECK(snapshot(db, earlier) == before);
@@ -692,7 +683,7 @@ TEST_CASE("runs and inspect read back what was stored", "[cli]") {
     CHECK(j.at("trace_id") == trace);
     const json& nodes = j.at("nodes");
     CHECK(static_cast<int64_t>(nodes.size()) ==
-          query_int(db, "select count(*) from node_runs where run_id=" + q(retries_id)));
+          query_int(db, "select count(*) from node_runs where run_id=" + sql_literal(retries_id)));
     std::vector<int> flaky_attempts;
     bool saw_fallback = false, saw_timeout = false;
     for (auto& n : nodes) {
@@ -707,7 +698,7 @@ TEST_CASE("runs and inspect read back what was stored", "[cli]") {
     CHECK(saw_timeout);
     const json& events = j.at("events");
     CHECK(static_cast<int64_t>(events.size()) ==
-          query_int(db, "select count(*) from events where run_id=" + q(retries_id)));
+          query_int(db, "select count(*) from events where run_id=" + sql_literal(retries_id)));
     int started = 0, succeeded = 0;
     for (auto& e : events) {
       CHECK(e.at("trace_id") == trace);
@@ -923,7 +914,7 @@ return o.pipeline "slow" {
   REQUIRE(run.size() == 1);
   CHECK(run[0][1] == "cancelled");
   CHECK(run[0][2] == "1");
-  std::string w = " where run_id=" + q(run[0][0]);
+  std::string w = " where run_id=" + sql_literal(run[0][0]);
   for (const char* node : {"wait/argv", "wait/shell", "wait/nap"}) {
     INFO("node " << node);
     CHECK(query_str(db, std::string("select status from node_runs") + w + " and node_id='" + node +

@@ -33,16 +33,6 @@ bool has(const std::string& s, const std::string& sub) {
   return s.find(sub) != std::string::npos;
 }
 
-// SQL string literal.
-std::string q(const std::string& s) {
-  std::string r = "'";
-  for (char c : s) {
-    if (c == '\'') r += '\'';
-    r += c;
-  }
-  return r + "'";
-}
-
 // A directory of pipelines inside `tmp`, with the given files.
 std::string pipeline_dir(const TempDir& tmp,
                          const std::vector<std::pair<std::string, std::string>>& files) {
@@ -111,8 +101,7 @@ return o.pipeline "failing" {
 TEST_CASE("serve: webhooks check signatures, deduplicate deliveries and carry trace context",
           "[serve]") {
   TempDir tmp;
-  std::string dir = pipeline_dir(
-      tmp, {{"gh.lua", R"(local o = require "orch"
+  std::string dir = pipeline_dir(tmp, {{"gh.lua", R"(local o = require "orch"
 return o.pipeline "gh" {
   triggers = {
     o.webhook { path = "/hooks/gh", secret = "GH", signature_header = "X-Hub-Signature-256",
@@ -121,7 +110,7 @@ return o.pipeline "gh" {
   o.node("echo", function(ctx) return { input = ctx.input, trace = ctx.trace_id } end),
 }
 )"},
-            {"env.lua", R"(local o = require "orch"
+                                       {"env.lua", R"(local o = require "orch"
 return o.pipeline "env" {
   triggers = {
     o.webhook { path = "/hooks/env", secret = "GH", input = "envelope",
@@ -155,7 +144,8 @@ return o.pipeline "env" {
   CHECK(run["input"] == json::parse(body));
   CHECK(run["trace_id"] == j["trace_id"]);
   CHECK(run["output"]["input"] == json::parse(body));
-  CHECK(query_str(db, "select input from runs where id=" + q(id)) == dump_json(json::parse(body)));
+  CHECK(query_str(db, "select input from runs where id=" + sql_literal(id)) ==
+        dump_json(json::parse(body)));
 
   // A bare hex signature, in upper case too.
   std::string body2 = R"({"n":2})";
@@ -170,8 +160,8 @@ return o.pipeline "env" {
   // Bad signatures: another body's, another key's, a truncated one, garbage. No run.
   int64_t before = runs();
   for (const std::string& bad :
-       {sig(body2), "sha256=" + hmac_sha256_hex("wrong key", body),
-        sig(body).substr(0, 40), std::string("sha256="), std::string("definitely not hex"),
+       {sig(body2), "sha256=" + hmac_sha256_hex("wrong key", body), sig(body).substr(0, 40),
+        std::string("sha256="), std::string("definitely not hex"),
         "sha1=" + hmac_sha256_hex(kSecret, body)}) {
     r = hook("/hooks/gh", body, {{"X-Hub-Signature-256", bad}});
     INFO("signature: " << bad << " -> " << show(r));
@@ -212,11 +202,13 @@ return o.pipeline "env" {
   CHECK(r.json_body()["duplicate"] == true);
   CHECK(r.json_body()["run_id"] == first);
   CHECK(runs() == before + 1);
-  CHECK(count(db, "select count(*) from runs where input=" + q(body3)) == 1);
+  CHECK(count(db, "select count(*) from runs where input=" + sql_literal(body3)) == 1);
   CHECK(count(db, "select count(*) from webhook_deliveries") == 1);
-  CHECK(eventually([&] { return poll_int(db, "select duplicates from webhook_deliveries") == 1; }, 3000));
-  CHECK(query_str(db, "select run_id || ' ' || duplicates from webhook_deliveries where "
-                      "delivery_id='d-1'") == first + " 1");
+  CHECK(eventually([&] { return poll_int(db, "select duplicates from webhook_deliveries") == 1; },
+                   3000));
+  CHECK(query_str(db,
+                  "select run_id || ' ' || duplicates from webhook_deliveries where "
+                  "delivery_id='d-1'") == first + " 1");
   // A duplicate with a bad signature is refused before it is looked up.
   r = hook("/hooks/gh", body3, {{"X-Hub-Signature-256", sig(body)}, {"X-Delivery", "d-1"}});
   CHECK(r.status == 401);
@@ -231,7 +223,8 @@ return o.pipeline "env" {
   std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
   std::string body4 = R"({"n":4})";
   r = hook("/hooks/gh", body4,
-           {{"X-Hub-Signature-256", sig(body4)}, {"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"}});
+           {{"X-Hub-Signature-256", sig(body4)},
+            {"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"}});
   INFO(show(r));
   REQUIRE(r.status == 202);
   CHECK(r.json_body()["trace_id"] == trace);
@@ -239,8 +232,8 @@ return o.pipeline "env" {
   run = srv.wait_run(traced, "succeeded,failed");
   CHECK(run["trace_id"] == trace);
   CHECK(run["output"]["trace"] == trace);
-  CHECK(count(db, "select count(*) from events where run_id=" + q(traced) +
-                      " and trace_id<>" + q(trace)) == 0);
+  CHECK(count(db, "select count(*) from events where run_id=" + sql_literal(traced) +
+                      " and trace_id<>" + sql_literal(trace)) == 0);
   // An invalid traceparent (all-zero trace id) is ignored: a fresh trace id.
   r = hook("/hooks/gh", body4,
            {{"X-Hub-Signature-256", sig(body4)},
@@ -259,8 +252,9 @@ return o.pipeline "env" {
   // Envelope mode: the body, the headers (without the signature), the path, the query and
   // the delivery id.
   std::string body5 = R"({"ref":"refs/heads/main"})";
-  r = hook("/hooks/env?src=ci&x=1", body5,
-           {{"X-Hub-Signature-256", sig(body5)}, {"X-GitHub-Delivery", "env-1"}, {"X-Custom", "yes"}});
+  r = hook(
+      "/hooks/env?src=ci&x=1", body5,
+      {{"X-Hub-Signature-256", sig(body5)}, {"X-GitHub-Delivery", "env-1"}, {"X-Custom", "yes"}});
   INFO(show(r));
   REQUIRE(r.status == 202);
   run = srv.wait_run(r.json_body()["run_id"], "succeeded,failed");
@@ -342,21 +336,25 @@ TEST_CASE("serve: GET /api/runs pages with a cursor while runs are being added, 
   CHECK(ids == existing);            // all that existed, and none of those added meanwhile
   // Newest first: (created_at, id) strictly decreasing, as in the store.
   for (size_t i = 1; i < seen.size(); i++) {
-    auto a = std::make_pair(seen[i - 1]["created_at"].get<std::string>(), seen[i - 1]["id"].get<std::string>());
-    auto b = std::make_pair(seen[i]["created_at"].get<std::string>(), seen[i]["id"].get<std::string>());
+    auto a = std::make_pair(seen[i - 1]["created_at"].get<std::string>(),
+                            seen[i - 1]["id"].get<std::string>());
+    auto b =
+        std::make_pair(seen[i]["created_at"].get<std::string>(), seen[i]["id"].get<std::string>());
     CHECK(a > b);
   }
   std::string in;
-  for (auto& id : existing) in += (in.empty() ? "" : ",") + q(id);
+  for (auto& id : existing) in += (in.empty() ? "" : ",") + sql_literal(id);
   std::vector<std::string> store_order;
-  for (auto& row : query(db, "select id from runs where id in (" + in + ") order by created_at desc, id desc"))
+  for (auto& row :
+       query(db, "select id from runs where id in (" + in + ") order by created_at desc, id desc"))
     store_order.push_back(row[0]);
   std::vector<std::string> api_order;
   for (auto& x : seen) api_order.push_back(x["id"]);
   CHECK(api_order == store_order);
 
   // Every run, in one page.
-  REQUIRE(eventually([&] { return count(db, "select count(*) from runs where status<>'succeeded'") == 0; }));
+  REQUIRE(eventually(
+      [&] { return count(db, "select count(*) from runs where status<>'succeeded'") == 0; }));
   auto all = srv.get("/api/runs?limit=1000").json_body();
   REQUIRE(all["runs"].size() == 40);
   CHECK(all["next_cursor"].is_null());
@@ -404,7 +402,7 @@ TEST_CASE("serve: GET /api/runs pages with a cursor while runs are being added, 
   CHECK(n("until=2000-01-01T00:00:00Z") == 0);
   // At the created_at of the 11th newest run: since includes it, until excludes it.
   std::string pivot_id = all["runs"][10]["id"];
-  int64_t pivot = count(db, "select created_at from runs where id=" + q(pivot_id));
+  int64_t pivot = count(db, "select created_at from runs where id=" + sql_literal(pivot_id));
   int64_t newer = count(db, "select count(*) from runs where created_at>=" + std::to_string(pivot));
   std::string iso = all["runs"][10]["created_at"];
   CHECK(n("since=" + url_encode(iso)) == newer);
@@ -426,8 +424,9 @@ TEST_CASE("serve: GET /api/runs pages with a cursor while runs are being added, 
   CHECK(count(db, "select count(*) from runs where idempotency_key='nightly-1'") == 1);
   // The Idempotency-Key header works too, and a traceparent sets the trace id.
   std::string trace = "0af7651916cd43dd8448eb211c80319c";
-  auto h1 = srv.request("POST", "/api/pipelines/x/runs", "{}",
-                        {{"Idempotency-Key", "nightly-2"}, {"traceparent", "00-" + trace + "-b7ad6b7169203331-01"}});
+  auto h1 = srv.request(
+      "POST", "/api/pipelines/x/runs", "{}",
+      {{"Idempotency-Key", "nightly-2"}, {"traceparent", "00-" + trace + "-b7ad6b7169203331-01"}});
   REQUIRE(h1.status == 202);
   CHECK(h1.json_body()["trace_id"] == trace);
   auto h2 = srv.request("POST", "/api/pipelines/x/runs", "{}", {{"Idempotency-Key", "nightly-2"}});
@@ -486,8 +485,9 @@ return o.pipeline "f" {
     CHECK(rows[i].size() == 14);
     if (rows[i].size() == 14) by_id[rows[i][0]] = rows[i];
   }
-  for (auto& row : query(db, "select id, pipeline, version, status, source, attempts, trace_id, "
-                             "error_type, error_node, error_message from runs")) {
+  for (auto& row : query(db,
+                         "select id, pipeline, version, status, source, attempts, trace_id, "
+                         "error_type, error_node, error_message from runs")) {
     INFO("run " << row[0]);
     REQUIRE(by_id.count(row[0]) == 1);
     auto& c = by_id[row[0]];
@@ -521,9 +521,10 @@ return o.pipeline "f" {
 TEST_CASE("serve: with a token, every state-changing call needs it; without one, only loopback",
           "[serve]") {
   TempDir tmp;
-  std::string dir =
-      pipeline_dir(tmp, {{"gate.lua", kGate}, {"sleepy.lua", kSleepy}, {"failing.lua", kFailing},
-                         {"open.lua", R"(local o = require "orch"
+  std::string dir = pipeline_dir(tmp, {{"gate.lua", kGate},
+                                       {"sleepy.lua", kSleepy},
+                                       {"failing.lua", kFailing},
+                                       {"open.lua", R"(local o = require "orch"
 return o.pipeline "open" {
   triggers = { o.webhook { path = "/hooks/open" } },
   o.node("n", function() return {} end),
@@ -544,7 +545,7 @@ return o.pipeline "open" {
   CHECK(srv.wait_run(gate, "awaiting_approval")["status"] == "awaiting_approval");
   CHECK(srv.wait_run(failing, "failed")["status"] == "failed");
   REQUIRE(eventually([&] {
-    return count(db, "select count(*) from node_runs where run_id=" + q(sleepy) +
+    return count(db, "select count(*) from node_runs where run_id=" + sql_literal(sleepy) +
                          " and status='running'") == 1;
   }));
 
@@ -657,13 +658,15 @@ return o.pipeline "open" {
   // Other bad starts: exit 2 with a message, nothing listening.
   {
     ServeProcess busy(dir, tmp.file("busy.db"));
-    auto in_use = serve_exit({"--listen", "127.0.0.1:" + std::to_string(busy.port())}, {"ORCHRUN_TOKEN="});
+    auto in_use =
+        serve_exit({"--listen", "127.0.0.1:" + std::to_string(busy.port())}, {"ORCHRUN_TOKEN="});
     CHECK(in_use.exit_code == 2);
     CHECK(has(in_use.err, "orchrun: serve:"));
     CHECK(busy.get("/healthz").status == 200);
   }
-  auto no_dir = run_cmd({orchrun_bin(), "serve", tmp.file("nope"), "--listen", "127.0.0.1:0", "--db",
-                         tmp.file("x.db")}, {}, "", 15);
+  auto no_dir = run_cmd({orchrun_bin(), "serve", tmp.file("nope"), "--listen", "127.0.0.1:0",
+                         "--db", tmp.file("x.db")},
+                        {}, "", 15);
   CHECK(no_dir.exit_code == 2);
   CHECK(has(no_dir.err, "is not a directory of pipelines"));
   for (auto& bad : std::vector<std::vector<std::string>>{{"--listen", "127.0.0.1:99999"},
@@ -707,8 +710,8 @@ TEST_CASE("serve: /api/events streams a run's events; Last-Event-ID resumes; orc
   REQUIRE(srv.wait_run(id, "awaiting_approval")["status"] == "awaiting_approval");
   auto store_ids = [&](int64_t after) {
     std::vector<int64_t> out;
-    for (auto& row : query(db, "select id from events where run_id=" + q(id) + " and id>" +
-                                   std::to_string(after) + " order by id"))
+    for (auto& row : query(db, "select id from events where run_id=" + sql_literal(id) +
+                                   " and id>" + std::to_string(after) + " order by id"))
       out.push_back(std::stoll(row[0]));
     return out;
   };
@@ -798,8 +801,8 @@ TEST_CASE("serve: /api/events streams a run's events; Last-Event-ID resumes; orc
   CHECK(has(logs.out, "node.succeeded"));
   CHECK(has(logs.out, "run.succeeded"));
   int64_t lines = std::count(logs.out.begin(), logs.out.end(), '\n');
-  CHECK(lines == count(db, "select count(*) from events where run_id=" + q(sleepy)));
-  CHECK(query_str(db, "select status from runs where id=" + q(sleepy)) == "succeeded");
+  CHECK(lines == count(db, "select count(*) from events where run_id=" + sql_literal(sleepy)));
+  CHECK(query_str(db, "select status from runs where id=" + sql_literal(sleepy)) == "succeeded");
 
   // orchrun logs from the store, for a finished run.
   auto stored = orchrun({"logs", id}, db);
@@ -854,7 +857,8 @@ TEST_CASE("serve: approval gates are decided through the API", "[serve]") {
            {"deploy", R"({"approver":"alice"})", 400, "invalid_body"},
            {"deploy", R"({"decision":"approve","approver":""})", 400, "invalid_body"},
            {"deploy", R"({"decision":"approve","approver":7})", 400, "invalid_body"},
-           {"deploy", R"({"decision":"approve","approver":"alice","comment":[]})", 400, "invalid_body"},
+           {"deploy", R"({"decision":"approve","approver":"alice","comment":[]})", 400,
+            "invalid_body"},
            {"deploy", "not json", 400, "invalid_json"},
            {"deploy", "[]", 400, "invalid_body"},
            {"nope", R"({"decision":"approve","approver":"alice"})", 404, "not_found"},
@@ -866,9 +870,10 @@ TEST_CASE("serve: approval gates are decided through the API", "[serve]") {
     CHECK(r.status == x.status);
     CHECK(r.error_code() == x.code);
   }
-  CHECK(decide("NOSUCHRUN", "deploy", R"({"decision":"approve","approver":"alice"})").status == 404);
+  CHECK(decide("NOSUCHRUN", "deploy", R"({"decision":"approve","approver":"alice"})").status ==
+        404);
   CHECK(approvals() == before);
-  CHECK(query_str(db, "select status from runs where id=" + q(a)) == "awaiting_approval");
+  CHECK(query_str(db, "select status from runs where id=" + sql_literal(a)) == "awaiting_approval");
 
   // Approve: the run goes on here and succeeds.
   auto r = decide(a, "deploy", R"({"decision":"approve","approver":"alice","comment":"lgtm"})");
@@ -880,8 +885,10 @@ TEST_CASE("serve: approval gates are decided through the API", "[serve]") {
   json run = srv.wait_run(a, "succeeded,failed");
   CHECK(run["status"] == "succeeded");
   CHECK(run["output"] == json::parse(R"({"by":"alice","note":"lgtm"})"));
-  CHECK(query_str(db, "select status || '|' || decided_by || '|' || comment from approvals "
-                      "where run_id=" + q(a)) == "approved|alice|lgtm");
+  CHECK(query_str(db,
+                  "select status || '|' || decided_by || '|' || comment from approvals "
+                  "where run_id=" +
+                      sql_literal(a)) == "approved|alice|lgtm");
   // Twice: 409.
   r = decide(a, "deploy", R"({"decision":"approve","approver":"alice"})");
   CHECK(r.status == 409);
@@ -898,7 +905,8 @@ TEST_CASE("serve: approval gates are decided through the API", "[serve]") {
   CHECK(run["status"] == "failed");
   CHECK(run["error"]["type"] == "rejected");
   CHECK(has(run["error"]["message"].get<std::string>(), "bob"));
-  CHECK(count(db, "select count(*) from node_runs where run_id=" + q(b) + " and node_id='ship'") == 0);
+  CHECK(count(db, "select count(*) from node_runs where run_id=" + sql_literal(b) +
+                      " and node_id='ship'") == 0);
   CHECK(decide(b, "deploy", R"({"decision":"approve","approver":"alice"})").status == 409);
 
   // A run waiting at its gate can be cancelled; its gate can then no longer be decided.
@@ -910,8 +918,9 @@ TEST_CASE("serve: approval gates are decided through the API", "[serve]") {
   r = decide(c, "deploy", R"({"decision":"approve","approver":"alice"})");
   INFO(show(r));
   CHECK(r.status == 409);
-  CHECK(query_str(db, "select status from runs where id=" + q(c)) == "cancelled");
-  CHECK(count(db, "select count(*) from node_runs where run_id=" + q(c) + " and node_id='ship'") == 0);
+  CHECK(query_str(db, "select status from runs where id=" + sql_literal(c)) == "cancelled");
+  CHECK(count(db, "select count(*) from node_runs where run_id=" + sql_literal(c) +
+                      " and node_id='ship'") == 0);
 
   // A run parked at its gate by a one-shot `orchrun FILE` (exit 4, process gone): approved
   // through the API, the server resumes it.
@@ -923,14 +932,16 @@ TEST_CASE("serve: approval gates are decided through the API", "[serve]") {
   std::string parked =
       query_str(db, "select id from runs where status='awaiting_approval' and source='cli'");
   REQUIRE(!parked.empty());
-  r = decide(parked, "deploy", R"({"decision":"approve","approver":"bob","comment":"from the API"})");
+  r = decide(parked, "deploy",
+             R"({"decision":"approve","approver":"bob","comment":"from the API"})");
   INFO(show(r));
   REQUIRE(r.status == 200);
   CHECK(r.json_body()["continued"] == "resumed");
   run = srv.wait_run(parked, "succeeded,failed");
   CHECK(run["status"] == "succeeded");
   CHECK(run["output"] == json::parse(R"({"by":"bob","note":"from the API"})"));
-  CHECK(count(db, "select count(*) from node_runs where run_id=" + q(parked) + " and node_id='plan'") == 1);
+  CHECK(count(db, "select count(*) from node_runs where run_id=" + sql_literal(parked) +
+                      " and node_id='plan'") == 1);
   CHECK(srv.stop() == 0);
 }
 
@@ -945,7 +956,7 @@ TEST_CASE("serve: cancel and retry through the API", "[serve]") {
   REQUIRE(r.status == 202);
   std::string id = r.json_body()["run_id"];
   REQUIRE(eventually([&] {
-    return count(db, "select count(*) from node_runs where run_id=" + q(id) +
+    return count(db, "select count(*) from node_runs where run_id=" + sql_literal(id) +
                          " and node_id='a' and status='running'") == 1;
   }));
   int64_t t0 = mono_ms();
@@ -953,11 +964,14 @@ TEST_CASE("serve: cancel and retry through the API", "[serve]") {
   INFO(show(r));
   REQUIRE(r.status == 200);
   CHECK(r.json_body()["status"] == "cancelled");
-  REQUIRE(eventually([&] { return query_str(db, "select status from runs where id=" + q(id)) == "cancelled"; }));
+  REQUIRE(eventually([&] {
+    return query_str(db, "select status from runs where id=" + sql_literal(id)) == "cancelled";
+  }));
   CHECK(mono_ms() - t0 < 3000);  // not the 30 s sleep
-  CHECK(query_str(db, "select error_message from runs where id=" + q(id)) == "maintenance window");
-  CHECK(query_str(db, "select status from node_runs where run_id=" + q(id) + " and node_id='a'") ==
-        "cancelled");
+  CHECK(query_str(db, "select error_message from runs where id=" + sql_literal(id)) ==
+        "maintenance window");
+  CHECK(query_str(db, "select status from node_runs where run_id=" + sql_literal(id) +
+                          " and node_id='a'") == "cancelled");
   r = srv.post("/api/runs/" + id + "/cancel", "{}");
   CHECK(r.status == 409);
   CHECK(r.error_code() == "conflict");
@@ -971,11 +985,15 @@ TEST_CASE("serve: cancel and retry through the API", "[serve]") {
   json run = srv.wait_run(id, "succeeded,failed,cancelled");
   CHECK(run["status"] == "succeeded");
   CHECK(run["attempts"] == 2);
-  CHECK(query_str(db, "select status || '|' || attempts from runs where id=" + q(id)) == "succeeded|2");
-  CHECK(query_str(db, "select group_concat(attempt || ':' || run_attempt || ':' || status, ' ') "
-                      "from node_runs where run_id=" + q(id) + " and node_id='a' order by seq") ==
+  CHECK(query_str(db, "select status || '|' || attempts from runs where id=" + sql_literal(id)) ==
+        "succeeded|2");
+  CHECK(query_str(db,
+                  "select group_concat(attempt || ':' || run_attempt || ':' || status, ' ') "
+                  "from node_runs where run_id=" +
+                      sql_literal(id) + " and node_id='a' order by seq") ==
         "1:1:cancelled 2:2:succeeded");
-  CHECK(count(db, "select count(*) from events where run_id=" + q(id) + " and kind='run.retried'") == 1);
+  CHECK(count(db, "select count(*) from events where run_id=" + sql_literal(id) +
+                      " and kind='run.retried'") == 1);
   // Neither can be done to a succeeded run.
   CHECK(srv.post("/api/runs/" + id + "/retry").status == 409);
   CHECK(srv.post("/api/runs/" + id + "/cancel").status == 409);
@@ -996,8 +1014,10 @@ return o.pipeline "own" { o.node("wait", function() o.sleep(30) return {} end) }
   pid_t owner = spawn_quiet({orchrun_bin(), file, "--db", db});
   std::string owned;
   REQUIRE(eventually([&] {
-    if (poll_int(db, "select count(*) from node_runs n join runs r on r.id=n.run_id where "
-                     "r.pipeline='own' and n.status='running'", 0) != 1)
+    if (poll_int(db,
+                 "select count(*) from node_runs n join runs r on r.id=n.run_id where "
+                 "r.pipeline='own' and n.status='running'",
+                 0) != 1)
       return false;
     owned = query_str(db, "select id from runs where pipeline='own'");
     return true;
@@ -1016,8 +1036,8 @@ return o.pipeline "own" { o.node("wait", function() o.sleep(30) return {} end) }
   REQUIRE(gone);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 1);
-  CHECK(query_str(db, "select status || '|' || error_message from runs where id=" + q(owned)) ==
-        "cancelled|from the API");
+  CHECK(query_str(db, "select status || '|' || error_message from runs where id=" +
+                          sql_literal(owned)) == "cancelled|from the API");
   CHECK(srv.stop() == 0);
 }
 
@@ -1045,7 +1065,9 @@ TEST_CASE("serve: pipeline files are reloaded when they change", "[serve]") {
   std::string file = dir + "/hot.lua";
   std::string db = tmp.file("s.db");
   ServeProcess srv(dir, db);
-  auto pipeline = [&](const std::string& name) { return srv.get("/api/pipelines/" + name).json_body(); };
+  auto pipeline = [&](const std::string& name) {
+    return srv.get("/api/pipelines/" + name).json_body();
+  };
   auto start = [&](const std::string& body) {
     auto r = srv.post("/api/pipelines/hot/runs", body);
     INFO(show(r));
@@ -1073,7 +1095,8 @@ TEST_CASE("serve: pipeline files are reloaded when they change", "[serve]") {
   // (a, b) A run in flight on v1; a valid change (renamed into place) becomes v2.
   std::string r1 = start(R"({"input":{"sleep":1.0}})");
   REQUIRE(eventually([&] {
-    return count(db, "select count(*) from node_runs where run_id=" + q(r1) + " and status='running'") == 1;
+    return count(db, "select count(*) from node_runs where run_id=" + sql_literal(r1) +
+                         " and status='running'") == 1;
   }));
   int64_t t = mono_ms();
   write_atomic(file, hot_source(2));
@@ -1092,12 +1115,14 @@ TEST_CASE("serve: pipeline files are reloaded when they change", "[serve]") {
   CHECK(run1["status"] == "succeeded");
   CHECK(run1["version"] == 1);
   CHECK(run1["output"]["v"] == 1);
-  CHECK(query_str(db, "select version from runs where id=" + q(r1)) == "1");
+  CHECK(query_str(db, "select version from runs where id=" + sql_literal(r1)) == "1");
 
   // (c) An invalid change (overwritten in place): v2 stays active, the error is shown and
   // stored.
   t = mono_ms();
-  write_file(file, "local o = require \"orch\"\nreturn o.pipeline \"hot\" {\n  o.node(\"a\", function( return {} end),\n}\n");
+  write_file(file,
+             "local o = require \"orch\"\nreturn o.pipeline \"hot\" {\n  o.node(\"a\", function( "
+             "return {} end),\n}\n");
   int64_t d_invalid = wait_for("hot", t, [](const json& j) { return j["error"].is_object(); });
   std::printf("hot reload: syntax error, overwritten in place: reported after %lld ms\n",
               static_cast<long long>(d_invalid));
@@ -1106,14 +1131,17 @@ TEST_CASE("serve: pipeline files are reloaded when they change", "[serve]") {
   CHECK(p["active"] == true);
   CHECK(p["version"] == 2);
   CHECK(has(p["error"]["message"].get<std::string>(), "hot.lua:3:"));
-  CHECK(count(db, "select count(*) from pipeline_loads where outcome='invalid' and path=" + q(file)) == 1);
-  CHECK(has(query_str(db, "select error from pipeline_loads where outcome='invalid'"), "hot.lua:3:"));
+  CHECK(count(db, "select count(*) from pipeline_loads where outcome='invalid' and path=" +
+                      sql_literal(file)) == 1);
+  CHECK(
+      has(query_str(db, "select error from pipeline_loads where outcome='invalid'"), "hot.lua:3:"));
   CHECK(srv.wait_run(start("{}"), "succeeded,failed")["version"] == 2);
   // Fixed again (the v2 source): the error is cleared, still v2.
   t = mono_ms();
   write_file(file, hot_source(2));
   int64_t d_fixed = wait_for("hot", t, [](const json& j) { return j["error"].is_null(); });
-  std::printf("hot reload: fixed again: error cleared after %lld ms\n", static_cast<long long>(d_fixed));
+  std::printf("hot reload: fixed again: error cleared after %lld ms\n",
+              static_cast<long long>(d_fixed));
   CHECK(pipeline("hot")["version"] == 2);
   CHECK(pipeline("hot")["versions"].size() == 2);
 
@@ -1129,12 +1157,14 @@ TEST_CASE("serve: pipeline files are reloaded when they change", "[serve]") {
   // (e) Deleted: no new run; the one in flight finishes.
   std::string r3 = start(R"({"input":{"sleep":0.8}})");
   REQUIRE(eventually([&] {
-    return count(db, "select count(*) from node_runs where run_id=" + q(r3) + " and status='running'") == 1;
+    return count(db, "select count(*) from node_runs where run_id=" + sql_literal(r3) +
+                         " and status='running'") == 1;
   }));
   t = mono_ms();
   REQUIRE(unlink(file.c_str()) == 0);
   int64_t d_removed = wait_for("hot", t, [](const json& j) { return j["active"] == false; });
-  std::printf("hot reload: file deleted: deactivated after %lld ms\n", static_cast<long long>(d_removed));
+  std::printf("hot reload: file deleted: deactivated after %lld ms\n",
+              static_cast<long long>(d_removed));
   CHECK(pipeline("hot")["removed"] == true);
   auto refused = srv.post("/api/pipelines/hot/runs", "{}");
   INFO(show(refused));
@@ -1173,9 +1203,7 @@ TEST_CASE("serve: webhook routes follow their pipeline across reloads", "[serve]
   std::string db = tmp.file("s.db");
   ServeProcess srv(dir, db);
   auto hook = [&](const std::string& path) { return srv.request("POST", path, "{}"); };
-  auto until_true = [&](const std::function<bool()>& cond) {
-    REQUIRE(eventually(cond, 5000, 5));
-  };
+  auto until_true = [&](const std::function<bool()>& cond) { REQUIRE(eventually(cond, 5000, 5)); };
   auto r = hook("/hooks/a");
   REQUIRE(r.status == 202);
   CHECK(r.json_body()["pipeline"] == "alpha");
@@ -1243,7 +1271,7 @@ return o.pipeline "abc" {
         std::vector<std::string>{"ORCHRUN_DB=" + tmp.file("absent.db"), "NO_COLOR=1"},
         tmp.file("logs.out"));
     REQUIRE(eventually([&] {
-      return count(db, "select count(*) from node_runs where run_id=" + q(id) +
+      return count(db, "select count(*) from node_runs where run_id=" + sql_literal(id) +
                            " and node_id='a' and status='running'") == 1;
     }));
     int code = srv.stop(SIGTERM, 8000);
@@ -1253,9 +1281,10 @@ return o.pipeline "abc" {
     CHECK(has(srv.log(), "shutting down"));
     CHECK(has(srv.log(), "1 run(s) left as they stand"));
   }
-  CHECK(query_str(db, "select status from runs where id=" + q(id)) == "running");
-  CHECK(query_str(db, "select group_concat(node_id || ':' || status, ' ') from node_runs where run_id=" +
-                      q(id)) == "a:succeeded");
+  CHECK(query_str(db, "select status from runs where id=" + sql_literal(id)) == "running");
+  CHECK(query_str(
+            db, "select group_concat(node_id || ':' || status, ' ') from node_runs where run_id=" +
+                    sql_literal(id)) == "a:succeeded");
 
   // The same port, so that the follower finds the server again.
   ServeProcess again(dir, db, {"--grace", "5s"}, {}, "127.0.0.1:" + std::to_string(port));
@@ -1266,35 +1295,40 @@ return o.pipeline "abc" {
   CHECK(has(again.log(), "resumed 1 unfinished run(s)"));
   for (const char* node : {"a", "b", "c"}) {
     INFO(node);
-    CHECK(count(db, "select count(*) from node_runs where run_id=" + q(id) + " and node_id=" +
-                        q(node) + " and status='succeeded'") == 1);
+    CHECK(count(db, "select count(*) from node_runs where run_id=" + sql_literal(id) +
+                        " and node_id=" + sql_literal(node) + " and status='succeeded'") == 1);
   }
-  CHECK(count(db, "select count(*) from node_runs where run_id=" + q(id) + " and node_id='a'") == 1);
-  CHECK(count(db, "select count(*) from events where run_id=" + q(id) + " and kind='run.resumed'") == 1);
+  CHECK(count(db, "select count(*) from node_runs where run_id=" + sql_literal(id) +
+                      " and node_id='a'") == 1);
+  CHECK(count(db, "select count(*) from events where run_id=" + sql_literal(id) +
+                      " and kind='run.resumed'") == 1);
   // The follower printed every event once and exited 0 with the run.
   int code = logs->wait(10000);
   INFO(logs->out() << logs->err());
   CHECK(code == 0);
   std::string out = logs->out();
   CHECK(static_cast<int64_t>(std::count(out.begin(), out.end(), '\n')) ==
-        count(db, "select count(*) from events where run_id=" + q(id)));
+        count(db, "select count(*) from events where run_id=" + sql_literal(id)));
   CHECK(has(out, "run.resumed"));
   CHECK(has(out, "run.succeeded"));
   CHECK(again.stop() == 0);
 }
 
-TEST_CASE("serve: when the grace runs out, the attempt is interrupted and runs again on the "
-          "run's version after the restart",
-          "[serve]") {
+TEST_CASE(
+    "serve: when the grace runs out, the attempt is interrupted and runs again on the "
+    "run's version after the restart",
+    "[serve]") {
   TempDir tmp;
   auto source = [](int v) {
     return R"(local o = require "orch"
 return o.pipeline "long" {
   o.node("a", function(ctx)
     if ctx.attempt == 1 then o.exec { "sleep", "29.75" } end
-    return { v = )" + std::to_string(v) + R"(, attempt = ctx.attempt }
+    return { v = )" +
+           std::to_string(v) + R"(, attempt = ctx.attempt }
   end),
-  o.node("b", function(ctx) return { v = )" + std::to_string(v) + R"( } end),
+  o.node("b", function(ctx) return { v = )" +
+           std::to_string(v) + R"( } end),
 }
 )";
   };
@@ -1330,9 +1364,11 @@ return o.pipeline "long" {
     CHECK(srv.stop_seconds() < 4.0);   // ...and no more
   }
   CHECK(eventually([&] { return !sleeping(); }, 3000));  // the process group was killed
-  CHECK(query_str(db, "select status from runs where id=" + q(id)) == "running");
-  CHECK(query_str(db, "select group_concat(node_id || ':' || status, ' ') from node_runs where "
-                      "run_id=" + q(id)) == "a:running");
+  CHECK(query_str(db, "select status from runs where id=" + sql_literal(id)) == "running");
+  CHECK(query_str(db,
+                  "select group_concat(node_id || ':' || status, ' ') from node_runs where "
+                  "run_id=" +
+                      sql_literal(id)) == "a:running");
 
   // The file changes meanwhile: the run resumes on the version it started with.
   write_file(dir + "/long.lua", source(2));
@@ -1341,8 +1377,11 @@ return o.pipeline "long" {
   CHECK(run["status"] == "succeeded");
   CHECK(run["version"] == 1);
   CHECK(run["output"] == json::parse(R"({"v":1})"));
-  CHECK(query_str(db, "select group_concat(attempt || ':' || status || ':' || coalesce(error_type, ''), ' ') "
-                      "from node_runs where run_id=" + q(id) + " and node_id='a' order by seq") ==
+  CHECK(query_str(
+            db,
+            "select group_concat(attempt || ':' || status || ':' || coalesce(error_type, ''), ' ') "
+            "from node_runs where run_id=" +
+                sql_literal(id) + " and node_id='a' order by seq") ==
         "1:failed:interrupted 2:succeeded:");
   CHECK(again.get("/api/pipelines/long").json_body()["version"] == 2);
 
@@ -1357,7 +1396,8 @@ return o.pipeline "long" {
   CHECK(again.wait_exit(5000) == 143);
   CHECK(again.stop_seconds() < 3.0);
   CHECK(eventually([&] { return !sleeping(); }, 3000));
-  CHECK(query_str(db, "select status from runs where id=" + q(r.json_body()["run_id"].get<std::string>())) ==
+  CHECK(query_str(db, "select status from runs where id=" +
+                          sql_literal(r.json_body()["run_id"].get<std::string>())) ==
         "running");  // resumed by the next start
 }
 
@@ -1382,15 +1422,17 @@ TEST_CASE("serve: malformed requests and limits get JSON errors and the server c
   };
   expect(http_raw(srv.port(), "GARBAGE\r\n\r\n"), 400, "bad_request");
   expect(http_raw(srv.port(), "GET /healthz HTTP/1.1\r\nHost x\r\n\r\n"), 400, "bad_request");
-  expect(http_raw(srv.port(), "GET /healthz HTTP/1.1\r\nContent-Length: -5\r\n\r\n"), 400, "bad_request");
-  expect(http_raw(srv.port(), "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(70 * 1024, 'a') +
-                                  "\r\n\r\n"),
+  expect(http_raw(srv.port(), "GET /healthz HTTP/1.1\r\nContent-Length: -5\r\n\r\n"), 400,
+         "bad_request");
+  expect(http_raw(srv.port(),
+                  "GET /healthz HTTP/1.1\r\nX-Big: " + std::string(70 * 1024, 'a') + "\r\n\r\n"),
          431, "headers_too_large");
   std::string big = R"({"input":{"pad":")" + std::string(2000, 'p') + "\"}}";
   expect(srv.post("/api/pipelines/x/runs", big), 413, "body_too_large");
-  expect(http_raw(srv.port(), "POST /api/pipelines/x/runs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-                              "chunked\r\nConnection: close\r\n\r\n800\r\n" +
-                                  std::string(0x800, ' ') + "\r\n0\r\n\r\n"),
+  expect(http_raw(srv.port(),
+                  "POST /api/pipelines/x/runs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                  "chunked\r\nConnection: close\r\n\r\n800\r\n" +
+                      std::string(0x800, ' ') + "\r\n0\r\n\r\n"),
          413, "body_too_large");
   expect(srv.get("/nope"), 404, "not_found");
   expect(srv.get("/api/nope"), 404, "not_found");
@@ -1417,8 +1459,10 @@ TEST_CASE("serve: malformed requests and limits get JSON errors and the server c
   auto r = srv.post("/api/pipelines/x/runs", ok_body);
   INFO(show(r));
   CHECK(r.status == 202);
-  r = http_raw(srv.port(), "POST /api/pipelines/x/runs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
-                           "chunked\r\nConnection: close\r\n\r\n5\r\n{\"inp\r\nc\r\nut\":{\"i\":7}}\r\n0\r\n\r\n");
+  r = http_raw(
+      srv.port(),
+      "POST /api/pipelines/x/runs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+      "chunked\r\nConnection: close\r\n\r\n5\r\n{\"inp\r\nc\r\nut\":{\"i\":7}}\r\n0\r\n\r\n");
   INFO(show(r));
   CHECK(r.status == 202);
   CHECK(count(db, "select count(*) from runs") == 2);
@@ -1429,15 +1473,14 @@ TEST_CASE("serve: malformed requests and limits get JSON errors and the server c
 
 TEST_CASE("serve: /metrics is Prometheus text with runs, nodes, webhooks and reloads", "[serve]") {
   TempDir tmp;
-  std::string dir = pipeline_dir(
-      tmp, {{"m.lua", R"(local o = require "orch"
+  std::string dir = pipeline_dir(tmp, {{"m.lua", R"(local o = require "orch"
 return o.pipeline "m" {
   triggers = { o.webhook { path = "/hooks/m", secret = "M", dedup_header = "X-Delivery" } },
   o.node("one", function() return {} end),
 }
 )"},
-            {"failing.lua", kFailing},
-            {"sleepy.lua", kSleepy}});
+                                       {"failing.lua", kFailing},
+                                       {"sleepy.lua", kSleepy}});
   std::string db = tmp.file("s.db");
   ServeProcess srv(dir, db, {"--grace", "1s"}, {"ORCHRUN_SECRET_M=m-secret"});
   std::vector<std::string> ids;
@@ -1457,8 +1500,8 @@ return o.pipeline "m" {
   auto w2 = deliver(R"({"a":2})", "d2", "m-secret");
   REQUIRE(w2.status == 202);
   ids.push_back(w2.json_body()["run_id"]);
-  CHECK(deliver(R"({"a":1})", "d1", "m-secret").status == 200);   // duplicate
-  CHECK(deliver(R"({"a":3})", "d3", "wrong").status == 401);       // bad signature
+  CHECK(deliver(R"({"a":1})", "d1", "m-secret").status == 200);  // duplicate
+  CHECK(deliver(R"({"a":3})", "d3", "wrong").status == 401);     // bad signature
   auto f = srv.post("/api/pipelines/failing/runs", "{}");
   REQUIRE(f.status == 202);
   ids.push_back(f.json_body()["run_id"]);
@@ -1486,7 +1529,8 @@ return o.pipeline "m" {
   // metric with a TYPE line before its samples.
   std::map<std::string, double> v;
   std::set<std::string> typed;
-  static const std::regex kSample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.eE+-]+|\+Inf|NaN)$)");
+  static const std::regex kSample(
+      R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (-?[0-9.eE+-]+|\+Inf|NaN)$)");
   std::string line;
   size_t pos = 0;
   const std::string& body = r.body;
@@ -1509,7 +1553,8 @@ return o.pipeline "m" {
     std::string name = m[1].str();
     std::string base = name;
     for (const char* suffix : {"_bucket", "_sum", "_count"})
-      if (base.size() > strlen(suffix) && base.compare(base.size() - strlen(suffix), strlen(suffix), suffix) == 0 &&
+      if (base.size() > strlen(suffix) &&
+          base.compare(base.size() - strlen(suffix), strlen(suffix), suffix) == 0 &&
           typed.count(base.substr(0, base.size() - strlen(suffix))))
         base = base.substr(0, base.size() - strlen(suffix));
     CHECK(typed.count(base) == 1);
@@ -1536,7 +1581,8 @@ return o.pipeline "m" {
   double prev = 0;
   for (const char* le : {"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
                          "10", "30", "60", "300", "900", "3600", "+Inf"}) {
-    double x = val(std::string(R"(orchrun_run_duration_seconds_bucket{pipeline="m",le=")") + le + "\"}");
+    double x =
+        val(std::string(R"(orchrun_run_duration_seconds_bucket{pipeline="m",le=")") + le + "\"}");
     CHECK(x >= prev);
     prev = x;
   }
@@ -1564,9 +1610,12 @@ return o.pipeline "m" {
   CHECK(b.status == 409);
   CHECK(b.error_code() == "not_active");
   // Once the sleeping run is cancelled, nothing is in flight.
-  REQUIRE(srv.post("/api/runs/" + sl.json_body()["run_id"].get<std::string>() + "/cancel").status == 200);
-  REQUIRE(eventually([&] { return has(srv.get("/metrics").body, "\norchrun_runs_in_flight 0\n"); }));
-  CHECK(has(srv.get("/metrics").body, "orchrun_runs_finished_total{pipeline=\"sleepy\",status=\"cancelled\"} 1\n"));
+  REQUIRE(srv.post("/api/runs/" + sl.json_body()["run_id"].get<std::string>() + "/cancel").status ==
+          200);
+  REQUIRE(
+      eventually([&] { return has(srv.get("/metrics").body, "\norchrun_runs_in_flight 0\n"); }));
+  CHECK(has(srv.get("/metrics").body,
+            "orchrun_runs_finished_total{pipeline=\"sleepy\",status=\"cancelled\"} 1\n"));
   CHECK(srv.stop() == 0);
 }
 
@@ -1575,7 +1624,8 @@ return o.pipeline "m" {
 TEST_CASE("serve: POST /api/pipelines/NAME/validate checks a source without running it",
           "[serve]") {
   TempDir tmp;
-  std::string dir = pipeline_dir(tmp, {{"x.lua", kTrivial}, {"other.lua", R"(local o = require "orch"
+  std::string dir =
+      pipeline_dir(tmp, {{"x.lua", kTrivial}, {"other.lua", R"(local o = require "orch"
 return o.pipeline "other" {
   triggers = { o.webhook { path = "/hooks/taken" } },
   o.node("n", function() return {} end),
@@ -1615,20 +1665,34 @@ return o.pipeline "x" {
   const std::string head = "local o = require \"orch\"\nreturn o.pipeline \"x\" {\n";
   for (const Bad& b : std::vector<Bad>{
            {head + "  o.node(\"a\", function( return {} end),\n}\n", 3, {}},
-           {head + "  triggers = { o.schedule \"61 * * * *\" },\n  o.node(\"a\", function() end),\n}\n",
-            3, {"o.schedule", "61 * * * *", "minute: 61 is out of range"}},
-           {head + "  triggers = { o.schedule { cron = \"0 25 * * *\" } },\n  o.node(\"a\", function() end),\n}\n",
-            3, {"o.schedule", "hour: 25 is out of range"}},
-           {head + "  triggers = {\n    o.schedule { cron = \"*/5 * * * *\", tz = \"Mars/Olympus_Mons\" },\n  },\n  o.node(\"a\", function() end),\n}\n",
-            4, {"o.schedule", "unknown time zone 'Mars/Olympus_Mons'"}},
-           {head + "  triggers = { o.schedule { cron = \"@daily\", missed = \"sometimes\" } },\n  o.node(\"a\", function() end),\n}\n",
-            3, {"missed"}},
-           {head + "  triggers = { o.webhook { path = \"/hooks/x\", sekret = \"X\" } },\n  o.node(\"a\", function() end),\n}\n",
-            3, {"o.webhook", "unknown option 'sekret'"}},
-           {head + "  triggers = { o.webhook { path = \"hooks/x\" } },\n  o.node(\"a\", function() end),\n}\n",
-            3, {"o.webhook", "path"}},
-           {head + "  triggers = { o.webhook { path = \"/hooks/x\", input = \"headers\" } },\n  o.node(\"a\", function() end),\n}\n",
-            3, {"input"}},
+           {head + "  triggers = { o.schedule \"61 * * * *\" },\n  o.node(\"a\", function() "
+                   "end),\n}\n",
+            3,
+            {"o.schedule", "61 * * * *", "minute: 61 is out of range"}},
+           {head + "  triggers = { o.schedule { cron = \"0 25 * * *\" } },\n  o.node(\"a\", "
+                   "function() end),\n}\n",
+            3,
+            {"o.schedule", "hour: 25 is out of range"}},
+           {head + "  triggers = {\n    o.schedule { cron = \"*/5 * * * *\", tz = "
+                   "\"Mars/Olympus_Mons\" },\n  },\n  o.node(\"a\", function() end),\n}\n",
+            4,
+            {"o.schedule", "unknown time zone 'Mars/Olympus_Mons'"}},
+           {head + "  triggers = { o.schedule { cron = \"@daily\", missed = \"sometimes\" } },\n  "
+                   "o.node(\"a\", function() end),\n}\n",
+            3,
+            {"missed"}},
+           {head + "  triggers = { o.webhook { path = \"/hooks/x\", sekret = \"X\" } },\n  "
+                   "o.node(\"a\", function() end),\n}\n",
+            3,
+            {"o.webhook", "unknown option 'sekret'"}},
+           {head + "  triggers = { o.webhook { path = \"hooks/x\" } },\n  o.node(\"a\", function() "
+                   "end),\n}\n",
+            3,
+            {"o.webhook", "path"}},
+           {head + "  triggers = { o.webhook { path = \"/hooks/x\", input = \"headers\" } },\n  "
+                   "o.node(\"a\", function() end),\n}\n",
+            3,
+            {"input"}},
        }) {
     r = validate("x", b.source);
     INFO(b.source << "\n-> " << show(r));
@@ -1643,10 +1707,14 @@ return o.pipeline "x" {
     for (auto& n : b.needles) CHECK(has(e["message"].get<std::string>(), n));
   }
   // The server's own checks: reserved paths, a path another pipeline has.
-  r = validate("x", head + "  triggers = { o.webhook { path = \"/api/runs\" } },\n  o.node(\"a\", function() end),\n}\n");
+  r = validate("x", head +
+                        "  triggers = { o.webhook { path = \"/api/runs\" } },\n  o.node(\"a\", "
+                        "function() end),\n}\n");
   CHECK(r.status == 422);
   CHECK(has(r.body, "reserved"));
-  r = validate("x", head + "  triggers = { o.webhook { path = \"/hooks/taken\" } },\n  o.node(\"a\", function() end),\n}\n");
+  r = validate("x", head +
+                        "  triggers = { o.webhook { path = \"/hooks/taken\" } },\n  o.node(\"a\", "
+                        "function() end),\n}\n");
   CHECK(r.status == 422);
   CHECK(has(r.body, "already used by pipeline other"));
   // The owner of the path may keep it.
@@ -1690,7 +1758,8 @@ bool pump_until(Loop& loop, const std::function<bool()>& cond, int timeout_ms = 
 }
 
 void pump_for(Loop& loop, int ms) {
-  pump_until(loop, [] { return false; }, ms);
+  pump_until(
+      loop, [] { return false; }, ms);
 }
 
 }  // namespace
@@ -1698,27 +1767,26 @@ void pump_for(Loop& loop, int ms) {
 TEST_CASE("serve: cron schedules fire once per fire time, honour missed and restarts",
           "[serve][cron]") {
   TempDir tmp;
-  std::string dir = pipeline_dir(
-      tmp, {{"five.lua", R"(local o = require "orch"
+  std::string dir = pipeline_dir(tmp, {{"five.lua", R"(local o = require "orch"
 return o.pipeline "five" {
   triggers = { o.schedule "*/5 * * * *" },
   o.node("n", function(ctx) return { input = ctx.input } end),
 }
 )"},
-            {"hourly.lua", R"(local o = require "orch"
+                                       {"hourly.lua", R"(local o = require "orch"
 return o.pipeline "hourly" {
   triggers = { o.schedule { cron = "0 * * * *", missed = "run_once", input = { k = "v" } } },
   o.node("n", function(ctx) return { input = ctx.input } end),
 }
 )"},
-            {"paris.lua", R"(local o = require "orch"
+                                       {"paris.lua", R"(local o = require "orch"
 return o.pipeline "paris" {
   triggers = { o.schedule { cron = "30 2 * * *", tz = "Europe/Paris" } },
   o.node("n", function() return {} end),
 }
 )"},
-            // Two schedules with one cron expression: each fires.
-            {"regions.lua", R"(local o = require "orch"
+                                       // Two schedules with one cron expression: each fires.
+                                       {"regions.lua", R"(local o = require "orch"
 return o.pipeline "regions" {
   triggers = {
     o.schedule { cron = "*/5 * * * *", input = { region = "eu" } },
@@ -1744,7 +1812,7 @@ return o.pipeline "regions" {
   REQUIRE(server->schedules().size() == 5);
 
   auto runs = [&](const std::string& pipeline) {
-    return poll_int(db, "select count(*) from runs where pipeline=" + q(pipeline), 0);
+    return poll_int(db, "select count(*) from runs where pipeline=" + sql_literal(pipeline), 0);
   };
   auto unfinished = [&] {
     return poll_int(db, "select count(*) from runs where status not in ('succeeded','failed')", 0);
@@ -1766,8 +1834,9 @@ return o.pipeline "regions" {
   CHECK(runs("hourly") == 0);
   CHECK(runs("paris") == 0);
   CHECK(runs("regions") == 2);
-  CHECK(query_str(db, "select group_concat(input, ' ') from (select input from runs where "
-                      "pipeline='regions' order by input)") == R"({"region":"eu"} {"region":"us"})");
+  CHECK(query_str(db,
+                  "select group_concat(input, ' ') from (select input from runs where "
+                  "pipeline='regions' order by input)") == R"({"region":"eu"} {"region":"us"})");
   advance(utc_ms(2026, 3, 1, 1, 25, 50));  // nothing new
   CHECK(runs("five") == 1);
   // 01:30 UTC is 02:30 in Paris (UTC+1 in March before the change).
@@ -1795,11 +1864,14 @@ return o.pipeline "regions" {
   CHECK(runs("paris") == 1);
 
   // Every scheduled run: source 'schedule', a distinct idempotency key, succeeded.
-  CHECK(poll_int(db, "select count(*) from runs where source<>'schedule' or idempotency_key is null "
-                     "or idempotency_key='' or status<>'succeeded'", -1) == 0);
-  CHECK(poll_int(db, "select count(distinct pipeline || char(10) || idempotency_key) from runs", 0) ==
-        poll_int(db, "select count(*) from runs", -1));
-  auto five_keys = query(db, "select idempotency_key from runs where pipeline='five' order by created_at");
+  CHECK(poll_int(db,
+                 "select count(*) from runs where source<>'schedule' or idempotency_key is null "
+                 "or idempotency_key='' or status<>'succeeded'",
+                 -1) == 0);
+  CHECK(poll_int(db, "select count(distinct pipeline || char(10) || idempotency_key) from runs",
+                 0) == poll_int(db, "select count(*) from runs", -1));
+  auto five_keys =
+      query(db, "select idempotency_key from runs where pipeline='five' order by created_at");
   REQUIRE(five_keys.size() == 2);
   CHECK(has(five_keys[0][0], "@2026-03-01T01:25:00.000Z"));
   CHECK(has(five_keys[1][0], "@2026-03-01T01:30:00.000Z"));
@@ -1839,8 +1911,9 @@ return o.pipeline "regions" {
   {
     auto other = Store::open(db, StoreOptions{}, &err);
     REQUIRE(other);
-    other->set_schedule_fire("five", query_str(db, "select schedule from schedule_fires where pipeline='five'"),
-                             utc_ms(2026, 3, 1, 5, 4, 0));
+    other->set_schedule_fire(
+        "five", query_str(db, "select schedule from schedule_fires where pipeline='five'"),
+        utc_ms(2026, 3, 1, 5, 4, 0));
     other->commit();
   }
   clock = utc_ms(2026, 3, 1, 5, 5, 50);
