@@ -530,8 +530,7 @@ TEST_CASE("o.notify.console logs through the node's logger; o.notify.file append
 
 TEST_CASE("o.notify.email: a MIME message through a local SMTP server", "[notify][smtp]") {
   if (!have_aiosmtpd()) {
-    WARN("python3-aiosmtpd is not installed (scripts/setup.sh installs it): skipped");
-    return;
+    ORCH_SKIP("python3-aiosmtpd is not installed (scripts/setup.sh installs it)");
   }
   TempDir d;
   SmtpTestServer smtp(d.file("mail.jsonl"));
@@ -591,8 +590,7 @@ TEST_CASE("o.notify.email: a MIME message through a local SMTP server", "[notify
 TEST_CASE("o.notify.email: a rejected recipient is final, a server that is down is retryable",
           "[notify][smtp]") {
   if (!have_aiosmtpd()) {
-    WARN("python3-aiosmtpd is not installed (scripts/setup.sh installs it): skipped");
-    return;
+    ORCH_SKIP("python3-aiosmtpd is not installed (scripts/setup.sh installs it)");
   }
   TempDir d;
   SmtpTestServer smtp(d.file("mail.jsonl"), /*reject_rcpt=*/true);
