@@ -104,10 +104,10 @@ bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
   bool clear = lua_toboolean(L, -1);
   lua_pop(L, 1);
   // Secrets reach a child only when passed explicitly (env = { TOKEN = o.secret "X" }), which
-  // also registers them for redaction: ORCHRUN_SECRET_* variables are not inherited.
+  // also registers them for redaction: ORCHRUN_SECRET_* variables and ORCHRUN_TOKEN are not
+  // inherited.
   bool secret_env = false;
-  for (char** e = environ; e && *e && !secret_env; ++e)
-    secret_env = strncmp(*e, kSecretEnvPrefix, strlen(kSecretEnvPrefix)) == 0;
+  for (char** e = environ; e && *e && !secret_env; ++e) secret_env = withheld_from_children(*e);
   lua_getfield(L, 1, "env");
   if (!lua_isnil(L, -1) || clear || secret_env) {
     if (!lua_isnil(L, -1) && !lua_istable(L, -1)) {
@@ -133,7 +133,7 @@ bool read_spec(lua_State* L, ProcessSpec* spec, std::string* err) {
       for (char** e = environ; e && *e; ++e) {
         std::string kv = *e;
         std::string name = kv.substr(0, kv.find('='));
-        if (name.rfind(kSecretEnvPrefix, 0) == 0) continue;
+        if (withheld_from_children(kv)) continue;
         bool overridden = false;
         for (auto& [k, v] : extra) overridden = overridden || k == name;
         if (!overridden) spec->env.push_back(kv);

@@ -3,11 +3,13 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "bindings/compile.h"
+#include "runtime/secrets.h"
 #include "runtime/store/store.h"
 
 namespace orch {
@@ -69,6 +71,8 @@ std::unique_ptr<Pipeline> load_pipeline_source(const std::string& path, const st
     diags->push_back({path, 0, err});
     return nullptr;
   }
+  for (const auto& v : opts.redact) p->engine->redactor().add(v);
+  if (const char* t = getenv(kTokenEnv)) p->engine->redactor().add(t);
   lua_State* L = p->engine->L();
   int top = lua_gettop(L);
   std::string tb;

@@ -12,6 +12,9 @@ namespace orch {
 
 struct LoadOptions {
   SandboxOptions sandbox;
+  // Values redacted from everything the pipeline's runs store or print, like o.secret values:
+  // serve's API token (from --token-file). $ORCHRUN_TOKEN is always added.
+  std::vector<std::string> redact;
 };
 
 // Returns the pipeline, or nullptr with every problem in *diags (file:line: message).

@@ -80,6 +80,17 @@ std::vector<const NodeRunRow*> critical_path(const std::vector<NodeRunRow>& node
   return path;
 }
 
+ApprovalRow gate_as_of(ApprovalRow a, int64_t now, bool* pending) {
+  const bool due = a.status == "waiting" && a.timeout_at > 0 && a.timeout_at <= now;
+  if (pending) *pending = due;
+  if (due) {
+    a.status = "timed_out";
+    a.decided_by = "timeout";
+    a.decided_at = a.timeout_at;
+  }
+  return a;
+}
+
 json run_detail_json(Store& store, const RunRow& run) {
   json j = run_json(run);
   auto nodes = store.node_runs(run.id);
@@ -134,7 +145,10 @@ json run_detail_json(Store& store, const RunRow& run) {
   }
   j["events"] = evs;
   json aps = json::array();
-  for (auto& ap : store.approvals(run.id)) {
+  const int64_t now = wall_ms();
+  for (auto& stored : store.approvals(run.id)) {
+    bool pending = false;
+    const ApprovalRow ap = gate_as_of(stored, now, &pending);
     json x{{"node", ap.node_id},
            {"kind", ap.kind},
            {"run_attempt", ap.run_attempt},
@@ -148,6 +162,8 @@ json run_detail_json(Store& store, const RunRow& run) {
       x["decided_at"] = iso8601_ms(ap.decided_at);
       x["comment"] = ap.comment;
     }
+    // Decided by its timeout, not yet applied by a process running the run.
+    if (pending) x["pending"] = true;
     aps.push_back(x);
   }
   j["approvals"] = aps;

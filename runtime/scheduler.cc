@@ -493,8 +493,15 @@ int workspace_index(lua_State* L) {
   const char* k = lua_tolstring(L, 2, &n);
   if (!k || std::string_view(k, n) != "workspace") return 0;
   const char* path = lua_tostring(L, lua_upvalueindex(1));
+  // Only the owner may enter (0700, whatever the umask): a run's files and artifacts are its
+  // own. A failure to create shows when the node uses it.
+  const std::filesystem::path run_dir(path);
   std::error_code ec;
-  std::filesystem::create_directories(path, ec);  // a failure shows when the node uses it
+  bool made_root = std::filesystem::create_directory(run_dir.parent_path(), ec);
+  if (made_root)
+    std::filesystem::permissions(run_dir.parent_path(), std::filesystem::perms::owner_all, ec);
+  if (std::filesystem::create_directories(run_dir, ec))
+    std::filesystem::permissions(run_dir, std::filesystem::perms::owner_all, ec);
   lua_pushvalue(L, lua_upvalueindex(1));
   lua_pushvalue(L, -1);
   lua_setfield(L, 1, "workspace");

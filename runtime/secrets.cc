@@ -12,6 +12,11 @@
 
 namespace orch {
 
+bool withheld_from_children(std::string_view entry) {
+  const std::string_view name = entry.substr(0, entry.find('='));
+  return name.substr(0, strlen(kSecretEnvPrefix)) == kSecretEnvPrefix || name == kTokenEnv;
+}
+
 bool valid_secret_name(const std::string& name) {
   if (name.empty() || (name[0] >= '0' && name[0] <= '9')) return false;
   for (char c : name)

@@ -9,10 +9,18 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace orch {
 
 constexpr const char* kSecretEnvPrefix = "ORCHRUN_SECRET_";
+// The API token of orchrun serve (and of logs --follow).
+constexpr const char* kTokenEnv = "ORCHRUN_TOKEN";
+
+// Whether an environment entry ("NAME=value" or "NAME") holds a credential of orchrun's own
+// (ORCHRUN_SECRET_*, ORCHRUN_TOKEN) that a node's child process must not inherit: a node that
+// prints its environment would store it where the API returns it.
+bool withheld_from_children(std::string_view entry);
 
 // Reads and checks a secrets file. On failure returns false and *err names the file and what
 // is wrong (its mode, the line that cannot be parsed, ...).

@@ -1,3 +1,4 @@
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -10,15 +11,15 @@ namespace orch::cli {
 
 Args parse_args(int argc, char** argv) {
   static const std::map<std::string, bool> kTakesValue = {
-      {"--input", true},    {"--db", true},     {"--json", false},
-      {"--allow", true},    {"--status", true}, {"--pipeline", true},
-      {"--since", true},    {"--limit", true},  {"--format", true},
-      {"--progress", true}, {"--sync", true},   {"--help", false},
-      {"--version", false}, {"--quiet", false}, {"--idempotency-key", true},
-      {"--all", false},     {"--reason", true}, {"--as", true},
-      {"--comment", true},  {"--secrets", true}, {"--listen", true},
+      {"--input", true},      {"--db", true},       {"--json", false},
+      {"--allow", true},      {"--status", true},   {"--pipeline", true},
+      {"--since", true},      {"--limit", true},    {"--format", true},
+      {"--progress", true},   {"--sync", true},     {"--help", false},
+      {"--version", false},   {"--quiet", false},   {"--idempotency-key", true},
+      {"--all", false},       {"--reason", true},   {"--as", true},
+      {"--comment", true},    {"--secrets", true},  {"--listen", true},
       {"--token-file", true}, {"--max-body", true}, {"--grace", true},
-      {"--follow", false},  {"--server", true}};
+      {"--follow", false},    {"--server", true}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -55,10 +56,22 @@ Args parse_args(int argc, char** argv) {
   if (!a.positional.empty()) {
     for (const auto& c : kCommands)
       if (a.positional[0] == c) a.command = c;
-    if (!a.command.empty())
+    if (!a.command.empty()) {
       a.positional.erase(a.positional.begin());
-    else
+    } else {
       a.command = "run";  // orchrun FILE.lua
+      // A word that is no command and no file is a mistyped (or future) command: saying
+      // "cannot read pipeline file doctor" would send the user looking for a file.
+      const std::string& w = a.positional[0];
+      struct stat st {};
+      if (w.find('/') == std::string::npos && w.find('.') == std::string::npos &&
+          stat(w.c_str(), &st) != 0) {
+        std::string list;
+        for (const auto& c : kCommands) list += (list.empty() ? "" : ", ") + c;
+        a.errors.push_back("unknown command '" + w + "' (commands: " + list +
+                           "; or the path of a pipeline file)");
+      }
+    }
   }
   // An option that the command does not take is a mistake worth saying, not ignoring.
   static const std::map<std::string, std::vector<std::string>> kAllowed = {

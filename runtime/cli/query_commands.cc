@@ -29,7 +29,6 @@ namespace {
 
 // --- runs ---------------------------------------------------------------------------------
 
-
 }  // namespace
 
 int cmd_runs(const Args& a) {
@@ -72,9 +71,22 @@ int cmd_runs(const Args& a) {
     }
   }
   auto runs = store->list_runs(f);
+  const int64_t now = wall_ms();
   if (a.has("--json")) {
     json arr = json::array();
-    for (auto& r : runs) arr.push_back(run_json(r));
+    for (auto& r : runs) {
+      json j = run_json(r);
+      if (r.status == "awaiting_approval") {
+        json due = json::array();
+        for (auto& ap : store->approvals(r.id)) {
+          bool pending = false;
+          gate_as_of(ap, now, &pending);
+          if (pending) due.push_back(ap.node_id);
+        }
+        if (!due.empty()) j["gates_timed_out"] = due;
+      }
+      arr.push_back(j);
+    }
     printf("%s\n", dump_json(arr, 2).c_str());
     return kExitOk;
   }
@@ -92,6 +104,16 @@ int cmd_runs(const Args& a) {
     std::string errs = r.error_type.empty() ? ""
                                             : (r.error_node.empty() ? "" : r.error_node + ": ") +
                                                   first_line(r.error_message, 60);
+    if (r.status == "awaiting_approval" && errs.empty()) {
+      // A gate whose timeout has passed is decided, even before a process applies it.
+      for (auto& ap : store->approvals(r.id)) {
+        bool pending = false;
+        const ApprovalRow g = gate_as_of(ap, now, &pending);
+        if (pending)
+          errs = g.node_id + ": gate timed out at " + local_time(g.timeout_at) +
+                 (g.on_timeout == "approve" ? " (approves)" : " (rejects)") + " on resume";
+      }
+    }
     rows.push_back({r.id, r.pipeline + " v" + std::to_string(r.version),
                     std::string(status_symbol(r.status)) + " " + st.status(r.status),
                     local_time(r.created_at), dur, errs});
@@ -186,12 +208,18 @@ int cmd_inspect(const Args& a) {
   auto aps = store->approvals(run->id);
   if (!aps.empty()) {
     printf("\n%s\n", st.bold("approvals").c_str());
-    for (auto& ap : aps) {
+    const int64_t now = wall_ms();
+    for (auto& stored : aps) {
+      bool pending = false;
+      const ApprovalRow ap = gate_as_of(stored, now, &pending);
       std::string who = ap.decided_at ? ap.status + " by " + ap.decided_by + " at " +
                                             local_time(ap.decided_at) +
                                             (ap.comment.empty() ? "" : " — " + ap.comment)
                                       : "waiting since " + local_time(ap.requested_at) +
                                             (ap.approvers.empty() ? "" : " for " + ap.approvers);
+      if (pending)
+        who += " (on_timeout = " + ap.on_timeout + "; applied when the run resumes: orchrun " +
+               "resume " + run->id + ", or a server that takes it over)";
       printf("  %-24s %s%s\n", ap.node_id.c_str(), ap.kind == "escalation" ? "escalation: " : "",
              who.c_str());
       if (!ap.message.empty()) printf("  %-24s %s\n", "", st.dim(ap.message).c_str());

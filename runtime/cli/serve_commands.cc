@@ -127,6 +127,7 @@ int cmd_serve(const Args& a) {
   } else if (const char* t = getenv("ORCHRUN_TOKEN")) {
     so.token = t;
   }
+  if (!so.token.empty()) so.load.redact.push_back(so.token);
   if (!so.token.empty() && so.token.size() < 16) {
     fprintf(stderr,
             "orchrun: the API token is %zu characters; use at least 16 (e.g. openssl "
@@ -216,6 +217,7 @@ int follow(const std::string& url, const std::string& run_id, bool json_out) {
   const char* token = getenv("ORCHRUN_TOKEN");
   int64_t last_id = 0;
   int failures = 0;
+  bool ever_connected = false;
   for (;;) {
     addrinfo hints{}, *res = nullptr;
     hints.ai_socktype = SOCK_STREAM;
@@ -223,6 +225,10 @@ int follow(const std::string& url, const std::string& run_id, bool json_out) {
     if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) == 0) {
       for (addrinfo* ai = res; ai && fd < 0; ai = ai->ai_next) {
         fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+        // Linux bounds connect() by the send timeout: an address that drops packets fails in
+        // 3 s instead of the kernel's two minutes.
+        timeval tv{3, 0};
+        if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
         if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
           close(fd);
           fd = -1;
@@ -231,9 +237,18 @@ int follow(const std::string& url, const std::string& run_id, bool json_out) {
       freeaddrinfo(res);
     }
     if (fd < 0) {
-      if (++failures > 30) {
-        fprintf(stderr, "orchrun: cannot reach the server at %s: %s\n", url.c_str(),
-                strerror(errno));
+      // Never reached: say so at once and give up after a few seconds (a wrong --server or a
+      // server that is not up). Reached before: it may be restarting, so wait longer.
+      const int err = errno;
+      ++failures;
+      if (failures == 1)
+        fprintf(stderr, "orchrun: cannot reach the server at %s: %s; %s\n", url.c_str(),
+                strerror(err), ever_connected ? "reconnecting for up to 30 s" : "retrying");
+      if (failures > (ever_connected ? 30 : 3)) {
+        fprintf(stderr,
+                "orchrun: giving up: no server at %s (is orchrun serve running there? "
+                "--server URL)\n",
+                url.c_str());
         return kExitInternal;
       }
       usleep(1000000);
@@ -269,6 +284,7 @@ int follow(const std::string& url, const std::string& run_id, bool json_out) {
         }
         headers_done = true;
         failures = 0;
+        ever_connected = true;
         buf.erase(0, end + 4);
       }
       size_t nl;

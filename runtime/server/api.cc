@@ -648,7 +648,7 @@ class ApiImpl {
 
   void events() {
     std::string run = rq_.param("run"), pipeline = rq_.param("pipeline");
-    int64_t last = 0;
+    int64_t last = -1;  // no position: from now on (0: from the first event)
     std::string lei;
     if (const std::string* h = rq_.header("last-event-id")) lei = *h;
     bool found = false;

@@ -1,5 +1,7 @@
 #include "runtime/server/sse.h"
 
+#include <algorithm>
+
 #include "runtime/run_json.h"
 
 namespace orch {
@@ -65,8 +67,8 @@ void SseHub::subscribe(std::shared_ptr<http::Exchange> ex, const std::string& ru
                          {"Cache-Control", "no-cache"},
                          {"X-Accel-Buffering", "no"}});
   ex->write("retry: 1000\n\n");
-  Client c{ex, run, pipeline, last_id};
-  if (last_id > 0 || !run.empty()) {
+  Client c{ex, run, pipeline, std::max<int64_t>(last_id, 0)};
+  if (last_id >= 0 || !run.empty()) {
     // Resuming (or following one run from its start): replay from the store in pages.
     for (;;) {
       auto evs = store_->events_after(c.last_id, run, pipeline, 1000);

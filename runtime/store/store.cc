@@ -1,5 +1,6 @@
 #include "runtime/store/store.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -118,6 +119,15 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
       *err = "cannot create directory " + parent.string() + " for database: " + ec.message();
       return nullptr;
     }
+    // The store holds inputs, outputs and logs: the directory it made is its owner's only.
+    std::filesystem::permissions(parent, std::filesystem::perms::owner_all, ec);
+  }
+  // A new database file is created 0600 whatever the umask (SQLite would make it 0644 under
+  // umask 022); SQLite gives its -wal and -shm files the database file's mode. An existing file
+  // keeps the mode its operator gave it.
+  if (!opts.read_only && path != ":memory:" && path.rfind("file:", 0) != 0) {
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) ::close(fd);
   }
   int flags = opts.read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
   if (sqlite3_open_v2(path.c_str(), &s->db_, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
