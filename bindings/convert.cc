@@ -39,8 +39,8 @@ struct Encoder {
     return false;
   }
 
+  // `depth`: how many tables enclose the value (0 for the argument itself).
   bool encode(int idx, json* out, const std::string& path, int depth) {
-    if (depth > kMaxJsonDepth) return fail(path, "nested too deeply");
     idx = idx < 0 ? lua_gettop(L) + idx + 1 : idx;
     switch (lua_type(L, idx)) {
       case LUA_TNIL:
@@ -83,6 +83,10 @@ struct Encoder {
   }
 
   bool encode_table(int idx, json* out, const std::string& path, int depth) {
+    // The same bound as parsing: what a node returns can be read back, dumped and copied.
+    if (depth + 1 > kMaxJsonDepth)
+      return fail(path, "nested too deeply (more than " + std::to_string(kMaxJsonDepth) +
+                            " levels of tables)");
     const void* p = lua_topointer(L, idx);
     for (const void* s : seen)
       if (s == p) return fail(path, "table contains a cycle");
@@ -203,8 +207,15 @@ bool lua_to_json(lua_State* L, int idx, json* out, std::string* err, bool check_
   return e.encode(idx, out, "", 0);
 }
 
-void push_json(lua_State* L, const json& j) {
-  luaL_checkstack(L, 4, "converting from JSON");
+namespace {
+
+// `depth`: how many containers enclose j. Each open level holds a table (and an object's key)
+// on the Lua stack: push_json reserves room for the deepest one at the start.
+void push_value(lua_State* L, const json& j, int depth) {
+  if (depth >= kMaxRecordJsonDepth && (j.is_array() || j.is_object())) {
+    lua_pushlightuserdata(L, nullptr);
+    return;
+  }
   switch (j.type()) {
     case json::value_t::null:
     case json::value_t::discarded:
@@ -248,7 +259,7 @@ void push_json(lua_State* L, const json& j) {
       lua_createtable(L, static_cast<int>(j.size()), 0);
       int i = 1;
       for (const auto& v : j) {
-        push_json(L, v);
+        push_value(L, v, depth + 1);
         lua_rawseti(L, -2, i++);
       }
       push_array_mt(L);
@@ -259,12 +270,19 @@ void push_json(lua_State* L, const json& j) {
       lua_createtable(L, 0, static_cast<int>(j.size()));
       for (const auto& [k, v] : j.items()) {
         lua_pushlstring(L, k.data(), k.size());
-        push_json(L, v);
+        push_value(L, v, depth + 1);
         lua_rawset(L, -3);
       }
       break;
     }
   }
+}
+
+}  // namespace
+
+void push_json(lua_State* L, const json& j) {
+  luaL_checkstack(L, 2 * kMaxRecordJsonDepth + 10, "converting from JSON");
+  push_value(L, j, 0);
 }
 
 }  // namespace orch

@@ -145,103 +145,6 @@ std::string line_col(std::string_view text, size_t pos) {
   return std::to_string(line) + ":" + std::to_string(col);
 }
 
-// Deeper nesting than the converters accept is refused before parsing (the parser and the
-// conversion to Lua would otherwise recurse that deep). Returns npos or the offending offset.
-size_t too_deep_at(std::string_view text) {
-  int depth = 0;
-  bool in_string = false, escaped = false;
-  for (size_t i = 0; i < text.size(); i++) {
-    char c = text[i];
-    if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > kMaxJsonDepth) return i;
-    } else if (c == ']' || c == '}') {
-      depth--;
-    }
-  }
-  return std::string_view::npos;
-}
-
-// Builds the value as nlohmann's own parser does, except for integers too large even for 64
-// bits, which that parser hands over as floats (approximate): they are kept as the string of
-// their digits, like every other integer beyond 2^53 (see push_json).
-class DecodeSax : public nlohmann::json_sax<json> {
- public:
-  json root;
-  std::string why;  // the parser's message, on failure
-  size_t error_at = 0;
-
-  bool null() override { return put(json(nullptr)); }
-  bool boolean(bool v) override { return put(json(v)); }
-  bool number_integer(number_integer_t v) override { return put(json(v)); }
-  bool number_unsigned(number_unsigned_t v) override { return put(json(v)); }
-  bool number_float(number_float_t v, const string_t& text) override {
-    bool integral = text.find_first_of(".eE") == string_t::npos;
-    return put(integral ? json(text) : json(v));
-  }
-  bool string(string_t& v) override { return put(json(std::move(v))); }
-  bool binary(binary_t& v) override { return put(json::binary(std::move(v))); }
-  bool start_object(std::size_t) override { return open(json::object()); }
-  bool key(string_t& k) override {
-    key_ = std::move(k);
-    return true;
-  }
-  bool end_object() override { return close(); }
-  bool start_array(std::size_t) override { return open(json::array()); }
-  bool end_array() override { return close(); }
-  bool parse_error(std::size_t position, const std::string&,
-                   const nlohmann::detail::exception& ex) override {
-    // what(): "[json.exception.parse_error.101] parse error at line 1, column 5: <why>"
-    std::string what = ex.what();
-    size_t col = what.find(", column ");
-    size_t colon = col == std::string::npos ? std::string::npos : what.find(": ", col);
-    why = colon == std::string::npos ? what : what.substr(colon + 2);
-    error_at = position > 0 ? position - 1 : 0;
-    return false;
-  }
-
- private:
-  // Only the chain of open containers is held: nothing is added to a container while one of
-  // its children is open, so these pointers stay valid.
-  std::vector<json*> open_;
-  string_t key_;
-
-  json* place(json v) {
-    if (open_.empty()) {
-      root = std::move(v);
-      return &root;
-    }
-    json& top = *open_.back();
-    if (top.is_array()) {
-      top.push_back(std::move(v));
-      return &top.back();
-    }
-    json& slot = top[key_];
-    slot = std::move(v);
-    return &slot;
-  }
-  bool put(json v) {
-    place(std::move(v));
-    return true;
-  }
-  bool open(json container) {
-    open_.push_back(place(std::move(container)));
-    return true;
-  }
-  bool close() {
-    open_.pop_back();
-    return true;
-  }
-};
-
 // o.json.decode(text) -> value | nil, "line:col: message". Text comes from outside (a command's
 // output, a file, a response): a malformed one is an operational failure, not a bug.
 int l_json_decode(lua_State* L) {
@@ -249,24 +152,20 @@ int l_json_decode(lua_State* L) {
   const char* s = luaL_checklstring(L, 1, &n);
   std::string_view text(s, n);
   std::string err;
-  DecodeSax sax;
-  if (size_t deep = too_deep_at(text); deep != std::string_view::npos) {
-    err =
-        line_col(text, deep) + ": nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
-  } else {
-    try {
-      if (!json::sax_parse(text, &sax)) err = line_col(text, sax.error_at) + ": " + sax.why;
-    } catch (const std::exception& e) {
-      err = std::string("1:1: ") + e.what();
+  json value;
+  {
+    // Nesting is bounded while parsing (push_json and a later encode recurse once per level);
+    // integers beyond 64 bits stay exact, as strings of their digits (see push_json).
+    JsonError e;
+    if (parse_json_text(text, &value, &e, kMaxJsonDepth, /*big_integers_as_strings=*/true)) {
+      push_json(L, value);
+      return 1;
     }
+    err = line_col(text, e.offset) + ": " + e.why;
   }
-  if (!err.empty()) {
-    lua_pushnil(L);
-    lua_pushlstring(L, err.data(), err.size());
-    return 2;
-  }
-  push_json(L, sax.root);
-  return 1;
+  lua_pushnil(L);
+  lua_pushlstring(L, err.data(), err.size());
+  return 2;
 }
 
 // core.hmac_sha256(key, data) -> lower-case hex. Signs webhook bodies (o.notify.webhook) and

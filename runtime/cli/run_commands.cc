@@ -261,7 +261,7 @@ std::string read_input(const Args& a, int* code) {
     input = ss.str();
   }
   std::string err;
-  json j = parse_json(input, &err);
+  json j = parse_json(input, &err, kMaxJsonDepth);
   if (j.is_discarded()) {
     fprintf(stderr, "orchrun: %s is not valid JSON: %s\n", where.c_str(), err.c_str());
     *code = kExitUsage;

@@ -251,7 +251,7 @@ class ApiImpl {
       return true;
     }
     std::string err;
-    *out = parse_json(rq_.body, &err);
+    *out = parse_json(rq_.body, &err, kMaxJsonDepth);  // deeper is a 400, before any copy
     if (out->is_discarded()) {
       fail(400, "invalid_json", "the body is not valid JSON: " + err);
       return false;

@@ -280,7 +280,8 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
   json body = json::object();
   if (!rq.body.empty()) {
     std::string perr;
-    body = parse_json(rq.body, &perr);
+    // Bounded depth: deeper bodies are refused here, before anything copies or converts them.
+    body = parse_json(rq.body, &perr, kMaxJsonDepth);
     if (body.is_discarded())
       return reject(400, "invalid_json", "the body is not valid JSON: " + perr);
   }
