@@ -250,7 +250,9 @@ int l_json_decode(lua_State* L) {
   std::string_view text(s, n);
   std::string err;
   DecodeSax sax;
-  if (size_t deep = too_deep_at(text); deep != std::string_view::npos) {
+  if (size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    err = line_col(text, nul) + ": " + kJsonNulMessage;  // see parse_json
+  } else if (size_t deep = too_deep_at(text); deep != std::string_view::npos) {
     err =
         line_col(text, deep) + ": nested deeper than " + std::to_string(kMaxJsonDepth) + " levels";
   } else {

@@ -7,6 +7,12 @@ std::string dump_json(const json& j, int indent) {
 }
 
 json parse_json(const std::string& text, std::string* err) {
+  // nlohmann's lexer takes a NUL byte for the end of the input and ignores what follows it
+  // ("[1]\0junk" parses as [1]). JSON text never holds a raw NUL (a string spells it \u0000).
+  if (size_t nul = text.find('\0'); nul != std::string::npos) {
+    if (err) *err = "parse error at byte " + std::to_string(nul + 1) + ": " + kJsonNulMessage;
+    return json(json::value_t::discarded);
+  }
   try {
     return json::parse(text);
   } catch (const json::parse_error& e) {
