@@ -57,3 +57,37 @@ return o.pipeline "open" {
   CHECK(reply.error_code() == "invalid_json");
   CHECK(query_int(tmp.file("s.db"), "select count(*) from runs") == 0);
 }
+
+// Found while writing fuzz_pipeline (the target bounds loads by the engine's load limit): the
+// sandbox's pcall passed on a node's deadline but swallowed the load limit and a condition's
+// deadline, so `while true do pcall(function() while true do end end) end` at the top of a
+// file (orchrun validate, POST /api/pipelines/NAME/validate) or in a condition ran forever on
+// the loop thread. Here the outer loop is bounded, so that without the fix the load finishes
+// (with the wrong diagnostic) instead of hanging the test.
+TEST_CASE("fuzz: pcall cannot swallow the load limit of a pipeline file", "[regression][fuzz]") {
+  SandboxOptions sb;
+  sb.load_limit_ms = 200;
+  auto d = Harness::diagnose(R"(local o = require "orch"
+for i = 1, 20000 do pcall(function() while true do end end) end
+return o.pipeline "p" { o.node("a", function() end) })",
+                             sb);
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].line == 2);
+  CHECK(contains(d[0].message, "loading took longer than 200 ms"));
+}
+
+TEST_CASE("fuzz: pcall cannot swallow a condition's deadline", "[regression][fuzz]") {
+  Harness h;
+  auto s = h.run(R"(
+    local o = require "orch"
+    return o.pipeline "cond-pcall" {
+      o.node("a", function() return {} end, { timeout = "300ms", skip_if = function()
+        for i = 1, 20000 do pcall(function() while true do end end) end
+        return false
+      end }),
+    })");
+  CHECK(s.status == "failed");
+  CHECK(contains(s.error_message, "condition ran past its deadline"));
+  CHECK(query_int(h.db_path, "select count(*) from node_runs where status='succeeded'") == 0);
+  CHECK(h.close().empty());
+}
