@@ -33,12 +33,18 @@ env.coroutine = copy(coroutine)
 
 -- The deadline hook stops a node that runs past its timeout by raising an error; pcall,
 -- xpcall and coroutine.resume must not swallow it, or `while true do pcall(f) end` would spin
--- forever (the loop thread never gets back to the scheduler). They pass it on instead.
-local DEADLINE = "node ran past its deadline without yielding"
+-- forever (the loop thread never gets back to the scheduler). They pass it on instead. The
+-- same holds for a condition's deadline and a pipeline file's load limit (lua_state.cc), and
+-- for Ctrl-C / SIGTERM.
+local STOPS = { "node ran past its deadline without yielding", "condition ran past its deadline",
+                "loading took longer than", "interrupted by SIG" }
 local find, type_ = string.find, type  -- captured: pipeline code cannot replace them here
 local function is_deadline(e)
-  return type_(e) == "string" and (find(e, DEADLINE, 1, true) ~= nil
-                                   or find(e, "interrupted by SIG", 1, true) ~= nil)
+  if type_(e) ~= "string" then return false end
+  for i = 1, #STOPS do
+    if find(e, STOPS[i], 1, true) ~= nil then return true end
+  end
+  return false
 end
 local function pass_deadline(ok, ...)
   if not ok and is_deadline((...)) then error((...), 0) end

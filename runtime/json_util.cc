@@ -139,6 +139,13 @@ size_t json_too_deep_at(std::string_view text, int max_depth) {
 
 bool parse_json_text(std::string_view text, json* out, JsonError* e, int max_depth,
                      bool big_integers_as_strings) {
+  // nlohmann's lexer takes a NUL byte for the end of the input and ignores what follows it
+  // ("[1]\0junk" parses as [1]). JSON text never holds a raw NUL (a string spells it \u0000).
+  if (size_t nul = text.find('\0'); nul != std::string_view::npos) {
+    if (e) *e = {kJsonNulMessage, nul, "parse error at byte " + std::to_string(nul + 1) + ": " +
+                                           kJsonNulMessage};
+    return false;
+  }
   BoundedBuilder b(max_depth, big_integers_as_strings);
   bool ok;
   try {

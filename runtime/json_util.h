@@ -21,6 +21,8 @@ constexpr int kMaxRecordJsonDepth = kMaxJsonDepth + 16;
 // never fail to be written because a process printed binary garbage.
 std::string dump_json(const json& j, int indent = -1);
 
+constexpr const char* kJsonNulMessage = "a NUL byte (0x00) cannot appear in JSON text";
+
 // Why a text did not parse.
 struct JsonError {
   std::string why;    // what is wrong, without the position: "nested deeper than 200 levels"

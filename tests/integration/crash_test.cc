@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <random>
 #include <set>
@@ -66,9 +68,23 @@ TEST_CASE("runs killed with SIGKILL at random moments resume and finish exactly 
   std::string src = kPipeline;
   src.replace(src.find("LEDGER"), 6, ledger);
   write_file(file, src);
-  std::random_device rd;
-  unsigned seed = rd();
-  INFO("seed " << seed);
+  // A failing round is replayed with the seed it printed:
+  //   ORCHRUN_CRASH_SEED=1234 build/tests/orchrun_tests "[crash]"
+  // (the kill moments then repeat; what the killed processes had done by then varies a little
+  // with the machine's load).
+  unsigned seed = 0;
+  if (const char* s = getenv("ORCHRUN_CRASH_SEED"); s && *s) {
+    char* end = nullptr;
+    unsigned long v = strtoul(s, &end, 10);
+    INFO("ORCHRUN_CRASH_SEED=" << s << " must be a decimal number");
+    REQUIRE((end != s && *end == '\0'));
+    seed = static_cast<unsigned>(v);
+  } else {
+    seed = std::random_device{}();
+  }
+  // Printed at the start, so that a round that hangs or crashes the test still shows it.
+  fprintf(stderr, "crash test: seed %u (replay: ORCHRUN_CRASH_SEED=%u)\n", seed, seed);
+  INFO("seed " << seed << " (replay: ORCHRUN_CRASH_SEED=" << seed << ")");
   std::mt19937 rng(seed);
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
 

@@ -1,0 +1,93 @@
+// Regression tests for what the fuzz targets (fuzz/) found. Each names the target and the
+// input, kept in fuzz/corpus/<target>/ so that the fuzzers start from it too.
+#include <sys/stat.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "lua_eval.h"
+#include "runtime/json_util.h"
+#include "serve_util.h"
+#include "test_util.h"
+
+using namespace orch;
+using namespace orch::test;
+
+// fuzz_json (corpus/json/finding-nul-cut): nlohmann's lexer takes a NUL byte for the end of the
+// input, so "[1]\0<anything>" parsed as [1] and the rest was never looked at: a webhook body,
+// an API body or an --input file with a NUL was accepted as its prefix. The fuzzer saw
+// parse_json accept a text that o.json.decode refused (for nesting after the NUL).
+TEST_CASE("fuzz: JSON text holding a NUL byte is refused, not cut short at the NUL",
+          "[regression][fuzz][json]") {
+  const std::string text("{\"a\":1}\0{\"b\":[[[", 15);
+  std::string err;
+  CHECK(parse_json(text, &err).is_discarded());
+  CHECK(contains(err, "byte 8"));
+  CHECK(contains(err, "NUL"));
+  // Escaped, a NUL is fine.
+  CHECK(parse_json(R"({"a":"\u0000"})", &err)["a"] == std::string(1, '\0'));
+
+  LuaEval eval;
+  CHECK(eval(R"(local v, e = o.json.decode("[1]\0[2]") return { v = v, e = e })") ==
+        R"({"e":"1:4: a NUL byte (0x00) cannot appear in JSON text"})");
+  CHECK(eval(R"(return o.json.decode('"\\u0000"') == "\0")") == "true");
+
+  // Through the binary: --input @file.
+  TempDir tmp;
+  write_file(tmp.file("p.lua"), R"(local o = require "orch"
+return o.pipeline "p" { o.node("a", function(ctx) return ctx.input end) })");
+  write_file(tmp.file("in.json"), text);
+  auto r = orchrun({tmp.file("p.lua"), "--input", "@" + tmp.file("in.json")}, tmp.file("r.db"));
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "is not valid JSON"));
+  CHECK(contains(r.err, "NUL"));
+
+  // Through orchrun serve: a webhook body.
+  std::string dir = tmp.file("pipelines");
+  mkdir(dir.c_str(), 0755);
+  write_file(dir + "/open.lua", R"(local o = require "orch"
+return o.pipeline "open" {
+  triggers = { o.webhook { path = "/hooks/open" } },
+  o.node("n", function() return {} end),
+})");
+  ServeProcess srv(dir, tmp.file("s.db"));
+  HttpReply reply = srv.post("/hooks/open", text);
+  INFO(reply.status << " " << reply.body);
+  CHECK(reply.status == 400);
+  CHECK(reply.error_code() == "invalid_json");
+  CHECK(query_int(tmp.file("s.db"), "select count(*) from runs") == 0);
+}
+
+// Found while writing fuzz_pipeline (the target bounds loads by the engine's load limit): the
+// sandbox's pcall passed on a node's deadline but swallowed the load limit and a condition's
+// deadline, so `while true do pcall(function() while true do end end) end` at the top of a
+// file (orchrun validate, POST /api/pipelines/NAME/validate) or in a condition ran forever on
+// the loop thread. Here the outer loop is bounded, so that without the fix the load finishes
+// (with the wrong diagnostic) instead of hanging the test.
+TEST_CASE("fuzz: pcall cannot swallow the load limit of a pipeline file", "[regression][fuzz]") {
+  SandboxOptions sb;
+  sb.load_limit_ms = 200;
+  auto d = Harness::diagnose(R"(local o = require "orch"
+for i = 1, 20000 do pcall(function() while true do end end) end
+return o.pipeline "p" { o.node("a", function() end) })",
+                             sb);
+  REQUIRE(d.size() == 1);
+  CHECK(d[0].line == 2);
+  CHECK(contains(d[0].message, "loading took longer than 200 ms"));
+}
+
+TEST_CASE("fuzz: pcall cannot swallow a condition's deadline", "[regression][fuzz]") {
+  Harness h;
+  auto s = h.run(R"(
+    local o = require "orch"
+    return o.pipeline "cond-pcall" {
+      o.node("a", function() return {} end, { timeout = "300ms", skip_if = function()
+        for i = 1, 20000 do pcall(function() while true do end end) end
+        return false
+      end }),
+    })");
+  CHECK(s.status == "failed");
+  CHECK(contains(s.error_message, "condition ran past its deadline"));
+  CHECK(query_int(h.db_path, "select count(*) from node_runs where status='succeeded'") == 0);
+  CHECK(h.close().empty());
+}
