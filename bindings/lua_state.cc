@@ -6,6 +6,7 @@
 
 #include "bindings/convert.h"
 #include "bindings/embedded.h"
+#include "bindings/lua_patterns.h"
 #include "runtime/signals.h"
 
 namespace orch {
@@ -16,22 +17,24 @@ const char kEngineKey[] = "orch.engine";
 // Stops node bodies that run past their deadline without yielding. LuaJIT keeps one hook per
 // global state, so this sees every coroutine; it acts only while a task with a deadline runs.
 // "file:line: " of the Lua code the hook interrupted (luaL_error's own position is the hook).
-void push_hook_where(lua_State* L) {
+// `level`: 0 in the hook (the interrupted function), 1 in a C function (its Lua caller).
+void push_hook_where(lua_State* L, int level) {
   lua_Debug ar;
-  if (lua_getstack(L, 0, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
+  if (lua_getstack(L, level, &ar) && lua_getinfo(L, "Sl", &ar) && ar.currentline > 0)
     lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
   else
     lua_pushliteral(L, "");
 }
 
-// The sandbox's pcall/xpcall/coroutine.resume recognise the timeout text and pass the error
-// on, so a node cannot swallow its own timeout (see sandbox.cc).
-void deadline_hook(lua_State* L, lua_Debug*) {
+// Raises when the Lua code running now must stop; `level` as for push_hook_where. The
+// sandbox's pcall/xpcall/coroutine.resume recognise these texts and pass the error on, so a
+// node cannot swallow its own timeout (see sandbox.cc).
+void stop_if_due(lua_State* L, int level) {
   LuaEngine* e = LuaEngine::from(L);
   if (!e) return;
   // Ctrl-C: stop whatever Lua code holds the loop; the loop then cancels the runs.
   if (interrupt_requested()) {
-    push_hook_where(L);
+    push_hook_where(L, level);
     lua_pushfstring(L, "interrupted by %s", interrupt_name());
     lua_concat(L, 2);
     lua_error(L);
@@ -40,16 +43,24 @@ void deadline_hook(lua_State* L, lua_Debug*) {
     if (e->current->deadline_ns == 0) return;
     if (uv_hrtime() >= e->current->deadline_ns) {
       e->current->timed_out = true;
-      push_hook_where(L);
+      push_hook_where(L, level);
       lua_pushliteral(L, "timeout: node ran past its deadline without yielding");
       lua_concat(L, 2);
       lua_error(L);
     }
     return;
   }
+  // A load on a worker thread (the API's validate) that its owner gave up on.
+  if (e->load_deadline_ns != 0 && e->options().abort &&
+      e->options().abort->load(std::memory_order_relaxed)) {
+    push_hook_where(L, level);
+    lua_pushliteral(L, "loading took longer than the server allows: it is stopping");
+    lua_concat(L, 2);
+    lua_error(L);
+  }
   // Loading a pipeline file only builds a graph; a file that keeps computing is a mistake.
   if (e->load_deadline_ns != 0 && uv_hrtime() >= e->load_deadline_ns) {
-    push_hook_where(L);
+    push_hook_where(L, level);
     lua_pushfstring(L,
                     "loading took longer than %d ms (an endless loop at the top level of the "
                     "file?)",
@@ -59,13 +70,22 @@ void deadline_hook(lua_State* L, lua_Debug*) {
   }
   // Conditions (when, switch, skip_if) run synchronously on the loop: they are bounded too.
   if (e->predicate_deadline_ns != 0 && uv_hrtime() >= e->predicate_deadline_ns) {
-    push_hook_where(L);
+    push_hook_where(L, level);
     lua_pushliteral(L,
                     "timeout: condition ran past its deadline (conditions must be quick "
                     "and must not wait)");
     lua_concat(L, 2);
     lua_error(L);
   }
+}
+
+void deadline_hook(lua_State* L, lua_Debug*) {
+  stop_if_due(L, 0);
+}
+
+// The bounded string.find/match/gmatch/gsub call this every few thousand steps.
+void pattern_check(lua_State* L) {
+  stop_if_due(L, 1);
 }
 
 int traceback_handler(lua_State* L) {
@@ -102,6 +122,8 @@ bool LuaEngine::init(std::string* err) {
     return false;
   }
   luaL_openlibs(L_);
+  // Before anything (the stdlib, the sandbox) copies them: see lua_patterns.h.
+  install_bounded_patterns(L_, pattern_check);
   if (!opts_.jit) luaJIT_setmode(L_, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
   lua_pushlightuserdata(L_, this);
   lua_setfield(L_, LUA_REGISTRYINDEX, kEngineKey);

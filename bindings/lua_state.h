@@ -3,6 +3,7 @@
 #pragma once
 #include <uv.h>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <lua.hpp>
@@ -33,6 +34,9 @@ struct SandboxOptions {
   bool jit = false;
   // Where o.secret looks after the environment (--secrets FILE / $ORCHRUN_SECRETS_FILE).
   std::string secrets_file;
+  // Set (by another thread) to stop a pipeline file's load early: a load off the loop whose
+  // server is stopping. Owned by whoever started the load; null: never.
+  const std::atomic<bool>* abort = nullptr;
 };
 
 // One coroutine running a node body (or a fallback, a condition ...).

@@ -9,7 +9,9 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include <cstdint>
 #include <functional>
+#include <memory>
 
 namespace orch {
 
@@ -18,8 +20,13 @@ class InterruptHandler {
   // `on_interrupt` runs on the loop after the first SIGINT/SIGTERM. With `stop_lua`, Lua code
   // running at that moment is stopped with an error (one-shot runs: Ctrl-C must be prompt);
   // without, node bodies go on (serve: they get a grace period to finish).
+  //
+  // `force_after_ms` (> 0): a watchdog thread that, when the handler is still installed that
+  // long after the first signal (the loop is stuck in C code, or the shutdown hangs), kills the
+  // registered child groups and exits the process with 128 + the signal. What was committed
+  // stays committed; the runs are resumed like those of a crashed process.
   InterruptHandler(uv_loop_t* loop, std::function<void(int signo)> on_interrupt,
-                   bool stop_lua = true);
+                   bool stop_lua = true, int64_t force_after_ms = 0);
   ~InterruptHandler();
   InterruptHandler(const InterruptHandler&) = delete;
   InterruptHandler& operator=(const InterruptHandler&) = delete;
@@ -29,6 +36,8 @@ class InterruptHandler {
  private:
   uv_async_t* async_;
   std::function<void(int)> cb_;
+  struct Watchdog;
+  std::unique_ptr<Watchdog> watchdog_;
 };
 
 // True once SIGINT/SIGTERM arrived while an InterruptHandler is installed. Read by the count

@@ -57,7 +57,8 @@ Options:
 
 Exit codes: 0 succeeded, 1 run failed, 2 usage error, invalid pipeline or unknown run,
             3 store or internal error, 4 stopped at an approval gate (awaiting approval),
-            130/143 interrupted by SIGINT/SIGTERM.
+            130/143 interrupted by SIGINT/SIGTERM (the runs are cancelled; the process
+            exits within 10 s of the signal whatever the pipeline does).
 )";
 
 }  // namespace

@@ -17,6 +17,10 @@ namespace orch::cli {
 
 constexpr int kExitOk = 0, kExitFailed = 1, kExitUsage = 2, kExitInternal = 3,
               kExitAwaitingApproval = 4;
+// After a first SIGINT/SIGTERM a one-shot (run, resume, retry) cancels its runs; if it has not
+// exited this long after the signal (Lua stuck in C code, a child that ignores SIGTERM past its
+// grace), it kills its child process groups and exits anyway.
+constexpr int64_t kOneShotStopGraceMs = 10000;
 
 struct Args {
   std::string command;  // run | resume | validate | runs | inspect | graph

@@ -186,12 +186,16 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
     if (!s.child) done.push_back(s);
   };
 
-  // Ctrl-C: the first cancels the runs cleanly; a second one forces an exit.
-  InterruptHandler intr(loop.get(), [&sched](int signo) {
-    const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
-    fprintf(stderr, "\norchrun: %s: cancelling (press Ctrl-C again to force)\n", name);
-    sched.cancel_all(std::string("interrupted by ") + name);
-  });
+  // Ctrl-C: the first cancels the runs cleanly; a second one forces an exit, and so does the
+  // watchdog when the first has not ended the process within kOneShotStopGraceMs.
+  InterruptHandler intr(
+      loop.get(),
+      [&sched](int signo) {
+        const char* name = signo == SIGINT ? "SIGINT" : "SIGTERM";
+        fprintf(stderr, "\norchrun: %s: cancelling (press Ctrl-C again to force)\n", name);
+        sched.cancel_all(std::string("interrupted by ") + name);
+      },
+      true, kOneShotStopGraceMs);
 
   int started = start(sched);
   if (started > 0) loop.run();

@@ -156,9 +156,11 @@ int cmd_serve(const Args& a) {
       fprintf(stderr, "orchrun: serve: %s\n", err.c_str());
       return kExitUsage;
     }
-    // SIGTERM/SIGINT: a graceful shutdown; a second one forces the exit.
+    // SIGTERM/SIGINT: a graceful shutdown; a second one forces the exit, and so does the
+    // watchdog when the shutdown has not ended 5 s after its grace (a node body stuck in C code).
     InterruptHandler intr(
-        loop.get(), [&](int signo) { server.shutdown([&loop] { uv_stop(loop.get()); }); }, false);
+        loop.get(), [&](int signo) { server.shutdown([&loop] { uv_stop(loop.get()); }); }, false,
+        so.grace_ms + 5000);
     loop.run();
     if (!server.scheduler().fatal_error().empty()) {
       fprintf(stderr, "orchrun: %s\n", server.scheduler().fatal_error().c_str());

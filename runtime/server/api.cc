@@ -391,13 +391,30 @@ class ApiImpl {
       while ((n = fread(buf, 1, sizeof buf, f)) > 0) source.append(buf, n);
       fclose(f);
     }
-    std::vector<Diagnostic> diags;
-    auto p = s_.registry_->check(file, source, &diags);
+    // Off the loop: a source that computes at its top level must not hold the server.
+    Server* srv = &s_;
+    auto ex = ex_;
+    bool started = s_.registry_->check_async(
+        file, std::move(source),
+        [srv, ex](std::unique_ptr<Pipeline> p, std::vector<Diagnostic> diags) {
+          Api::answer(*srv, ex, validate_answer(p.get(), diags));
+        });
+    if (!started) {
+      Response r =
+          error_response(503, "busy",
+                         std::to_string(Registry::kMaxChecks) +
+                             " validations are running already; try again in a few seconds");
+      r.headers.emplace_back("Retry-After", "2");
+      reply(std::move(r));
+    }
+  }
+
+  static Response validate_answer(const Pipeline* p, const std::vector<Diagnostic>& diags) {
     if (!p) {
       json errs = json::array();
       for (auto& d : diags)
         errs.push_back({{"file", d.file}, {"line", d.line}, {"message", d.message}});
-      return ok(422, {{"valid", false}, {"errors", errs}});
+      return Response::json(422, dump_json(json{{"valid", false}, {"errors", errs}}));
     }
     json trig = json::array();
     for (auto& t : p->triggers) {
@@ -405,11 +422,11 @@ class ApiImpl {
       x["type"] = t.type;
       trig.push_back(x);
     }
-    ok(200, {{"valid", true},
-             {"name", p->name},
-             {"nodes", p->node_count},
-             {"sha256", p->sha256},
-             {"triggers", trig}});
+    return Response::json(200, dump_json(json{{"valid", true},
+                                              {"name", p->name},
+                                              {"nodes", p->node_count},
+                                              {"sha256", p->sha256},
+                                              {"triggers", trig}}));
   }
 
   void start_run(const std::string& name) {

@@ -3,12 +3,15 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "runtime/ids.h"
+#include "runtime/loop.h"
 
 namespace orch {
 namespace {
@@ -30,7 +33,66 @@ Registry::Registry(uv_loop_t* loop, Store* store, std::string dir, LoadOptions l
   while (dir_.size() > 1 && dir_.back() == '/') dir_.pop_back();
 }
 
+// One check_async load: its thread, and the async handle that brings the result back.
+struct Registry::CheckJob {
+  std::string file, source;
+  LoadOptions lo;
+  std::atomic<bool> abort{false};
+  std::unique_ptr<Pipeline> result;
+  std::vector<Diagnostic> diags;
+  CheckDone done;
+  uv_async_t* async = nullptr;
+  std::thread thread;
+};
+
+bool Registry::check_async(const std::string& file, std::string source, CheckDone done) {
+  if (checks_.size() >= kMaxChecks) return false;
+  auto job = std::make_unique<CheckJob>();
+  job->file = file;
+  job->source = std::move(source);
+  job->lo = lo_;
+  job->lo.sandbox.abort = &job->abort;
+  job->done = std::move(done);
+  job->async = new uv_async_t;
+  CheckJob* j = job.get();
+  uv_async_init(loop_, j->async, [](uv_async_t* a) {
+    auto* self = static_cast<Registry*>(a->data);
+    if (!self) return;
+    for (auto it = self->checks_.begin(); it != self->checks_.end(); ++it) {
+      if ((*it)->async != a) continue;
+      std::unique_ptr<CheckJob> job = std::move(*it);
+      self->checks_.erase(it);
+      job->thread.join();
+      close_and_delete(job->async);
+      // The engine was made on the job's thread; from here on only the loop uses it.
+      if (job->result && self->check_extra) {
+        std::string why = self->check_extra(*job->result, job->file);
+        if (!why.empty()) {
+          job->diags.push_back({job->file, 0, why});
+          job->result.reset();
+        }
+      }
+      job->done(std::move(job->result), std::move(job->diags));
+      return;
+    }
+  });
+  j->async->data = this;
+  j->thread = std::thread([j] {
+    j->result = load_pipeline_source(j->file, j->source, j->lo, &j->diags);
+    uv_async_send(j->async);
+  });
+  checks_.push_back(std::move(job));
+  return true;
+}
+
 Registry::~Registry() {
+  // Loads still running are told to stop (the count hook raises) and joined.
+  for (auto& j : checks_) j->abort = true;
+  for (auto& j : checks_) {
+    j->thread.join();
+    close_and_delete(j->async);
+  }
+  checks_.clear();
   stop_watching();
   auto unhost = [](const std::shared_ptr<Pipeline>& p) {
     if (p) p->engine->set_host(nullptr);

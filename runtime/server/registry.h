@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <set>
@@ -70,6 +71,15 @@ class Registry : public PipelineSource {
   // Loads `source` as if it were the file of `name` (fresh state, nothing stored).
   std::unique_ptr<Pipeline> check(const std::string& file, const std::string& source,
                                   std::vector<Diagnostic>* diags) const;
+  // The same on a thread of its own, for sources that come over the network (the API's
+  // validate): a file that computes at its top level runs up to its load limit there, not on
+  // the loop. `done` runs on the loop with the result (check_extra applied); it is not called
+  // when the registry goes first (the load is told to stop, and joined). False, and `done` is
+  // not called, when kMaxChecks loads already run.
+  using CheckDone = std::function<void(std::unique_ptr<Pipeline>, std::vector<Diagnostic>)>;
+  static constexpr size_t kMaxChecks = 4;
+  bool check_async(const std::string& file, std::string source, CheckDone done);
+  size_t checks_running() const { return checks_.size(); }
 
   // PipelineSource (o.call and resumed runs).
   Pipeline* find(const std::string& target, const Pipeline& caller, std::string* err) override;
@@ -97,6 +107,8 @@ class Registry : public PipelineSource {
   uv_fs_event_t* watcher_ = nullptr;
   std::unique_ptr<Timer> debounce_;
   std::set<std::string> pending_;
+  struct CheckJob;
+  std::list<std::unique_ptr<CheckJob>> checks_;
 };
 
 }  // namespace orch
