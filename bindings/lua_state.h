@@ -65,6 +65,9 @@ class TaskHost {
   // recorded so far (the attempt that acts, and everything before it) is committed first, so
   // that the trace of a run never misses a step whose effect happened.
   virtual void before_effect() {}
+  // o.exec started process group `pid` for `task` (`command`: its argv[0]): the host records
+  // it, so that a successor can end it if this process dies first.
+  virtual void process_started(Task* task, int pid, const std::string& command) {}
   // The driver has pushed `nargs` results onto task->co: resume it on the next pump.
   virtual void resume(Task* task, int nargs) = 0;
   // ctx.log / o.log / print. `task` is null outside node bodies (e.g. at load time).

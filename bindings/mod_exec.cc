@@ -204,7 +204,10 @@ int l_exec(lua_State* L) {
             host->resume(t, 1);
           },
           &err, &code);
-      if (!p) err = "cannot start '" + spec.argv[0] + "': " + err;
+      if (!p)
+        err = "cannot start '" + spec.argv[0] + "': " + err;
+      else
+        host->process_started(t, p->pid(), spec.argv[0]);
     }
   }
   if (usage_error) {

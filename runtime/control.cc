@@ -10,19 +10,6 @@
 
 namespace orch {
 
-// Is `pid` a live orchrun process (so that its runs must not be taken over)?
-bool owner_alive(int64_t pid) {
-  if (pid <= 0 || pid == getpid()) return false;
-  if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;
-  char buf[4096];
-  std::string link = "/proc/" + std::to_string(pid) + "/exe";
-  ssize_t n = readlink(link.c_str(), buf, sizeof buf - 1);
-  if (n <= 0) return errno == EACCES;  // a zombie has no exe: it is gone
-  std::string exe(buf, static_cast<size_t>(n));
-  std::string base = exe.substr(exe.rfind('/') + 1);
-  return base.rfind("orchrun", 0) == 0;
-}
-
 Decision decide_gate(Store& store, const RunRow& run, const std::string& node, bool approve,
                      const std::string& who, const std::string& comment, int64_t now) {
   Decision d;

@@ -3,13 +3,16 @@
 #include <cstdint>
 #include <string>
 
+#include "runtime/procs.h"
 #include "runtime/store/store.h"
 
 namespace orch {
 
-// Is `pid` a live orchrun process (so that its runs must not be taken over)? A pid of an
-// exited process, of another program, or of this process is not.
-bool owner_alive(int64_t pid);
+// Is the owner of `run` a live orchrun process other than this one (so that its runs must not
+// be taken over)? Its pid with the identity the store recorded (runtime/procs.h).
+inline bool owner_alive(const RunRow& run) {
+  return owner_alive(run.owner_pid, run.owner_start);
+}
 
 struct Decision {
   bool ok = false;

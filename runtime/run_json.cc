@@ -1,10 +1,19 @@
 #include "runtime/run_json.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "runtime/ids.h"
+#include "runtime/procs.h"
 
 namespace orch {
+
+bool run_orphaned(const RunRow& r) {
+  if (r.status != "running" && r.status != "queued") return false;
+  if (r.owner_pid == getpid()) return false;  // this process runs it
+  return !owner_alive(r.owner_pid, r.owner_start);
+}
 
 json run_json(const RunRow& r) {
   json j{{"id", r.id},
@@ -15,6 +24,10 @@ json run_json(const RunRow& r) {
          {"source", r.source},
          {"created_at", iso8601_ms(r.created_at)},
          {"attempts", r.attempts}};
+  if (run_orphaned(r)) {
+    j["orphaned"] = true;
+    j["owner_pid"] = r.owner_pid;
+  }
   if (r.finished_at) {
     j["finished_at"] = iso8601_ms(r.finished_at);
     j["duration_ms"] = r.finished_at - r.started_at;

@@ -9,8 +9,12 @@
 
 namespace orch {
 
-// A run's row: id, trace, pipeline, version, status, source, times, input, output, error.
+// A run's row: id, trace, pipeline, version, status, source, times, input, output, error;
+// "orphaned": true when its owner is gone (see run_orphaned).
 json run_json(const RunRow& r);
+// A run the store says is queued or running whose owner process is gone (crash, kill -9, a
+// server that died): nothing runs it until orchrun resume or a server takes it over.
+bool run_orphaned(const RunRow& r);
 // An event (id, ts, kind, run, trace, pipeline, node, attempt, incident, data).
 json event_json(const Event& e);
 // Everything about a run: its row, node attempts, critical path, artifacts, child runs,

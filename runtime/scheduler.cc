@@ -11,6 +11,7 @@
 #include "runtime/exec/exec.h"
 #include "runtime/ids.h"
 #include "runtime/json_util.h"
+#include "runtime/procs.h"
 #include "runtime/signals.h"
 
 namespace orch {
@@ -24,6 +25,12 @@ Scheduler::Scheduler(Loop* loop, Store* store)
   uv_check_start(check_, [](uv_check_t* h) { static_cast<Scheduler*>(h->data)->pump(); });
   // The check handle runs the pump every loop turn but must not keep the loop alive by itself.
   uv_unref(reinterpret_cast<uv_handle_t*>(check_));
+  processes_.on_gone = [this](int pid) {
+    auto it = recorded_procs_.find(pid);
+    if (it == recorded_procs_.end()) return;
+    store_->end_process(it->second.first, pid, it->second.second, "exited", wall_ms());
+    recorded_procs_.erase(it);
+  };
   uv_idle_init(loop_->get(), idle_);
   idle_->data = this;
   std::string db = store_->path();
@@ -282,6 +289,7 @@ void Scheduler::poll_control() {
 }
 
 Scheduler::~Scheduler() {
+  processes_.on_gone = nullptr;  // what is killed from here on is ended by whoever resumes
   cancel_all("shutdown");
   queue_.clear();
   runs_.clear();
@@ -440,6 +448,31 @@ void Scheduler::notify(Run* run, const char* kind, const std::string& node, int 
   if (sinks_.empty()) return;
   Event e = make_event(run, kind, node, attempt, std::move(data));
   for (auto* s : sinks_) s->on_event(e);
+}
+
+void Scheduler::process_started(Task* task, int pid, const std::string& command) {
+  Run* run = nullptr;
+  std::string node;
+  int attempt = 0;
+  if (!task || !task->owner ||
+      !static_cast<TaskOwner*>(task->owner)->task_where(&run, &node, &attempt))
+    return;
+  std::string identity = process_identity(pid);
+  if (identity.empty()) return;  // already gone
+  ProcessRow row;
+  row.run_id = run->id;
+  row.node_id = node;
+  row.attempt = attempt;
+  row.run_attempt = run->run_attempt;
+  row.pgid = pid;
+  row.identity = identity;
+  row.command = command;
+  row.owner_pid = getpid();
+  row.started_at = wall_ms();
+  store_->insert_process(row);
+  // On record before anything else happens: if this process dies now, a successor finds it.
+  store_->commit();
+  recorded_procs_[pid] = {run->id, identity};
 }
 
 bool Scheduler::record_artifact(Task* task, const std::string& rel, const std::string& kind,
@@ -636,6 +669,9 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
   std::string perr;
   json input = parse_json(row.input.empty() ? "{}" : row.input, &perr);
   if (input.is_discarded()) input = json::object();
+  // What the previous owner's attempts left running ends before anything runs again.
+  std::vector<std::string> ended;
+  int groups = end_orphan_groups(*store_, row.id, kOrphanGraceMs, &ended);
   int64_t now = wall_ms();
   int interrupted = store_->mark_interrupted(row.id, now);
   Run* r = make_run(p, row.id, row.trace_id, row.version, input,
@@ -673,6 +709,11 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
                         {"previous_owner", row.owner_pid},
                         {"interrupted_attempts", interrupted},
                         {"nodes_with_history", r->history.size()}}));
+  // The process groups the previous owner left: ended above, on record here.
+  if (!ended.empty())
+    emit(r, "run.orphans_ended", "", 0,
+         dump_json(
+             json{{"signalled", groups}, {"groups", ended}, {"previous_owner", row.owner_pid}}));
   if (store_->failed()) {
     *err = "store error: " + store_->error();
     runs_.erase(r->id);

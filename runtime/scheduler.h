@@ -82,6 +82,10 @@ class PipelineSource {
   virtual Pipeline* for_run(const RunRow& run, std::string* err) = 0;
 };
 
+// How long the process groups a dead owner left get between SIGTERM and SIGKILL when their run
+// resumes (o.exec's default kill grace).
+inline constexpr int64_t kOrphanGraceMs = 2000;
+
 class Scheduler : public TaskHost {
  public:
   Scheduler(Loop* loop, Store* store);
@@ -141,6 +145,7 @@ class Scheduler : public TaskHost {
   HttpClient* http() override;  // created on first use
   void resume(Task* task, int nargs) override;
   void before_effect() override;
+  void process_started(Task* task, int pid, const std::string& command) override;
   void log(Task* task, std::string_view level, std::string_view message,
            const std::string& fields_json) override;
   bool record_artifact(Task* task, const std::string& rel, const std::string& kind, int64_t size,
@@ -206,6 +211,8 @@ class Scheduler : public TaskHost {
   Loop* loop_;
   Store* store_;
   ProcessTable processes_;
+  // The process groups recorded in the store (pid -> run id, identity) until they are gone.
+  std::unordered_map<int, std::pair<std::string, std::string>> recorded_procs_;
   std::unique_ptr<HttpClient> http_;
   std::vector<EventSink*> sinks_;
   std::unordered_map<std::string, std::unique_ptr<Run>> runs_;

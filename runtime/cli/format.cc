@@ -21,6 +21,7 @@ std::string Style::status(const std::string& st) const {
   if (st == "cancelled" || st == "skipped") return yellow(st);
   if (st == "running") return cyan(st);
   if (st == "awaiting_approval") return yellow(st);
+  if (st == "orphaned") return red(st);
   return st;
 }
 
@@ -31,6 +32,7 @@ const char* status_symbol(const std::string& status) {
   if (status == "cancelled") return "⊘";
   if (status == "running") return "●";
   if (status == "retrying") return "↻";
+  if (status == "orphaned") return "⚠";
   if (status == "waiting" || status == "awaiting_approval") return "⏸";
   return "·";
 }

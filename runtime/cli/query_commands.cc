@@ -114,8 +114,14 @@ int cmd_runs(const Args& a) {
                  (g.on_timeout == "approve" ? " (approves)" : " (rejects)") + " on resume";
       }
     }
+    std::string status = r.status;
+    if (run_orphaned(r)) {
+      status = "orphaned";
+      if (errs.empty())
+        errs = "its process " + std::to_string(r.owner_pid) + " is gone: orchrun resume " + r.id;
+    }
     rows.push_back({r.id, r.pipeline + " v" + std::to_string(r.version),
-                    std::string(status_symbol(r.status)) + " " + st.status(r.status),
+                    std::string(status_symbol(status)) + " " + st.status(status),
                     local_time(r.created_at), dur, errs});
   }
   print_table(stdout, rows, st);
@@ -148,10 +154,21 @@ int cmd_inspect(const Args& a) {
   int64_t t1 = run->finished_at ? run->finished_at : wall_ms();
   printf("%s %s  %s v%d\n", st.bold("run").c_str(), run->id.c_str(), run->pipeline.c_str(),
          run->version);
-  printf("  status    %s %s\n", status_symbol(run->status), st.status(run->status).c_str());
+  const bool orphaned = run_orphaned(*run);
+  if (orphaned)
+    printf(
+        "  status    %s %s (%s in the store; its process %lld is gone: orchrun resume %s "
+        "continues it, a server takes it over)\n",
+        status_symbol("orphaned"), st.status("orphaned").c_str(), run->status.c_str(),
+        static_cast<long long>(run->owner_pid), run->id.c_str());
+  else
+    printf("  status    %s %s\n", status_symbol(run->status), st.status(run->status).c_str());
   printf("  trace     %s\n", run->trace_id.c_str());
   printf("  started   %s   duration %s%s\n", local_time(t0).c_str(),
-         format_duration_ms(t1 - t0).c_str(), run->finished_at ? "" : " (still running)");
+         format_duration_ms(t1 - t0).c_str(),
+         run->finished_at ? ""
+         : orphaned       ? " (until its process died)"
+                          : " (still running)");
   printf("  source    %s   input %s\n", run->source.c_str(), first_line(run->input, 100).c_str());
   if (!run->parent_run.empty())
     printf("  parent    run %s (node %s)\n", run->parent_run.c_str(), run->parent_node.c_str());

@@ -20,6 +20,7 @@
 #include "runtime/ids.h"
 #include "runtime/json_util.h"
 #include "runtime/loop.h"
+#include "runtime/procs.h"
 #include "runtime/scheduler.h"
 #include "runtime/signals.h"
 #include "runtime/store/store.h"
@@ -335,7 +336,7 @@ int cmd_run(const Args& a) {
                  .c_str());
     if (prev->status == "succeeded") return kExitOk;
     if (prev->status == "failed" || prev->status == "cancelled") return kExitFailed;
-    if (owner_alive(prev->owner_pid)) {
+    if (owner_alive(*prev)) {
       fprintf(human, "  it is running in process %lld; not starting another\n",
               static_cast<long long>(prev->owner_pid));
       return kExitOk;
@@ -392,7 +393,7 @@ int cmd_resume(const Args& a) {
   if (all) {
     int64_t now = wall_ms();
     for (auto& r : store->unfinished_runs()) {
-      if (owner_alive(r.owner_pid)) continue;
+      if (owner_alive(r)) continue;
       if (!r.parent_run.empty()) {
         // A child run continues with its parent, unless the parent is gone or finished.
         auto parent = store->find_run(r.parent_run, &err);
@@ -441,7 +442,7 @@ int cmd_resume(const Args& a) {
         return kExitUsage;
       }
     }
-    if (owner_alive(r->owner_pid)) {
+    if (owner_alive(*r)) {
       fprintf(stderr, "orchrun: run %s is being run by process %lld; not taking it over\n",
               r->id.c_str(), static_cast<long long>(r->owner_pid));
       return kExitUsage;
@@ -523,14 +524,27 @@ int cmd_cancel(const Args& a) {
   }
   const char* user = getenv("USER");
   std::string reason = a.get("--reason", std::string("cancelled by ") + (user ? user : "operator"));
-  if (!owner_alive(run->owner_pid)) {
-    // Nobody is running it: record the cancellation directly.
+  if (!owner_alive(*run)) {
+    // Nobody is running it: take it (so that no server resumes it meanwhile), end the process
+    // groups its dead owner left, and record the cancellation directly.
+    if (!store->claim_run(run->id, run->owner_pid, getpid())) {
+      fprintf(stderr, "orchrun: run %s was taken over by another process meanwhile; try again\n",
+              run->id.c_str());
+      return kExitFailed;
+    }
+    std::vector<std::string> ended;
+    int groups = end_orphan_groups(*store, run->id, kOrphanGraceMs, &ended);
     if (!store->cancel_orphan_run(*run, reason, wall_ms())) {
       fprintf(stderr, "orchrun: store error: %s\n", store->error().c_str());
       return kExitInternal;
     }
-    printf("cancelled run %s (%s; no process was running it)\n", run->id.c_str(),
-           run->status.c_str());
+    if (run->owner_pid > 0 && run->status != "awaiting_approval")
+      printf("cancelled run %s (%s; its process %lld is gone; %d process group(s) it left ended)\n",
+             run->id.c_str(), run->status.c_str(), static_cast<long long>(run->owner_pid), groups);
+    else
+      printf("cancelled run %s (%s; no process was running it)\n", run->id.c_str(),
+             run->status.c_str());
+    for (auto& line : ended) printf("  %s\n", line.c_str());
     return kExitOk;
   }
   if (!store->request_cancel(run->id, reason, wall_ms())) {
@@ -627,7 +641,7 @@ int cmd_decide(const Args& a) {
   }
   printf("%s gate '%s' of run %s as %s\n", approve ? "approved" : "rejected", node.c_str(),
          run->id.c_str(), who.c_str());
-  if (run->status == "running" && owner_alive(run->owner_pid))
+  if (run->status == "running" && owner_alive(*run))
     printf("the process running it (%lld) continues it\n", static_cast<long long>(run->owner_pid));
   else if (!run->parent_run.empty())
     printf("continue it with its parent run: orchrun resume %s%s\n", run->parent_run.c_str(),

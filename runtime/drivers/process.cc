@@ -115,7 +115,10 @@ Process::Process(uv_loop_t* loop, ProcessTable* table, const ProcessSpec& spec)
 }
 
 Process::~Process() {
-  if (table_) table_->live_.erase(this);
+  if (table_) {
+    table_->live_.erase(this);
+    if (table_->on_gone && result_.pid > 0) table_->on_gone(result_.pid);
+  }
   if (result_.pid > 0) unregister_child_group(result_.pid);
 }
 

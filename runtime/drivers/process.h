@@ -105,6 +105,9 @@ class ProcessTable {
   ~ProcessTable();
   void kill_all();
   size_t size() const { return live_.size(); }
+  // Called with a process's pid (its group's id) once it has been reaped and its group
+  // signalled as its owner asked: the process is no longer this table's.
+  std::function<void(int pid)> on_gone;
 
  private:
   friend class Process;

@@ -44,6 +44,9 @@ class TaskOwner {
     *err = "incidents can only be recorded by a node body";
     return false;
   }
+  // o.exec started a process group: where it belongs (run, node path, attempt). False where
+  // the task is not a node's attempt.
+  virtual bool task_where(Run** run, std::string* node, int* attempt) { return false; }
 };
 
 // An artifact as ctx.artifacts and ctx:artifact show it.

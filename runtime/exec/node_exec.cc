@@ -160,6 +160,13 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     success(std::move(out), dump_json(j), v.kind, v.reason);
   }
 
+  bool task_where(Run** run, std::string* node, int* attempt) override {
+    *run = run_;
+    *node = path_;
+    *attempt = attempt_;
+    return true;
+  }
+
   bool task_artifact(ArtifactRow a, std::string* record, std::string* err) override {
     a.run_id = run_->id;
     a.node_id = path_;

@@ -10,6 +10,7 @@
 #include "runtime/duration.h"
 #include "runtime/ids.h"
 #include "runtime/json_util.h"
+#include "runtime/procs.h"
 #include "runtime/run_json.h"
 #include "runtime/server/server.h"
 #include "runtime/server/sse.h"
@@ -568,13 +569,24 @@ class ApiImpl {
     if (s_.sched_->is_active(r->id)) {
       s_.sched_->cancel_run(r->id, reason);
       s_.store_->commit();
-    } else if (owner_alive(r->owner_pid)) {
+    } else if (owner_alive(*r)) {
       if (!s_.store_->request_cancel(r->id, reason, wall_ms()))
         return fail(409, "conflict", "run " + r->id + " finished meanwhile");
       return ok(202,
                 {{"run_id", r->id}, {"status", "cancel_requested"}, {"owner_pid", r->owner_pid}});
-    } else if (!s_.store_->cancel_orphan_run(*r, reason, wall_ms())) {
-      return fail(500, "store", s_.store_->error());
+    } else {
+      // Its owner is gone: take it, end the process groups it left, record the cancellation.
+      if (!s_.store_->claim_run(r->id, r->owner_pid, getpid()))
+        return fail(409, "conflict",
+                    "run " + r->id + " was taken over by another process meanwhile");
+      std::vector<std::string> ended;
+      end_orphan_groups(*s_.store_, r->id, kOrphanGraceMs, &ended);
+      if (!s_.store_->cancel_orphan_run(*r, reason, wall_ms()))
+        return fail(500, "store", s_.store_->error());
+      auto now = s_.store_->find_run(r->id, nullptr);
+      return ok(200, {{"run_id", r->id},
+                      {"status", now ? now->status : "cancelled"},
+                      {"orphan_groups_ended", ended}});
     }
     auto now = s_.store_->find_run(r->id, nullptr);
     ok(200, {{"run_id", r->id}, {"status", now ? now->status : "cancelled"}});
@@ -646,14 +658,13 @@ class ApiImpl {
     if (s_.sched_->is_active(root.id) || s_.sched_->is_active(r->id)) {
       s_.sched_->poll_gates();
       continued = "here";
-    } else if (root.status == "awaiting_approval" && !owner_alive(root.owner_pid) &&
-               !s_.shutting_down()) {
+    } else if (root.status == "awaiting_approval" && !owner_alive(root) && !s_.shutting_down()) {
       std::string err;
       Pipeline* p = s_.registry_->for_run(root, &err);
       if (p && s_.store_->claim_run(root.id, root.owner_pid, getpid()) &&
           s_.sched_->resume_run(p, root, &err))
         continued = "resumed";
-    } else if (owner_alive(root.owner_pid)) {
+    } else if (owner_alive(root)) {
       continued = "owner";  // its process polls the store for decisions
     }
     ok(200, {{"run_id", r->id},

@@ -103,6 +103,7 @@ Server::~Server() {
   schedule_timer_.reset();
   prune_timer_.reset();
   drain_timer_.reset();
+  owner_timer_.reset();
   if (sse_) sse_->close_all();
   http_.reset();
   // Runs still active are let go as they stand (see shutdown()).
@@ -155,6 +156,10 @@ bool Server::start(std::string* err) {
       [this] { registry_->prune([this](const Pipeline* p) { return sched_->uses_pipeline(p); }); },
       5000);
   prune_timer_->unref();
+  owner_timer_ = std::make_unique<Timer>(loop_->get());
+  owner_timer_->start(
+      kOwnerCheckMs, [this] { resume_unfinished(); }, kOwnerCheckMs);
+  owner_timer_->unref();
   arm_schedule_timer();
   log("listening on http://%s%s%s:%d  (%zu pipelines from %s%s; db %s)",
       opts_.host.find(':') != std::string::npos ? "[" : "", opts_.host.c_str(),
@@ -443,7 +448,7 @@ void Server::fire(Schedule& s, int64_t fire_at, int missed) {
 void Server::resume_unfinished() {
   std::vector<RunRow> todo;
   for (auto& r : store_->unfinished_runs()) {
-    if (owner_alive(r.owner_pid)) continue;
+    if (sched_->is_active(r.id) || unresumable_.count(r.id) || owner_alive(r)) continue;
     if (!r.parent_run.empty()) {
       // A child run continues with its parent, unless the parent is over.
       auto parent = store_->find_run(r.parent_run, nullptr);
@@ -459,6 +464,7 @@ void Server::resume_unfinished() {
     Pipeline* p = registry_->for_run(r, &err);
     if (!p) {
       log("run %s: cannot resume: %s", r.id.c_str(), err.c_str());
+      unresumable_.insert(r.id);
       continue;
     }
     loadable.emplace_back(p, &r);
@@ -472,13 +478,15 @@ void Server::resume_unfinished() {
     if (!taken[i]) continue;
     auto& [p, r] = loadable[i];
     std::string err;
-    if (sched_->resume_run(p, *r, &err))
+    if (sched_->resume_run(p, *r, &err)) {
       n++;
-    else
+    } else {
       log("run %s: cannot resume: %s", r->id.c_str(), err.c_str());
+      unresumable_.insert(r->id);
+    }
   }
   store_->commit();
-  if (n) log("resumed %d unfinished run(s)", n);
+  if (n) log("resumed %d unfinished run(s) (their process is gone)", n);
 }
 
 void Server::after_run(const RunSummary& s) {
@@ -500,6 +508,7 @@ void Server::shutdown(std::function<void()> done) {
   if (http_) http_->stop_accepting();
   registry_->stop_watching();
   schedule_timer_.reset();
+  owner_timer_.reset();
   sched_->drain();
   int64_t deadline = wall_ms() + opts_.grace_ms;
   drain_timer_ = std::make_unique<Timer>(loop_->get());

@@ -103,6 +103,7 @@ class Server {
   void arm_schedule_timer();
   void fire(Schedule& s, int64_t fire_at, int missed);
   void resume_unfinished();
+  static constexpr uint64_t kOwnerCheckMs = 2000;
   // Starts a run of `p`, answering `ex` (202, once the run is committed) or with an error.
   void start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::Exchange> ex,
                         nlohmann::json extra);
@@ -123,6 +124,10 @@ class Server {
   std::map<std::string, WebhookRoute> webhooks_;  // by path
   std::vector<Schedule> schedules_;
   std::unique_ptr<Timer> schedule_timer_, prune_timer_, drain_timer_;
+  // Every kOwnerCheckMs: runs whose owner died (a one-shot killed, another server that
+  // crashed) are taken over, and a one-shot's parked gate gets its timeout applied on time.
+  std::unique_ptr<Timer> owner_timer_;
+  std::set<std::string> unresumable_;  // runs that failed to resume: logged once, not retried
   int64_t started_at_ = 0;
   bool shutting_down_ = false;
 };

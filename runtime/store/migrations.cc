@@ -220,6 +220,27 @@ CREATE TABLE schedule_fires(
   PRIMARY KEY(pipeline, schedule)) WITHOUT ROWID;
 CREATE INDEX runs_source ON runs(source, created_at DESC);
 )sql",
+      // 6: who is alive. The identity ("BOOT_ID:START", runtime/procs.h) of each run's owner,
+      // so that a pid reused by another process is not taken for the owner; and the process
+      // groups a run's o.exec calls started, so that those a dead owner left are ended before
+      // the run goes on elsewhere.
+      R"sql(
+ALTER TABLE runs ADD COLUMN owner_start TEXT;
+CREATE TABLE run_processes(
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  run_attempt INTEGER NOT NULL,
+  pgid INTEGER NOT NULL,
+  identity TEXT NOT NULL,
+  command TEXT NOT NULL,
+  owner_pid INTEGER NOT NULL,
+  started_at INTEGER NOT NULL,
+  ended_at INTEGER,
+  ended_how TEXT,
+  PRIMARY KEY(run_id, pgid, identity)) WITHOUT ROWID;
+CREATE INDEX run_processes_open ON run_processes(run_id) WHERE ended_at IS NULL;
+)sql",
   };
   return m;
 }

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "runtime/procs.h"
 #include "runtime/store/sql_util.h"
 
 namespace orch {
@@ -50,7 +51,7 @@ const char* const kRunCols =
     "id, trace_id, pipeline, version, status, source, environment, input, output, error_type, "
     "error_message, error_node, retryable, attempts, created_at, started_at, finished_at, "
     "parent_run, idempotency_key, owner_pid, cancel_requested_at, cancel_reason, parent_node, "
-    "workspace, incident_id, fingerprint";
+    "workspace, incident_id, fingerprint, owner_start";
 
 RunRow read_run(sqlite3_stmt* st) {
   RunRow r;
@@ -80,6 +81,7 @@ RunRow read_run(sqlite3_stmt* st) {
   r.workspace = col_text(st, 23);
   r.incident_id = sqlite3_column_int64(st, 24);
   r.fingerprint = col_text(st, 25);
+  r.owner_start = col_text(st, 26);
   return r;
 }
 
@@ -377,7 +379,7 @@ void Store::insert_run(const RunRow& r, bool* duplicate) {
   static const char* kSql =
       "INSERT INTO runs(id, trace_id, pipeline, version, status, source, environment, input, "
       "attempts, created_at, started_at, parent_run, idempotency_key, owner_pid, parent_node, "
-      "workspace) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)";
+      "workspace, owner_start) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)";
   if (!allowed("insert run", r.id, "status", r.status, kRunStatuses) || !begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
@@ -397,6 +399,7 @@ void Store::insert_run(const RunRow& r, bool* duplicate) {
   bind_int(st, 14, r.owner_pid, true);
   bind_text(st, 15, r.parent_node);
   bind_text(st, 16, r.workspace);
+  bind_text(st, 17, r.owner_pid == getpid() ? self_identity() : r.owner_start);
   int rc = sqlite3_step(st);
   if (rc == SQLITE_CONSTRAINT_UNIQUE && duplicate && !r.idempotency_key.empty()) {
     *duplicate = true;
@@ -616,7 +619,7 @@ std::vector<bool> Store::claim_runs(const std::vector<std::pair<std::string, int
   commit();  // the claims must not ride along with other writes
   if (!begin()) return out;
   static const char* kSql =
-      "UPDATE runs SET owner_pid=?3 WHERE id=?1 AND coalesce(owner_pid,0)=?2 "
+      "UPDATE runs SET owner_pid=?3, owner_start=?4 WHERE id=?1 AND coalesce(owner_pid,0)=?2 "
       "AND status IN ('queued','running','awaiting_approval')";
   for (size_t i = 0; i < runs.size(); i++) {
     sqlite3_stmt* st = prepare(kSql, kSql);
@@ -627,6 +630,7 @@ std::vector<bool> Store::claim_runs(const std::vector<std::pair<std::string, int
     bind_text(st, 1, runs[i].first);
     bind_int(st, 2, runs[i].second);
     bind_int(st, 3, new_owner);
+    bind_text(st, 4, new_owner == getpid() ? self_identity() : std::string());
     out[i] = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db_) == 1;
     sqlite3_reset(st);
   }
@@ -737,7 +741,8 @@ bool Store::begin_run_attempt(const std::string& run_id, int64_t owner, int64_t 
   if (!begin()) return false;
   std::string err;
   CachedStmt st = cached(
-      "UPDATE runs SET status='running', attempts=attempts+1, owner_pid=?2, error_type=NULL, "
+      "UPDATE runs SET status='running', attempts=attempts+1, owner_pid=?2, owner_start=?4, "
+      "error_type=NULL, "
       "error_message=NULL, error_node=NULL, retryable=NULL, output=NULL, finished_at=NULL, "
       "cancel_requested_at=NULL, cancel_reason=NULL, started_at=?3 "
       "WHERE id=?1 AND status IN ('failed','cancelled')",
@@ -746,6 +751,7 @@ bool Store::begin_run_attempt(const std::string& run_id, int64_t owner, int64_t 
   bind_text(st.get(), 1, run_id);
   bind_int(st.get(), 2, owner);
   bind_int(st.get(), 3, now);
+  bind_text(st.get(), 4, owner == getpid() ? self_identity() : std::string());
   bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
   commit();
   return ok;
@@ -840,6 +846,68 @@ bool Store::decide_approval(const std::string& run_id, const std::string& node_i
   bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
   commit();
   return ok;
+}
+
+void Store::insert_process(const ProcessRow& p) {
+  static const char* kSql =
+      "INSERT OR REPLACE INTO run_processes(run_id, node_id, attempt, run_attempt, pgid, "
+      "identity, command, owner_pid, started_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, p.run_id);
+  bind_text(st, 2, p.node_id);
+  bind_int(st, 3, p.attempt);
+  bind_int(st, 4, p.run_attempt);
+  bind_int(st, 5, p.pgid);
+  bind_text(st, 6, p.identity);
+  bind_text(st, 7, p.command);
+  bind_int(st, 8, p.owner_pid);
+  bind_int(st, 9, p.started_at);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("record process group " + std::to_string(p.pgid));
+  sqlite3_reset(st);
+}
+
+void Store::end_process(const std::string& run_id, int64_t pgid, const std::string& identity,
+                        const std::string& how, int64_t now) {
+  static const char* kSql =
+      "UPDATE run_processes SET ended_at=?4, ended_how=?5 WHERE run_id=?1 AND pgid=?2 AND "
+      "identity=?3 AND ended_at IS NULL";
+  if (!begin()) return;
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return;
+  bind_text(st, 1, run_id);
+  bind_int(st, 2, pgid);
+  bind_text(st, 3, identity);
+  bind_int(st, 4, now);
+  bind_text(st, 5, how);
+  if (sqlite3_step(st) != SQLITE_DONE) fail("end process group " + std::to_string(pgid));
+  sqlite3_reset(st);
+}
+
+std::vector<ProcessRow> Store::open_processes(const std::string& run_id) {
+  std::vector<ProcessRow> out;
+  static const char* kSql =
+      "SELECT run_id, node_id, attempt, run_attempt, pgid, identity, command, owner_pid, "
+      "started_at FROM run_processes WHERE run_id=?1 AND ended_at IS NULL ORDER BY started_at";
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) return out;
+  bind_text(st, 1, run_id);
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    ProcessRow p;
+    p.run_id = col_text(st, 0);
+    p.node_id = col_text(st, 1);
+    p.attempt = sqlite3_column_int(st, 2);
+    p.run_attempt = sqlite3_column_int(st, 3);
+    p.pgid = sqlite3_column_int64(st, 4);
+    p.identity = col_text(st, 5);
+    p.command = col_text(st, 6);
+    p.owner_pid = sqlite3_column_int64(st, 7);
+    p.started_at = sqlite3_column_int64(st, 8);
+    out.push_back(std::move(p));
+  }
+  sqlite3_reset(st);
+  return out;
 }
 
 int64_t Store::insert_artifact(const ArtifactRow& a) {

@@ -37,6 +37,7 @@ struct RunRow {
   int64_t created_at = 0, started_at = 0, finished_at = 0;
   std::string parent_run, parent_node, workspace, idempotency_key;
   int64_t owner_pid = 0;
+  std::string owner_start;  // the owner's identity (runtime/procs.h); "" in older rows
   int64_t cancel_requested_at = 0;
   std::string cancel_reason;
   int64_t incident_id = 0;  // the first incident the run ingested (o.ingest)
@@ -64,6 +65,17 @@ struct ApprovalRow {
   std::string status, message, approvers, on_timeout;
   int64_t requested_at = 0, timeout_at = 0, decided_at = 0;
   std::string decided_by, comment;
+};
+
+// A process group an o.exec call started (its leader's pid is the group id).
+struct ProcessRow {
+  std::string run_id, node_id;
+  int attempt = 0, run_attempt = 1;
+  int64_t pgid = 0;
+  std::string identity, command;  // the leader's identity (runtime/procs.h); argv[0]
+  int64_t owner_pid = 0;
+  int64_t started_at = 0, ended_at = 0;
+  std::string ended_how;  // exited | killed | gone
 };
 
 struct ArtifactRow {
@@ -239,6 +251,15 @@ class Store {
   bool decide_approval(const std::string& run_id, const std::string& node_id,
                        const std::string& status, const std::string& by, const std::string& comment,
                        int64_t now);
+
+  // --- Process groups of o.exec ---
+  // Recorded when the group starts; marked ended when its leader has been reaped (or, for a
+  // dead owner's groups, when they have been ended). Both in the open transaction.
+  void insert_process(const ProcessRow& p);
+  void end_process(const std::string& run_id, int64_t pgid, const std::string& identity,
+                   const std::string& how, int64_t now);
+  // The groups of a run not marked ended.
+  std::vector<ProcessRow> open_processes(const std::string& run_id);
 
   // --- Artifacts ---
   int64_t insert_artifact(const ArtifactRow& a);  // returns its id (0 on failure)

@@ -164,7 +164,7 @@ TEST_CASE("orchrun cancel records an orphaned run as cancelled", "[control]") {
   std::string id = query_str(db, "select id from runs");
   auto c = orchrun({"cancel", id}, db);
   CHECK(c.exit_code == 0);
-  CHECK(has(c.out, "no process was running it"));
+  CHECK(has(c.out, "its process " + std::to_string(owner) + " is gone"));
   CHECK(query_str(db, "select status from runs") == "cancelled");
   CHECK(query_str(db, "select status from node_runs") == "cancelled");
   CHECK(query_int(db, "select count(*) from events where kind='run.cancelled'") == 1);
