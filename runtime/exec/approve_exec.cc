@@ -33,8 +33,9 @@ void GateAttempt::begin(const GateSpec& spec, int last_attempt) {
       }
   Store* st = s_->store();
   auto a = st->approval(run_->id, path_);
-  // A decision of an earlier attempt of the run (before `orchrun retry`) does not count.
-  if (a && a->status != "waiting" && a->run_attempt != run_->run_attempt) a.reset();
+  // The gate of an earlier attempt of the run (before `orchrun retry`) does not count, decided
+  // or not: this attempt asks again, on a row of its own.
+  if (a && a->run_attempt != run_->run_attempt) a.reset();
   int64_t now = wall_ms();
   if (!a) {
     ApprovalRow row;
@@ -109,7 +110,7 @@ void GateAttempt::stop_waiting() {
 
 void GateAttempt::time_out() {
   Store* st = s_->store();
-  st->decide_approval(run_->id, path_, "timed_out", "timeout", "", wall_ms());
+  st->decide_approval(run_->id, path_, run_->run_attempt, "timed_out", "timeout", "", wall_ms());
   auto a = st->approval(run_->id, path_);
   if (a) decided(*a);
 }

@@ -241,6 +241,33 @@ CREATE TABLE run_processes(
   PRIMARY KEY(run_id, pgid, identity)) WITHOUT ROWID;
 CREATE INDEX run_processes_open ON run_processes(run_id) WHERE ended_at IS NULL;
 )sql",
+      // 7: a gate can be closed without a decision: 'cancelled' when its run ends (cancel)
+      // while it waits, so that no decision can land on an attempt that is over.
+      R"sql(
+CREATE TABLE approvals_v7(
+  run_id TEXT NOT NULL,
+  node_id TEXT NOT NULL,
+  run_attempt INTEGER NOT NULL DEFAULT 1,
+  kind TEXT NOT NULL DEFAULT 'gate',
+  status TEXT NOT NULL CHECK(status IN ('waiting','approved','rejected','timed_out','cancelled')),
+  message TEXT,
+  approvers TEXT,
+  requested_at INTEGER NOT NULL,
+  timeout_at INTEGER,
+  on_timeout TEXT,
+  decided_by TEXT,
+  decided_at INTEGER,
+  comment TEXT,
+  PRIMARY KEY(run_id, node_id, run_attempt)) WITHOUT ROWID;
+INSERT INTO approvals_v7 SELECT run_id, node_id, run_attempt, kind, status, message, approvers,
+  requested_at, timeout_at, on_timeout, decided_by, decided_at, comment FROM approvals;
+DROP TABLE approvals;
+ALTER TABLE approvals_v7 RENAME TO approvals;
+UPDATE approvals SET status='cancelled', decided_by='cancel', decided_at=coalesce(
+  (SELECT finished_at FROM runs WHERE runs.id=approvals.run_id), requested_at)
+  WHERE status='waiting' AND EXISTS (SELECT 1 FROM runs WHERE runs.id=approvals.run_id AND
+    (runs.status IN ('succeeded','failed','cancelled') OR runs.attempts > approvals.run_attempt));
+)sql",
   };
   return m;
 }

@@ -31,7 +31,7 @@ inline constexpr const char* kRunStatuses[] = {"queued",    "running", "awaiting
                                                "succeeded", "failed",  "cancelled"};
 inline constexpr const char* kNodeStatuses[] = {"pending", "running", "succeeded",
                                                 "failed",  "skipped", "cancelled"};
-inline constexpr const char* kApprovalStatuses[] = {"waiting", "approved", "rejected", "timed_out"};
+inline constexpr const char* kApprovalStatuses[] = {"waiting", "approved", "rejected", "timed_out", "cancelled"};
 inline constexpr const char* kIncidentStatuses[] = {"firing", "resolved"};
 inline constexpr const char* kLoadOutcomes[] = {"loaded", "unchanged", "invalid", "removed"};
 

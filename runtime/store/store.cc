@@ -441,7 +441,21 @@ void Store::finish_run(const std::string& run_id, const std::string& status,
   else
     bind_int(st, 7, retryable ? 1 : 0);
   bind_int(st, 8, finished_at);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("finish run " + run_id);
+  if (sqlite3_step(st) != SQLITE_DONE) {
+    fail("finish run " + run_id);
+    return;
+  }
+  // A run that ends leaves no gate open: nothing can be decided for it any more.
+  static const char* kClose =
+      "UPDATE approvals SET status='cancelled', decided_by='run ended', decided_at=?2, "
+      "comment=?3 WHERE run_id=?1 AND status='waiting'";
+  sqlite3_stmt* cl = prepare(kClose, kClose);
+  if (!cl) return;
+  bind_text(cl, 1, run_id);
+  bind_int(cl, 2, finished_at);
+  bind_text(cl, 3, "the run was " + status);
+  if (sqlite3_step(cl) != SQLITE_DONE) fail("close gates of " + run_id);
+  sqlite3_reset(cl);
 }
 
 namespace {
@@ -825,16 +839,19 @@ std::vector<ApprovalRow> Store::approvals(const std::string& run_id) {
   return out;
 }
 
-bool Store::decide_approval(const std::string& run_id, const std::string& node_id,
+bool Store::decide_approval(const std::string& run_id, const std::string& node_id, int run_attempt,
                             const std::string& status, const std::string& by,
                             const std::string& comment, int64_t now) {
   commit();
   if (!allowed("decide approval", node_id, "status", status, kApprovalStatuses) || !begin())
     return false;
   std::string err;
+  // One statement: the gate's attempt is checked against the run's in the same write.
   CachedStmt st = cached(
       "UPDATE approvals SET status=?3, decided_by=?4, comment=?5, decided_at=?6 "
-      "WHERE run_id=?1 AND node_id=?2 AND status='waiting'",
+      "WHERE run_id=?1 AND node_id=?2 AND run_attempt=?7 AND status='waiting' AND EXISTS "
+      "(SELECT 1 FROM runs WHERE id=?1 AND attempts=?7 AND "
+      "status IN ('queued','running','awaiting_approval'))",
       &err);
   if (!st) return false;
   bind_text(st.get(), 1, run_id);
@@ -843,6 +860,7 @@ bool Store::decide_approval(const std::string& run_id, const std::string& node_i
   bind_text(st.get(), 4, by);
   bind_text(st.get(), 5, comment);
   bind_int(st.get(), 6, now);
+  bind_int(st.get(), 7, run_attempt);
   bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
   commit();
   return ok;

@@ -248,7 +248,9 @@ class Store {
   std::optional<ApprovalRow> approval(const std::string& run_id, const std::string& node_id);
   std::vector<ApprovalRow> approvals(const std::string& run_id);
   // Records a decision on a waiting gate. False (and nothing written) if it is not waiting.
-  bool decide_approval(const std::string& run_id, const std::string& node_id,
+  // Only the gate of `run_attempt`, and only while that is the run's current attempt and the
+  // run is not over: a decision made for an attempt that ended (cancel, retry) never lands.
+  bool decide_approval(const std::string& run_id, const std::string& node_id, int run_attempt,
                        const std::string& status, const std::string& by, const std::string& comment,
                        int64_t now);
 

@@ -194,7 +194,7 @@ TEST_CASE("every status column refuses a value the schema does not allow", "[sto
   }
   SECTION("approval") {
     auto s = fresh();
-    CHECK_FALSE(s->decide_approval("R", "n", "maybe", "ann", "", 2));
+    CHECK_FALSE(s->decide_approval("R", "n", 1, "maybe", "ann", "", 2));
     CHECK(s->error().find("decide approval n: status 'maybe'") == 0);
   }
   SECTION("incident") {
