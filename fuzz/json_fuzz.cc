@@ -75,7 +75,10 @@ bool lua_decode_encode(const std::string& text, std::string* encoded, std::strin
     local v, err = o.json.decode(text)
     if v == nil and err ~= nil then return nil, err end
     local once = o.json.encode(v)
-    local again = o.json.encode(assert(o.json.decode(once)))
+    -- (not assert(): false and null decode to falsy values)
+    local back, back_err = o.json.decode(once)
+    if back == nil and back_err ~= nil then error("decode(encode(v)) failed: " .. back_err) end
+    local again = o.json.encode(back)
     if again ~= once then error("encode(decode(encode(v))) differs: " .. once .. " / " .. again) end
     return once
   )";

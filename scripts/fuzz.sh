@@ -72,5 +72,5 @@ for t in "${targets[@]}"; do
     exit 1
   fi
   # libFuzzer's last status line ("#N DONE cov: C ft: F corp: ... exec/s: E").
-  echo "fuzz: $t ok in $(($(date +%s) - start))s: $(grep -E '^#[0-9]+ +DONE' "$BUILD_DIR/findings/$t.log" | tail -n1)" >&2
+  echo "fuzz: $t ok in $(($(date +%s) - start))s: $(grep -E '^#[0-9]+[[:space:]]+DONE' "$BUILD_DIR/findings/$t.log" | tail -n1)" >&2
 done
