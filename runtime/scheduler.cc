@@ -587,7 +587,8 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
   std::string trace = opts.trace_id.empty() ? new_trace_id() : opts.trace_id;
   if (!opts.parent_run.empty())
     if (auto it = runs_.find(opts.parent_run); it != runs_.end()) trace = it->second->trace_id;
-  Run* r = make_run(p, new_ulid(now), trace, def->version, input, now);
+  Run* r = make_run(p, opts.run_id.empty() ? new_ulid(now) : opts.run_id, trace, def->version,
+                    input, now);
   r->parent_run = opts.parent_run;
   r->summary.child = !opts.parent_run.empty();
   RunRow row;

@@ -32,6 +32,7 @@ struct RunOptions {
   std::string idempotency_key;          // unique per pipeline when set
   std::string parent_run, parent_node;  // child runs (o.call)
   std::string trace_id;                 // a W3C trace id (32 hex) from the caller; empty: a new one
+  std::string run_id;  // made by the caller (a webhook delivery claims it first); empty: a new one
 };
 
 struct RunSummary {

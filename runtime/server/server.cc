@@ -192,6 +192,9 @@ void Server::start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::
   std::string err;
   std::string id = sched_->start_run(p, ro, &err);
   if (id.empty()) {
+    // A delivery claimed for this run (handle_webhook) is taken back: it started nothing.
+    if (extra.is_object() && extra.contains("delivery_id") && !ro.run_id.empty())
+      store_->release_delivery(p->name, extra["delivery_id"].get<std::string>(), ro.run_id);
     if (err == "duplicate idempotency key") {
       auto prev = store_->find_by_idempotency_key(p->name, ro.idempotency_key);
       json j{{"existing", true}};
@@ -206,8 +209,6 @@ void Server::start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::
     Api::answer(*this, ex, http::error_response(500, "store", err));
     return;
   }
-  if (extra.is_object() && extra.contains("delivery_id"))
-    store_->insert_delivery(p->name, extra["delivery_id"].get<std::string>(), id, now());
   // 202 once the run is durable.
   json j{{"run_id", id}, {"pipeline", p->name}, {"status", "running"}};
   std::string trace;
@@ -257,23 +258,26 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
                   "this webhook has no secret; beyond loopback it needs the bearer token");
   }
   std::string delivery;
+  // A delivery seen before: 200 with the run the first one started, answered once the count
+  // is committed, like an accepted delivery.
+  auto duplicate = [&](const std::string& run_id) {
+    metrics_.webhook(route.pipeline, "duplicate");
+    auto r = store_->find_run(run_id, nullptr);
+    json j{{"run_id", run_id}, {"duplicate", true}, {"delivery_id", delivery}};
+    if (r) {
+      j["trace_id"] = r->trace_id;
+      j["status"] = r->status;
+    }
+    sched_->after_commit([this, ex, body = dump_json(j)] {
+      Api::answer(*this, ex, http::Response::json(200, body));
+    });
+  };
   if (!route.dedup_header.empty()) {
     if (const std::string* d = rq.header(route.dedup_header)) delivery = *d;
     if (!delivery.empty()) {
       if (auto prev = store_->find_delivery(p->name, delivery)) {
         store_->count_duplicate_delivery(p->name, delivery, now());
-        metrics_.webhook(route.pipeline, "duplicate");
-        auto r = store_->find_run(*prev, nullptr);
-        json j{{"run_id", *prev}, {"duplicate", true}, {"delivery_id", delivery}};
-        if (r) {
-          j["trace_id"] = r->trace_id;
-          j["status"] = r->status;
-        }
-        // Answered once the count is committed, like an accepted delivery.
-        sched_->after_commit([this, ex, body = dump_json(j)] {
-          Api::answer(*this, ex, http::Response::json(200, body));
-        });
-        return;
+        return duplicate(*prev);
       }
     }
   }
@@ -300,7 +304,17 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
   ro.input_json = dump_json(input);
   if (const std::string* tp = rq.header("traceparent")) ro.trace_id = trace_from_traceparent(*tp);
   json extra = json::object();
-  if (!delivery.empty()) extra["delivery_id"] = delivery;
+  if (!delivery.empty()) {
+    // The look-up above is a read: another server on the same store may record this delivery
+    // meanwhile. The claim is the statement that decides, for a run id made here; when the
+    // other server has it, this is a duplicate.
+    extra["delivery_id"] = delivery;
+    ro.run_id = new_ulid(wall_ms());
+    std::string err;
+    auto recorded = store_->claim_delivery(p->name, delivery, ro.run_id, now(), &err);
+    if (!recorded) return reject(500, "store", err);
+    if (*recorded != ro.run_id) return duplicate(*recorded);
+  }
   metrics_.webhook(route.pipeline, "accepted");
   start_and_answer(p, ro, ex, extra);
 }

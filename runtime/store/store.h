@@ -277,8 +277,19 @@ class Store {
   // The run an earlier delivery with this id started, if any.
   std::optional<std::string> find_delivery(const std::string& pipeline,
                                            const std::string& delivery_id);
-  void insert_delivery(const std::string& pipeline, const std::string& delivery_id,
-                       const std::string& run_id, int64_t now);
+  // Records a delivery for the run `run_id` (not started yet) unless one with this id is
+  // recorded already, in one statement: of two servers on one store that receive the same
+  // delivery, one records it and the other counts a duplicate (both may have looked it up in
+  // vain before). Returns the run recorded for the delivery: run_id when this call recorded
+  // it. nullopt with *err on a store error; a constraint conflict is not one (it answers with
+  // the run recorded, and never fails the store).
+  std::optional<std::string> claim_delivery(const std::string& pipeline,
+                                            const std::string& delivery_id,
+                                            const std::string& run_id, int64_t now,
+                                            std::string* err);
+  // Takes back a claim whose run did not start.
+  void release_delivery(const std::string& pipeline, const std::string& delivery_id,
+                        const std::string& run_id);
   void count_duplicate_delivery(const std::string& pipeline, const std::string& delivery_id,
                                 int64_t now);
   void insert_load(const LoadRow& l);
