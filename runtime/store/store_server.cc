@@ -43,7 +43,7 @@ std::optional<std::string> Store::claim_delivery(const std::string& pipeline,
   bind_text(st, 2, delivery_id, false);
   bind_text(st, 3, run_id, false);
   bind_int(st, 4, now);
-  int rc = sqlite3_step(st);
+  int rc = step_write(st);
   if (rc == SQLITE_ROW) {
     std::string recorded = col_text(st, 0);
     sqlite3_reset(st);
@@ -73,7 +73,7 @@ void Store::release_delivery(const std::string& pipeline, const std::string& del
   bind_text(st, 1, pipeline, false);
   bind_text(st, 2, delivery_id, false);
   bind_text(st, 3, run_id, false);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("release webhook delivery");
+  if (step_write(st) != SQLITE_DONE) fail("release webhook delivery");
 }
 
 void Store::count_duplicate_delivery(const std::string& pipeline, const std::string& delivery_id,
@@ -87,7 +87,7 @@ void Store::count_duplicate_delivery(const std::string& pipeline, const std::str
   bind_text(st, 1, pipeline, false);
   bind_text(st, 2, delivery_id, false);
   bind_int(st, 3, now);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("count duplicate delivery");
+  if (step_write(st) != SQLITE_DONE) fail("count duplicate delivery");
 }
 
 void Store::insert_load(const LoadRow& l) {
@@ -104,7 +104,7 @@ void Store::insert_load(const LoadRow& l) {
   bind_int(st, 5, l.version, true);
   bind_text(st, 6, l.sha256);
   bind_text(st, 7, l.error);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert pipeline load");
+  if (step_write(st) != SQLITE_DONE) fail("insert pipeline load");
 }
 
 std::vector<LoadRow> Store::loads(const std::string& name, const std::string& path, int limit) {
@@ -179,7 +179,7 @@ void Store::set_schedule_fire(const std::string& pipeline, const std::string& sc
   bind_text(st, 1, pipeline, false);
   bind_text(st, 2, schedule, false);
   bind_int(st, 3, at);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("record schedule fire");
+  if (step_write(st) != SQLITE_DONE) fail("record schedule fire");
 }
 
 std::vector<Event> Store::events_after(int64_t after_id, const std::string& run_id,
