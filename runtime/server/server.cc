@@ -54,8 +54,25 @@ std::string trace_from_traceparent(const std::string& v) {
 Server::Server(Loop* loop, Store* store, ServeOptions opts)
     : loop_(loop), store_(store), opts_(std::move(opts)), secrets_(opts_.secrets_file) {
   loopback_ = is_loopback(opts_.host);
+  // A full disk does not stop the server: the store holds its writes, the scheduler waits,
+  // new work is refused with 503 until a commit succeeds again.
+  store_->set_hold_when_full(true);
   sched_ = std::make_unique<Scheduler>(loop_, store_);
   sched_->hold_gates = true;
+  sched_->on_store_full = [this](bool full) {
+    if (full) {
+      full_at_ = wall_ms();
+      log("disk full: cannot commit to %s; %zu write(s) held in memory, %zu run(s) waiting; new "
+          "runs, webhooks and API changes are refused (503 store_full) until a commit succeeds "
+          "(tried every %.0f s)",
+          store_->path().c_str(), store_->held_writes(), sched_->active_runs(),
+          Scheduler::kFullRetryMs / 1000.0);
+    } else {
+      log("the disk has room again: what was held is committed to %s after %.1f s; accepting "
+          "new work",
+          store_->path().c_str(), (wall_ms() - full_at_) / 1000.0);
+    }
+  };
   checkpointer_ = std::make_unique<Checkpointer>(loop_->get(), store_);
   sched_->add_sink(&metrics_);
   sse_ = std::make_unique<SseHub>(loop_->get(), store_);
@@ -165,6 +182,15 @@ bool Server::start(std::string* err) {
 
 // --- requests -------------------------------------------------------------------------------
 
+http::Response Server::store_full_response() const {
+  http::Response r = http::error_response(
+      503, "store_full",
+      "the disk of the server's database is full: no new work until there is room again (the "
+      "runs in flight wait in memory)");
+  r.headers.emplace_back("Retry-After", "5");
+  return r;
+}
+
 bool Server::authorized(const http::Request& rq, bool state_changing) const {
   if (opts_.token.empty()) return loopback_ || !state_changing;
   if (!state_changing && loopback_) return true;
@@ -233,6 +259,10 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
     Api::answer(*this, ex, http::error_response(status, code, msg));
   };
   if (shutting_down_) return reject(503, "shutting_down", "the server is shutting down");
+  if (store_->full()) {
+    metrics_.webhook(route.pipeline, "store_full");
+    return Api::answer(*this, ex, store_full_response());
+  }
   Pipeline* p = registry_->active(route.pipeline);
   if (!p) return reject(404, "not_found", "pipeline " + route.pipeline + " is not active");
   if (!route.secret_name.empty()) {

@@ -106,6 +106,8 @@ class Server {
   // Starts a run of `p`, answering `ex` (202, once the run is committed) or with an error.
   void start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::Exchange> ex,
                         nlohmann::json extra);
+  // 503 store_full with Retry-After: what a call that would write gets while the disk is full.
+  http::Response store_full_response() const;
   void log(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
   void after_run(const RunSummary& s);
 
@@ -124,6 +126,7 @@ class Server {
   std::vector<Schedule> schedules_;
   std::unique_ptr<Timer> schedule_timer_, prune_timer_, drain_timer_;
   int64_t started_at_ = 0;
+  int64_t full_at_ = 0;  // when the scheduler began waiting for a full disk
   bool shutting_down_ = false;
 };
 
