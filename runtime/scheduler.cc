@@ -298,6 +298,7 @@ Scheduler::~Scheduler() {
   processes_.kill_all();
   http_.reset();  // aborts what is left and closes its sockets
   control_timer_.reset();
+  full_timer_.reset();
   close_and_delete(check_);
   close_and_delete(idle_);
 }
@@ -324,13 +325,21 @@ void Scheduler::before_effect() {
 
 void Scheduler::commit_point() {
   store_->commit();
-  if (store_->failed() || after_commit_.empty()) return;
+  if (store_->failed() || store_->full() || after_commit_.empty()) return;
   for (auto& fn : after_commit_) queue_.push_back(std::move(fn));
   after_commit_.clear();
 }
 
 void Scheduler::pump() {
   if (pumping_) return;
+  if (store_->full()) {
+    // Nothing runs while the disk is full. Writes made meanwhile (a timer's) are tried at
+    // once: the store holds them too, and the transaction does not keep the write lock.
+    if (store_->in_transaction()) commit_point();
+    if (store_->failed()) return fail_fatal();
+    if (store_->full()) return wait_for_store();
+  }
+  if (full_timer_) store_writable();  // committed meanwhile (by a retry, or a caller's commit)
   pumping_ = true;
   // Group commit: the waves of one loop turn share a transaction, committed when the queue is
   // empty or after a time slice (then the loop polls its sockets and timers before the pump
@@ -341,22 +350,68 @@ void Scheduler::pump() {
   for (;;) {
     if (queue_.empty() || uv_hrtime() - start > kSliceNs) {
       commit_point();
-      if (queue_.empty() || store_->failed() || uv_hrtime() - start > kSliceNs) break;
+      if (queue_.empty() || store_->failed() || store_->full() || uv_hrtime() - start > kSliceNs)
+        break;
     }
     std::vector<std::function<void()>> batch;
     batch.swap(queue_);
-    for (auto& fn : batch) fn();
-    if (store_->failed()) break;
+    for (size_t i = 0; i < batch.size(); i++) {
+      batch[i]();
+      if (store_->full() && !store_->failed()) {
+        // A commit before an effect found the disk full: what is left of the wave waits, in
+        // order, ahead of what it queued.
+        queue_.insert(queue_.begin(), std::make_move_iterator(batch.begin() + i + 1),
+                      std::make_move_iterator(batch.end()));
+        break;
+      }
+    }
+    if (store_->failed() || store_->full()) break;
   }
-  if (store_->failed()) fail_fatal();
+  if (store_->failed())
+    fail_fatal();
+  else if (store_->full())
+    wait_for_store();
   finished_runs_.clear();
   if (queue_.empty() && after_commit_.empty()) uv_idle_stop(idle_);
   pumping_ = false;
 }
 
+void Scheduler::wait_for_store() {
+  // The queue waits: the idle handle would only spin the loop. A timer tries the commit again.
+  uv_idle_stop(idle_);
+  if (full_timer_) return;
+  full_timer_ = std::make_unique<Timer>(loop_->get());
+  full_timer_->start(
+      kFullRetryMs,
+      [this] {
+        if (pumping_) return;
+        if (!store_->retry_full()) {
+          if (store_->failed()) fail_fatal();
+          return;
+        }
+        store_writable();
+      },
+      kFullRetryMs);
+  if (on_store_full) on_store_full(true);
+}
+
+void Scheduler::store_writable() {
+  bool was_waiting = full_timer_ != nullptr;
+  full_timer_.reset();
+  for (auto& fn : after_commit_) queue_.push_back(std::move(fn));
+  after_commit_.clear();
+  if (!queue_.empty()) uv_idle_start(idle_, [](uv_idle_t*) {});
+  if (was_waiting && on_store_full) on_store_full(false);
+}
+
 void Scheduler::fail_fatal() {
   if (!fatal_.empty()) return;
-  fatal_ = "store error: " + store_->error() + " (" + store_->path() + ")";
+  full_timer_.reset();
+  if (store_->failed_disk_full())
+    fatal_ =
+        "store error: disk full: cannot write to " + store_->path() + " (" + store_->error() + ")";
+  else
+    fatal_ = "store error: " + store_->error() + " (" + store_->path() + ")";
   fprintf(stderr, "orchrun: %s; stopping all runs\n", fatal_.c_str());
   queue_.clear();
   for (auto& [id, run] : runs_) run->root->cancel("store error");
@@ -620,7 +675,8 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
   std::string trace = opts.trace_id.empty() ? new_trace_id() : opts.trace_id;
   if (!opts.parent_run.empty())
     if (auto it = runs_.find(opts.parent_run); it != runs_.end()) trace = it->second->trace_id;
-  Run* r = make_run(p, new_ulid(now), trace, def->version, input, now);
+  Run* r = make_run(p, opts.run_id.empty() ? new_ulid(now) : opts.run_id, trace, def->version,
+                    input, now);
   r->parent_run = opts.parent_run;
   r->summary.child = !opts.parent_run.empty();
   RunRow row;

@@ -32,6 +32,7 @@ struct RunOptions {
   std::string idempotency_key;          // unique per pipeline when set
   std::string parent_run, parent_node;  // child runs (o.call)
   std::string trace_id;                 // a W3C trace id (32 hex) from the caller; empty: a new one
+  std::string run_id;  // made by the caller (a webhook delivery claims it first); empty: a new one
 };
 
 struct RunSummary {
@@ -138,6 +139,12 @@ class Scheduler : public TaskHost {
   std::vector<std::string> active_run_ids() const;
   // Set when the store failed; the scheduler has then stopped every run.
   const std::string& fatal_error() const { return fatal_; }
+  // A full disk, when the store holds its writes (Store::set_hold_when_full, orchrun serve;
+  // without it a full disk is a store failure): nothing runs, the runs wait in memory, and the
+  // commit is tried again every kFullRetryMs until it succeeds; then everything goes on.
+  static constexpr uint64_t kFullRetryMs = 1000;
+  // Called when the scheduler starts waiting for a full disk (true) and when it goes on (false).
+  std::function<void(bool full)> on_store_full;
 
   // TaskHost
   uv_loop_t* loop() override { return loop_->get(); }
@@ -202,6 +209,8 @@ class Scheduler : public TaskHost {
   // Commits the open transaction; the after_commit callbacks then join the queue.
   void commit_point();
   void fail_fatal();
+  void wait_for_store();
+  void store_writable();
   Run* make_run(Pipeline* p, const std::string& id, const std::string& trace_id, int version,
                 const json& input, int64_t started_ms);
   // Starts the root of `r` once it holds its pipeline's concurrency slot (if it has a key).
@@ -229,6 +238,7 @@ class Scheduler : public TaskHost {
   std::mt19937_64 rng_;
   // Polls the store for cancel requests made by other processes (orchrun cancel).
   std::unique_ptr<class Timer> control_timer_;
+  std::unique_ptr<class Timer> full_timer_;  // retries the commit while the disk is full
   void poll_control();
   std::string fatal_;
   bool pumping_ = false;

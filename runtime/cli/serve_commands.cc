@@ -168,6 +168,15 @@ int cmd_serve(const Args& a) {
     }
   }
   store->commit();
+  if (store->full()) store->retry_full();  // one last try: there may be room by now
+  if (store->full()) {
+    fprintf(stderr,
+            "orchrun: disk full: %zu write(s) held in memory could not be committed to %s and "
+            "are lost; what was committed before is intact, and the next start resumes the "
+            "unfinished runs from there\n",
+            store->held_writes(), store->path().c_str());
+    code = kExitInternal;
+  }
   return code;
 }
 

@@ -284,9 +284,21 @@ class ApiImpl {
   }
 
   // --- routes ---
+  // Refuses a call that would write while the disk is full (answered: 503 store_full).
+  bool store_full() {
+    if (!s_.store_->full()) return false;
+    reply(s_.store_full_response());
+    return true;
+  }
+
   void healthz() {
     if (s_.shutting_down())
       return ok(503, {{"status", "shutting_down"}, {"runs_active", s_.sched_->active_runs()}});
+    if (s_.store_->full())
+      return ok(503, {{"status", "store_full"},
+                      {"full_since", iso8601_ms(s_.store_->full_since())},
+                      {"held_writes", s_.store_->held_writes()},
+                      {"runs_active", s_.sched_->active_runs()}});
     size_t active = 0, invalid = 0;
     for (auto& [f, e] : s_.registry_->entries()) {
       active += e.active ? 1 : 0;
@@ -315,6 +327,8 @@ class ApiImpl {
     }
     g.sse_clients = s_.sse_->clients();
     g.store_commits = s_.store_->commits();
+    g.store_full_errors = s_.store_->full_errors();
+    g.store_full = s_.store_->full();
     g.start_time_s = s_.started_at_ / 1000.0;
     reply(Response::text(200, s_.metrics_.render(g), "text/plain; version=0.0.4; charset=utf-8"));
   }
@@ -432,6 +446,7 @@ class ApiImpl {
 
   void start_run(const std::string& name) {
     if (s_.shutting_down()) return fail(503, "shutting_down", "the server is shutting down");
+    if (store_full()) return;
     Pipeline* p = s_.registry_->active(name);
     if (!p) {
       const PipelineEntry* e = s_.registry_->by_name(name);
@@ -558,6 +573,7 @@ class ApiImpl {
   }
 
   void cancel(const std::string& id) {
+    if (store_full()) return;
     json body;
     if (!body_object(&body)) return;
     std::string reason = "cancelled through the API";
@@ -594,6 +610,7 @@ class ApiImpl {
 
   void retry(const std::string& id) {
     if (s_.shutting_down()) return fail(503, "shutting_down", "the server is shutting down");
+    if (store_full()) return;
     auto r = find_run(id);
     if (!r) return;
     if (r->status != "failed" && r->status != "cancelled")
@@ -624,6 +641,7 @@ class ApiImpl {
   }
 
   void decide(const std::string& id, const std::string& node) {
+    if (store_full()) return;
     json body;
     if (!body_object(&body)) return;
     std::string decision, who, comment;

@@ -177,6 +177,14 @@ std::string Metrics::render(const Gauges& g) const {
   header(&out, "orchrun_store_commits_total", "counter",
          "SQLite transactions committed by this process (each group-commits a wave of work).");
   out += "orchrun_store_commits_total " + std::to_string(g.store_commits) + "\n";
+  header(&out, "orchrun_store_errors_total", "counter",
+         "Commits of the store that failed, by kind (full: the disk of the database is full; "
+         "the writes are held and committed again once there is room).");
+  out += "orchrun_store_errors_total{kind=\"full\"} " + std::to_string(g.store_full_errors) + "\n";
+  header(&out, "orchrun_store_full", "gauge",
+         "1 while the disk of the database is full: new work is refused (503 store_full) and "
+         "the runs wait in memory.");
+  out += std::string("orchrun_store_full ") + (g.store_full ? "1" : "0") + "\n";
   header(&out, "process_start_time_seconds", "gauge", "Start time of the process (unix).");
   out += "process_start_time_seconds " + fmt_double(g.start_time_s) + "\n";
   header(&out, "orchrun_build_info", "gauge", "Version of orchrun.");

@@ -46,7 +46,9 @@ class Metrics : public EventSink {
     size_t http_connections = 0, sse_clients = 0;
     // Refused by the HTTP layer before any route (malformed 400, 413, 431, 505; slow 408).
     uint64_t http_bad_requests = 0, http_timeouts = 0, http_connections_accepted = 0;
-    uint64_t store_commits = 0;  // transactions committed by this process
+    uint64_t store_commits = 0;      // transactions committed by this process
+    uint64_t store_full_errors = 0;  // commits that failed on a full disk
+    bool store_full = false;         // the disk is full now
     double uptime_s = 0, start_time_s = 0;
   };
   std::string render(const Gauges& g) const;

@@ -54,8 +54,25 @@ std::string trace_from_traceparent(const std::string& v) {
 Server::Server(Loop* loop, Store* store, ServeOptions opts)
     : loop_(loop), store_(store), opts_(std::move(opts)), secrets_(opts_.secrets_file) {
   loopback_ = is_loopback(opts_.host);
+  // A full disk does not stop the server: the store holds its writes, the scheduler waits,
+  // new work is refused with 503 until a commit succeeds again.
+  store_->set_hold_when_full(true);
   sched_ = std::make_unique<Scheduler>(loop_, store_);
   sched_->hold_gates = true;
+  sched_->on_store_full = [this](bool full) {
+    if (full) {
+      full_at_ = wall_ms();
+      log("disk full: cannot commit to %s; %zu write(s) held in memory, %zu run(s) waiting; new "
+          "runs, webhooks and API changes are refused (503 store_full) until a commit succeeds "
+          "(tried every %.0f s)",
+          store_->path().c_str(), store_->held_writes(), sched_->active_runs(),
+          Scheduler::kFullRetryMs / 1000.0);
+    } else {
+      log("the disk has room again: what was held is committed to %s after %.1f s; accepting "
+          "new work",
+          store_->path().c_str(), (wall_ms() - full_at_) / 1000.0);
+    }
+  };
   checkpointer_ = std::make_unique<Checkpointer>(loop_->get(), store_);
   sched_->add_sink(&metrics_);
   sse_ = std::make_unique<SseHub>(loop_->get(), store_);
@@ -170,6 +187,15 @@ bool Server::start(std::string* err) {
 
 // --- requests -------------------------------------------------------------------------------
 
+http::Response Server::store_full_response() const {
+  http::Response r = http::error_response(
+      503, "store_full",
+      "the disk of the server's database is full: no new work until there is room again (the "
+      "runs in flight wait in memory)");
+  r.headers.emplace_back("Retry-After", "5");
+  return r;
+}
+
 bool Server::authorized(const http::Request& rq, bool state_changing) const {
   if (opts_.token.empty()) return loopback_ || !state_changing;
   if (!state_changing && loopback_) return true;
@@ -197,6 +223,9 @@ void Server::start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::
   std::string err;
   std::string id = sched_->start_run(p, ro, &err);
   if (id.empty()) {
+    // A delivery claimed for this run (handle_webhook) is taken back: it started nothing.
+    if (extra.is_object() && extra.contains("delivery_id") && !ro.run_id.empty())
+      store_->release_delivery(p->name, extra["delivery_id"].get<std::string>(), ro.run_id);
     if (err == "duplicate idempotency key") {
       auto prev = store_->find_by_idempotency_key(p->name, ro.idempotency_key);
       json j{{"existing", true}};
@@ -211,8 +240,6 @@ void Server::start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::
     Api::answer(*this, ex, http::error_response(500, "store", err));
     return;
   }
-  if (extra.is_object() && extra.contains("delivery_id"))
-    store_->insert_delivery(p->name, extra["delivery_id"].get<std::string>(), id, now());
   // 202 once the run is durable.
   json j{{"run_id", id}, {"pipeline", p->name}, {"status", "running"}};
   std::string trace;
@@ -237,6 +264,10 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
     Api::answer(*this, ex, http::error_response(status, code, msg));
   };
   if (shutting_down_) return reject(503, "shutting_down", "the server is shutting down");
+  if (store_->full()) {
+    metrics_.webhook(route.pipeline, "store_full");
+    return Api::answer(*this, ex, store_full_response());
+  }
   Pipeline* p = registry_->active(route.pipeline);
   if (!p) return reject(404, "not_found", "pipeline " + route.pipeline + " is not active");
   if (!route.secret_name.empty()) {
@@ -262,23 +293,26 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
                   "this webhook has no secret; beyond loopback it needs the bearer token");
   }
   std::string delivery;
+  // A delivery seen before: 200 with the run the first one started, answered once the count
+  // is committed, like an accepted delivery.
+  auto duplicate = [&](const std::string& run_id) {
+    metrics_.webhook(route.pipeline, "duplicate");
+    auto r = store_->find_run(run_id, nullptr);
+    json j{{"run_id", run_id}, {"duplicate", true}, {"delivery_id", delivery}};
+    if (r) {
+      j["trace_id"] = r->trace_id;
+      j["status"] = r->status;
+    }
+    sched_->after_commit([this, ex, body = dump_json(j)] {
+      Api::answer(*this, ex, http::Response::json(200, body));
+    });
+  };
   if (!route.dedup_header.empty()) {
     if (const std::string* d = rq.header(route.dedup_header)) delivery = *d;
     if (!delivery.empty()) {
       if (auto prev = store_->find_delivery(p->name, delivery)) {
         store_->count_duplicate_delivery(p->name, delivery, now());
-        metrics_.webhook(route.pipeline, "duplicate");
-        auto r = store_->find_run(*prev, nullptr);
-        json j{{"run_id", *prev}, {"duplicate", true}, {"delivery_id", delivery}};
-        if (r) {
-          j["trace_id"] = r->trace_id;
-          j["status"] = r->status;
-        }
-        // Answered once the count is committed, like an accepted delivery.
-        sched_->after_commit([this, ex, body = dump_json(j)] {
-          Api::answer(*this, ex, http::Response::json(200, body));
-        });
-        return;
+        return duplicate(*prev);
       }
     }
   }
@@ -305,7 +339,17 @@ void Server::handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exc
   ro.input_json = dump_json(input);
   if (const std::string* tp = rq.header("traceparent")) ro.trace_id = trace_from_traceparent(*tp);
   json extra = json::object();
-  if (!delivery.empty()) extra["delivery_id"] = delivery;
+  if (!delivery.empty()) {
+    // The look-up above is a read: another server on the same store may record this delivery
+    // meanwhile. The claim is the statement that decides, for a run id made here; when the
+    // other server has it, this is a duplicate.
+    extra["delivery_id"] = delivery;
+    ro.run_id = new_ulid(wall_ms());
+    std::string err;
+    auto recorded = store_->claim_delivery(p->name, delivery, ro.run_id, now(), &err);
+    if (!recorded) return reject(500, "store", err);
+    if (*recorded != ro.run_id) return duplicate(*recorded);
+  }
   metrics_.webhook(route.pipeline, "accepted");
   start_and_answer(p, ro, ex, extra);
 }
@@ -446,6 +490,8 @@ void Server::fire(Schedule& s, int64_t fire_at, int missed) {
 // --- runs ------------------------------------------------------------------------------------
 
 void Server::resume_unfinished() {
+  // A full disk holds what is in memory; taking more over waits until there is room.
+  if (store_->full()) return;
   std::vector<RunRow> todo;
   for (auto& r : store_->unfinished_runs()) {
     if (sched_->is_active(r.id) || unresumable_.count(r.id) || owner_alive(r)) continue;

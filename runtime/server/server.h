@@ -107,6 +107,8 @@ class Server {
   // Starts a run of `p`, answering `ex` (202, once the run is committed) or with an error.
   void start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::Exchange> ex,
                         nlohmann::json extra);
+  // 503 store_full with Retry-After: what a call that would write gets while the disk is full.
+  http::Response store_full_response() const;
   void log(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
   void after_run(const RunSummary& s);
 
@@ -129,6 +131,7 @@ class Server {
   std::unique_ptr<Timer> owner_timer_;
   std::set<std::string> unresumable_;  // runs that failed to resume: logged once, not retried
   int64_t started_at_ = 0;
+  int64_t full_at_ = 0;  // when the scheduler began waiting for a full disk
   bool shutting_down_ = false;
 };
 

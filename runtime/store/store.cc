@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "runtime/ids.h"
 #include "runtime/procs.h"
 #include "runtime/store/sql_util.h"
 
@@ -43,6 +44,15 @@ int64_t pragma_int(sqlite3* db, const char* sql, std::string* err) {
   }
   sqlite3_finalize(st);
   return v;
+}
+
+// SQLITE_FULL, or an I/O error whose cause was a full disk or a quota (extending the -shm file
+// when the database is opened, a file that cannot grow).
+bool is_disk_full(sqlite3* db, int rc) {
+  if ((rc & 0xff) == SQLITE_FULL) return true;
+  if ((rc & 0xff) != SQLITE_IOERR) return false;
+  int e = sqlite3_system_errno(db);
+  return e == ENOSPC || e == EDQUOT;
 }
 
 }  // namespace
@@ -144,6 +154,7 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
   // or a concurrent first open that commits its migration between two reads looks foreign.
   // Reading the schema is also the first thing that fails on a file that is not a database.
   int64_t app_id = -1, tables = -1;
+  bool full = false;
   for (int attempt = 0; attempt < 200; attempt++) {
     sqlite3_stmt* st = nullptr;
     int rc = sqlite3_prepare_v2(s->db_,
@@ -156,13 +167,16 @@ std::unique_ptr<Store> Store::open(const std::string& path, const StoreOptions& 
       tables = sqlite3_column_int64(st, 1);
     } else {
       e = sqlite3_errmsg(s->db_);
+      full = is_disk_full(s->db_, sqlite3_extended_errcode(s->db_));
     }
     sqlite3_finalize(st);
     if (rc == SQLITE_ROW || ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED)) break;
     usleep(10000);
   }
   if (app_id < 0 || tables < 0) {
-    *err = path + ": not an orchrun database (" + e + ")";
+    // Opening a WAL database creates its -shm file: on a full disk that is the first failure.
+    *err = full ? "cannot open database " + path + ": disk full (" + e + ")"
+                : path + ": not an orchrun database (" + e + ")";
     return nullptr;
   }
   if (tables > 0 && app_id != kApplicationId) {
@@ -250,7 +264,104 @@ bool Store::migrate(std::string* err) {
 }
 
 void Store::fail(const std::string& what) {
-  if (error_.empty()) error_ = what + ": " + sqlite3_errmsg(db_);
+  if (!error_.empty()) return;
+  failed_disk_full_ = disk_full(sqlite3_extended_errcode(db_));
+  error_ = what + ": " + sqlite3_errmsg(db_);
+}
+
+bool Store::disk_full(int rc) const {
+  return is_disk_full(db_, rc);
+}
+
+void Store::set_hold_when_full(bool on) {
+  hold_when_full_ = on;
+  // No dirty page goes to the WAL before the commit: a full disk then fails the COMMIT, whose
+  // writes are held, and never a statement half-way through a transaction.
+  std::string e;
+  exec_sql(db_, on ? "PRAGMA cache_spill=OFF" : "PRAGMA cache_spill=ON", &e);
+}
+
+void Store::arm_capture(sqlite3_stmt* st) {
+  if (!hold_when_full_ || sqlite3_stmt_readonly(st)) return;
+  capture_st_ = st;
+  capture_.clear();
+}
+
+int Store::step_write(sqlite3_stmt* st) {
+  if (!hold_when_full_) return sqlite3_step(st);
+  sqlite3_set_last_insert_rowid(db_, 0);
+  int rc = sqlite3_step(st);
+  if (in_tx_ && (rc == SQLITE_DONE || rc == SQLITE_ROW)) {
+    if (st != capture_st_) {
+      held_incomplete_ = true;
+    } else {
+      Held h;
+      h.st = st;
+      h.values = std::move(capture_);
+      h.rowid = sqlite3_last_insert_rowid(db_);
+      if (rc == SQLITE_ROW) {
+        h.changes = -1;
+        h.returned = col_text(st, 0);
+        held_changes_ += 1;
+      } else {
+        h.changes = sqlite3_changes(db_);
+        held_changes_ += h.changes;
+      }
+      held_.push_back(std::move(h));
+    }
+  }
+  capture_st_ = nullptr;
+  capture_.clear();
+  return rc;
+}
+
+bool Store::apply_held() {
+  for (size_t n = 0; n < held_.size(); n++) {
+    Held& h = held_[n];
+    sqlite3_stmt* st = h.st;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    for (const BoundValue& v : h.values) {
+      if (v.type == SQLITE_INTEGER)
+        sqlite3_bind_int64(st, v.index, v.i);
+      else if (v.type == SQLITE_TEXT)
+        sqlite3_bind_text(st, v.index, v.s.data(), static_cast<int>(v.s.size()), SQLITE_STATIC);
+      else
+        sqlite3_bind_null(st, v.index);
+    }
+    sqlite3_set_last_insert_rowid(db_, 0);
+    int rc = sqlite3_step(st);
+    bool same = false;
+    if (rc == SQLITE_ROW)
+      same = h.changes < 0 && col_text(st, 0) == h.returned;
+    else if (rc == SQLITE_DONE)
+      same = h.changes == sqlite3_changes(db_);
+    same = same && sqlite3_last_insert_rowid(db_) == h.rowid;
+    std::string why =
+        rc == SQLITE_ROW || rc == SQLITE_DONE ? "it changes other rows now" : sqlite3_errmsg(db_);
+    int ext = sqlite3_extended_errcode(db_);
+    std::string sql = sqlite3_sql(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (same) continue;
+    if (disk_full(ext)) failed_disk_full_ = true;
+    error_ = "the disk was full; " + std::to_string(held_.size()) +
+             " write(s) held in memory since cannot be applied again: write " +
+             std::to_string(n + 1) + " (" + sql.substr(0, 60) + "...): " + why;
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    in_tx_ = false;
+    held_.clear();
+    held_changes_ = 0;
+    return false;
+  }
+  return true;
+}
+
+bool Store::retry_full() {
+  if (!full_) return true;
+  if (!in_tx_ && !begin()) return false;
+  commit();
+  return !full_ && !failed();
 }
 
 bool Store::allowed(const char* what, const std::string& subject, const char* column,
@@ -277,6 +388,9 @@ bool Store::begin() {
   }
   sqlite3_reset(st);
   in_tx_ = true;
+  tx_changes_base_ = sqlite3_total_changes(db_);
+  // What a full disk held back comes first, as it was written.
+  if (!held_.empty()) return apply_held();
   return true;
 }
 
@@ -286,15 +400,36 @@ void Store::commit() {
   in_tx_ = false;
   static const char* kCommit = "COMMIT";
   sqlite3_stmt* st = prepare(kCommit, kCommit);
+  // Every write of the transaction is held (hold_when_full): the rows they changed add up.
+  if (hold_when_full_ && sqlite3_total_changes(db_) - tx_changes_base_ != held_changes_)
+    held_incomplete_ = true;
   int rc = st ? sqlite3_step(st) : SQLITE_ERROR;
   if (st) sqlite3_reset(st);
   if (rc != SQLITE_DONE) {
+    if (hold_when_full_ && disk_full(rc) && !held_incomplete_ && error_.empty()) {
+      // SQLite rolls back a transaction whose commit failed on a full disk (if it has not,
+      // this does): the writes are held, to be applied again by the next begin(). What this
+      // process holds in memory (definitions seen, node sequence numbers) stays as it is.
+      if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      if (!full_) full_since_ = wall_ms();
+      full_ = true;
+      full_errors_++;
+      return;
+    }
     fail("commit");
     sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
     definitions_seen_.clear();  // may hold one the rollback took back
     pending_attempts_.clear();
+    held_.clear();
+    held_changes_ = 0;
+    held_incomplete_ = false;
     return;
   }
+  held_.clear();
+  held_changes_ = 0;
+  held_incomplete_ = false;
+  full_ = false;
+  full_since_ = 0;
   commits_++;
   if (on_commit) on_commit();
 }
@@ -313,6 +448,7 @@ sqlite3_stmt* Store::prepare(const char* key, const char* sql) {
   sqlite3_stmt* st = it->second->get();
   sqlite3_reset(st);
   sqlite3_clear_bindings(st);
+  if (strncmp(sql, "BEGIN", 5) != 0) arm_capture(st);
   return st;
 }
 
@@ -323,6 +459,7 @@ CachedStmt Store::cached(const std::string& sql, std::string* err) {
     if (!*st) return CachedStmt(nullptr);
     it = by_sql_.emplace(sql, std::move(st)).first;
   }
+  arm_capture(it->second->get());
   return CachedStmt(it->second->get());
 }
 
@@ -364,7 +501,7 @@ std::optional<DefinitionRow> Store::upsert_definition(const std::string& name,
   bind_text(st, 3, source, false);
   bind_text(st, 4, path);
   bind_int(st, 5, now);
-  if (sqlite3_step(st) != SQLITE_ROW) {
+  if (step_write(st) != SQLITE_ROW) {
     fail("insert definition");
     return std::nullopt;
   }
@@ -400,7 +537,7 @@ void Store::insert_run(const RunRow& r, bool* duplicate) {
   bind_text(st, 15, r.parent_node);
   bind_text(st, 16, r.workspace);
   bind_text(st, 17, r.owner_pid == getpid() ? self_identity() : r.owner_start);
-  int rc = sqlite3_step(st);
+  int rc = step_write(st);
   if (rc == SQLITE_CONSTRAINT_UNIQUE && duplicate && !r.idempotency_key.empty()) {
     *duplicate = true;
     return;
@@ -417,7 +554,7 @@ void Store::set_run_status(const std::string& run_id, const std::string& status,
   bind_text(st, 1, run_id);
   bind_text(st, 2, status);
   bind_int(st, 3, ts);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("update run " + run_id);
+  if (step_write(st) != SQLITE_DONE) fail("update run " + run_id);
 }
 
 void Store::finish_run(const std::string& run_id, const std::string& status,
@@ -437,11 +574,11 @@ void Store::finish_run(const std::string& run_id, const std::string& status,
   bind_text(st, 5, error_message);
   bind_text(st, 6, error_node);
   if (error_type.empty())
-    sqlite3_bind_null(st, 7);
+    bind_null(st, 7);
   else
     bind_int(st, 7, retryable ? 1 : 0);
   bind_int(st, 8, finished_at);
-  if (sqlite3_step(st) != SQLITE_DONE) {
+  if (step_write(st) != SQLITE_DONE) {
     fail("finish run " + run_id);
     return;
   }
@@ -454,7 +591,7 @@ void Store::finish_run(const std::string& run_id, const std::string& status,
   bind_text(cl, 1, run_id);
   bind_int(cl, 2, finished_at);
   bind_text(cl, 3, "the run was " + status);
-  if (sqlite3_step(cl) != SQLITE_DONE) fail("close gates of " + run_id);
+  if (step_write(cl) != SQLITE_DONE) fail("close gates of " + run_id);
   sqlite3_reset(cl);
 }
 
@@ -492,7 +629,7 @@ void Store::write_attempt(const PendingAttempt& a) {
   bind_int(st, 5, a.started_at);
   bind_int(st, 6, a.seq);
   bind_int(st, 7, a.run_attempt);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert node attempt " + a.node_id);
+  if (step_write(st) != SQLITE_DONE) fail("insert node attempt " + a.node_id);
 }
 
 void Store::flush_attempts() {
@@ -526,7 +663,7 @@ void Store::finish_node_attempt(const NodeRunRow& r) {
     bind_int(st, 16, a.seq);
     bind_int(st, 17, a.run_attempt);
     pending_attempts_.erase(pending);
-    if (sqlite3_step(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
+    if (step_write(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
     return;
   }
   static const char* kSql =
@@ -536,7 +673,7 @@ void Store::finish_node_attempt(const NodeRunRow& r) {
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
   bind_node_end(st, r);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
+  if (step_write(st) != SQLITE_DONE) fail("finish node attempt " + r.node_id);
 }
 
 void Store::bind_node_end(sqlite3_stmt* st, const NodeRunRow& r) {
@@ -551,7 +688,7 @@ void Store::bind_node_end(sqlite3_stmt* st, const NodeRunRow& r) {
   bind_text(st, 9, r.error_message);
   bind_text(st, 10, r.traceback);
   if (r.error_type.empty())
-    sqlite3_bind_null(st, 11);
+    bind_null(st, 11);
   else
     bind_int(st, 11, r.retryable ? 1 : 0);
   bind_text(st, 12, r.verdict);
@@ -579,7 +716,7 @@ void Store::insert_node_final(const NodeRunRow& r) {
   bind_text(st, 11, r.error_message);
   bind_int(st, 12, static_cast<int64_t>(++node_seq_));
   bind_int(st, 13, r.run_attempt);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert node row " + r.node_id);
+  if (step_write(st) != SQLITE_DONE) fail("insert node row " + r.node_id);
 }
 
 int64_t Store::insert_event(const Event& e) {
@@ -597,13 +734,13 @@ int64_t Store::insert_event(const Event& e) {
   bind_int(st, 6, e.version);
   bind_text(st, 7, e.node);
   if (e.node.empty())
-    sqlite3_bind_null(st, 8);
+    bind_null(st, 8);
   else
     bind_int(st, 8, e.attempt);
   bind_text(st, 9, e.data);
   bind_int(st, 10, e.incident_id, true);
   bind_text(st, 11, e.fingerprint);
-  if (sqlite3_step(st) != SQLITE_DONE) {
+  if (step_write(st) != SQLITE_DONE) {
     fail("insert event " + e.kind);
     return 0;
   }
@@ -645,7 +782,7 @@ std::vector<bool> Store::claim_runs(const std::vector<std::pair<std::string, int
     bind_int(st, 2, runs[i].second);
     bind_int(st, 3, new_owner);
     bind_text(st, 4, new_owner == getpid() ? self_identity() : std::string());
-    out[i] = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+    out[i] = step_write(st) == SQLITE_DONE && sqlite3_changes(db_) == 1;
     sqlite3_reset(st);
   }
   commit();
@@ -669,7 +806,7 @@ int Store::mark_interrupted(const std::string& run_id, int64_t now) {
   }
   bind_text(st.get(), 1, run_id);
   bind_int(st.get(), 2, now);
-  if (sqlite3_step(st.get()) != SQLITE_DONE) fail("mark interrupted " + run_id);
+  if (step_write(st.get()) != SQLITE_DONE) fail("mark interrupted " + run_id);
   return sqlite3_changes(db_);
 }
 
@@ -710,7 +847,7 @@ bool Store::request_cancel(const std::string& run_id, const std::string& reason,
   bind_text(st.get(), 1, run_id);
   bind_int(st.get(), 2, now);
   bind_text(st.get(), 3, reason);
-  bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  bool ok = step_write(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
   commit();
   return ok;
 }
@@ -741,7 +878,7 @@ bool Store::cancel_orphan_run(const RunRow& run, const std::string& reason, int6
   bind_text(st.get(), 1, run.id);
   bind_text(st.get(), 2, reason);
   bind_int(st.get(), 3, now);
-  if (sqlite3_step(st.get()) != SQLITE_DONE) fail("cancel node attempts of " + run.id);
+  if (step_write(st.get()) != SQLITE_DONE) fail("cancel node attempts of " + run.id);
   finish_run(run.id, "cancelled", "", "cancelled", reason, "", true, now);
   insert_event(
       run_event(run, "run.cancelled", now,
@@ -766,7 +903,7 @@ bool Store::begin_run_attempt(const std::string& run_id, int64_t owner, int64_t 
   bind_int(st.get(), 2, owner);
   bind_int(st.get(), 3, now);
   bind_text(st.get(), 4, owner == getpid() ? self_identity() : std::string());
-  bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  bool ok = step_write(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
   commit();
   return ok;
 }
@@ -788,7 +925,7 @@ void Store::insert_approval(const ApprovalRow& a) {
   bind_text(st, 7, a.on_timeout);
   bind_int(st, 8, a.run_attempt);
   bind_text(st, 9, a.kind);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert approval " + a.node_id);
+  if (step_write(st) != SQLITE_DONE) fail("insert approval " + a.node_id);
 }
 
 namespace {
@@ -861,7 +998,7 @@ bool Store::decide_approval(const std::string& run_id, const std::string& node_i
   bind_text(st.get(), 5, comment);
   bind_int(st.get(), 6, now);
   bind_int(st.get(), 7, run_attempt);
-  bool ok = sqlite3_step(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
+  bool ok = step_write(st.get()) == SQLITE_DONE && sqlite3_changes(db_) == 1;
   commit();
   return ok;
 }
@@ -882,7 +1019,7 @@ void Store::insert_process(const ProcessRow& p) {
   bind_text(st, 7, p.command);
   bind_int(st, 8, p.owner_pid);
   bind_int(st, 9, p.started_at);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("record process group " + std::to_string(p.pgid));
+  if (step_write(st) != SQLITE_DONE) fail("record process group " + std::to_string(p.pgid));
   sqlite3_reset(st);
 }
 
@@ -899,7 +1036,7 @@ void Store::end_process(const std::string& run_id, int64_t pgid, const std::stri
   bind_text(st, 3, identity);
   bind_int(st, 4, now);
   bind_text(st, 5, how);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("end process group " + std::to_string(pgid));
+  if (step_write(st) != SQLITE_DONE) fail("end process group " + std::to_string(pgid));
   sqlite3_reset(st);
 }
 
@@ -943,7 +1080,7 @@ int64_t Store::insert_artifact(const ArtifactRow& a) {
   bind_int(st, 6, a.size);
   bind_text(st, 7, a.sha256);
   bind_int(st, 8, a.created_at);
-  if (sqlite3_step(st) != SQLITE_DONE) {
+  if (step_write(st) != SQLITE_DONE) {
     fail("insert artifact " + a.path);
     return 0;
   }
@@ -963,7 +1100,7 @@ void Store::insert_artifact_use(int64_t artifact_id, const std::string& run_id,
   bind_text(st, 3, node_id);
   bind_int(st, 4, attempt);
   bind_int(st, 5, now);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert artifact use " + node_id);
+  if (step_write(st) != SQLITE_DONE) fail("insert artifact use " + node_id);
 }
 
 std::vector<ArtifactRow> Store::artifacts(const std::string& run_id) {
@@ -1028,7 +1165,7 @@ bool Store::try_acquire_slot(const std::string& key, int limit, const std::strin
     bind_text(ins.get(), 3, node_id, false);  // "" is the whole run
     bind_int(ins.get(), 4, owner_pid);
     bind_int(ins.get(), 5, now);
-    if (sqlite3_step(ins.get()) != SQLITE_DONE) fail("queue for concurrency key " + key);
+    if (step_write(ins.get()) != SQLITE_DONE) fail("queue for concurrency key " + key);
   }
   // Held slots, and the waiters queued before this one.
   CachedStmt q = cached(
@@ -1061,7 +1198,7 @@ bool Store::try_acquire_slot(const std::string& key, int limit, const std::strin
         bind_text(up.get(), 2, node_id, false);
         bind_int(up.get(), 3, now);
         bind_int(up.get(), 4, owner_pid);
-        got = sqlite3_step(up.get()) == SQLITE_DONE;
+        got = step_write(up.get()) == SQLITE_DONE;
       }
     }
     if (position) *position = got ? 0 : ahead;
@@ -1077,7 +1214,7 @@ void Store::release_slot(const std::string& run_id, const std::string& node_id) 
   if (!st) return;
   bind_text(st, 1, run_id);
   bind_text(st, 2, node_id, false);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("release concurrency slot " + node_id);
+  if (step_write(st) != SQLITE_DONE) fail("release concurrency slot " + node_id);
 }
 
 int Store::reap_slots(const std::string& key) {
@@ -1098,7 +1235,7 @@ int Store::reap_slots(const std::string& key) {
     CachedStmt del = cached("DELETE FROM concurrency_slots WHERE id=?1", &err);
     if (!del) return n;
     bind_int(del.get(), 1, id);
-    if (sqlite3_step(del.get()) == SQLITE_DONE) n++;
+    if (step_write(del.get()) == SQLITE_DONE) n++;
   }
   return n;
 }
@@ -1279,8 +1416,10 @@ std::vector<IncidentRow> Store::record_incidents(const std::vector<IncidentIn>& 
     fail("record incidents: " + err);
     return out;
   }
+  size_t held_mark = held_.size();
+  int held_changes_mark = held_changes_;
   auto step = [&](sqlite3_stmt* st) {
-    int rc = sqlite3_step(st);
+    int rc = step_write(st);
     sqlite3_reset(st);
     return rc == SQLITE_DONE;
   };
@@ -1372,6 +1511,8 @@ std::vector<IncidentRow> Store::record_incidents(const std::vector<IncidentIn>& 
     std::string what = "record incident: " + std::string(sqlite3_errmsg(db_));
     exec_sql(db_, "ROLLBACK TO record_incidents", &err);
     exec_sql(db_, "RELEASE record_incidents", &err);
+    held_.erase(held_.begin() + static_cast<std::ptrdiff_t>(held_mark), held_.end());
+    held_changes_ = held_changes_mark;
     fail(what);
     return {};
   }
@@ -1389,7 +1530,7 @@ void Store::set_run_incident(const std::string& run_id, int64_t incident_id,
   bind_text(st, 1, run_id);
   bind_int(st, 2, incident_id);
   bind_text(st, 3, fingerprint);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("set run incident " + run_id);
+  if (step_write(st) != SQLITE_DONE) fail("set run incident " + run_id);
 }
 
 }  // namespace orch

@@ -5,7 +5,8 @@
 // always before anything outside the process depends on what was written: before a process is
 // spawned or a request sent, before a client is told a run is accepted. Write methods do not throw;
 // the first failure is kept (failed()/error()) and the scheduler stops the run loudly rather than
-// run on unrecorded.
+// run on unrecorded. A full disk is the exception where the store holds its writes (see
+// set_hold_when_full()).
 #pragma once
 #include <sqlite3.h>
 
@@ -187,6 +188,29 @@ class Store {
   bool in_transaction() const { return in_tx_; }
   uint64_t commits() const { return commits_; }
 
+  // --- A full disk ---
+  // With hold_when_full (orchrun serve), a commit that fails because the disk is full
+  // (SQLITE_FULL, or a write that failed with ENOSPC/EDQUOT) is not a store failure. SQLite
+  // rolls such a transaction back; the store keeps its writes as they were made (each write
+  // statement with its values) and applies them again, in order, at the start of the next
+  // transaction, checking that each changes what it changed the first time (the rows, the
+  // inserted row ids). Until a commit succeeds the store is full(). Without it (one-shot
+  // commands), a full disk is a store failure whose message says so. Held writes that no longer
+  // apply (another process changed those rows meanwhile) are a store failure too.
+  // Also turns off cache spilling, so that nothing is written to the disk before the commit.
+  void set_hold_when_full(bool on);
+  bool full() const { return full_; }
+  // Commits the writes held back by a full disk (with what was written since). True once they
+  // are committed (or when nothing was held).
+  bool retry_full();
+  // Commits that failed on a full disk; unix ms since the store is full (0: it is not); writes
+  // held in memory.
+  uint64_t full_errors() const { return full_errors_; }
+  int64_t full_since() const { return full_since_; }
+  size_t held_writes() const { return held_.size(); }
+  // The store failed because the disk is full (without hold_when_full, or past what it holds).
+  bool failed_disk_full() const { return failed_disk_full_; }
+
   // Definitions: the same (name, sha256) keeps its version; new source gets max+1.
   std::optional<DefinitionRow> upsert_definition(const std::string& name, const std::string& sha256,
                                                  const std::string& source, const std::string& path,
@@ -300,8 +324,19 @@ class Store {
   // The run an earlier delivery with this id started, if any.
   std::optional<std::string> find_delivery(const std::string& pipeline,
                                            const std::string& delivery_id);
-  void insert_delivery(const std::string& pipeline, const std::string& delivery_id,
-                       const std::string& run_id, int64_t now);
+  // Records a delivery for the run `run_id` (not started yet) unless one with this id is
+  // recorded already, in one statement: of two servers on one store that receive the same
+  // delivery, one records it and the other counts a duplicate (both may have looked it up in
+  // vain before). Returns the run recorded for the delivery: run_id when this call recorded
+  // it. nullopt with *err on a store error; a constraint conflict is not one (it answers with
+  // the run recorded, and never fails the store).
+  std::optional<std::string> claim_delivery(const std::string& pipeline,
+                                            const std::string& delivery_id,
+                                            const std::string& run_id, int64_t now,
+                                            std::string* err);
+  // Takes back a claim whose run did not start.
+  void release_delivery(const std::string& pipeline, const std::string& delivery_id,
+                        const std::string& run_id);
   void count_duplicate_delivery(const std::string& pipeline, const std::string& delivery_id,
                                 int64_t now);
   void insert_load(const LoadRow& l);
@@ -348,6 +383,35 @@ class Store {
   void flush_attempts();
   void bind_node_end(sqlite3_stmt* st, const NodeRunRow& r);
   sqlite3_stmt* prepare(const char* key, const char* sql);
+  // --- Writes held for a full disk (set_hold_when_full) ---
+  struct BoundValue {
+    int index = 0;
+    int type = SQLITE_NULL;  // SQLITE_NULL, SQLITE_INTEGER or SQLITE_TEXT
+    int64_t i = 0;
+    std::string s;
+  };
+  // A write of the open transaction as it was made. `st` is a cached statement (they live as
+  // long as the store).
+  struct Held {
+    sqlite3_stmt* st = nullptr;
+    std::vector<BoundValue> values;
+    int changes = 0;       // rows changed; -1 for a statement with RETURNING (one row)
+    int64_t rowid = 0;     // the row it inserted, 0: none
+    std::string returned;  // RETURNING: the first column
+  };
+  // The bind helpers of sql_util.h, keeping the values of the write statement being bound.
+  void bind_text(sqlite3_stmt* st, int i, const std::string& s, bool null_if_empty = true);
+  void bind_int(sqlite3_stmt* st, int i, int64_t v, bool null_if_zero = false);
+  void bind_null(sqlite3_stmt* st, int i);
+  // A statement from prepare()/cached() that writes: its values are kept from now on.
+  void arm_capture(sqlite3_stmt* st);
+  // sqlite3_step for every write statement: with hold_when_full, a write that succeeded in the
+  // open transaction is kept (held_) until the commit.
+  int step_write(sqlite3_stmt* st);
+  // Applies the held writes again in the transaction begin() just opened. False (store failed,
+  // transaction rolled back) when one of them fails or changes something else.
+  bool apply_held();
+  bool disk_full(int rc) const;
   // Prepared once per distinct SQL text (reads and the rarer writes; list_runs builds a few
   // variants). On failure the result is empty and *err says why.
   CachedStmt cached(const std::string& sql, std::string* err);
@@ -370,6 +434,19 @@ class Store {
   std::unordered_map<std::string, DefinitionRow> definitions_seen_;
   std::unordered_map<std::string, PendingAttempt>
       pending_attempts_;  // run\0node\0attempt  // name '\0' sha256
+  bool hold_when_full_ = false;
+  bool full_ = false;
+  bool failed_disk_full_ = false;
+  // A write of the transaction was not kept (a statement stepped without step_write, or
+  // bound without the helpers): it cannot be applied again, and a full disk is a failure.
+  bool held_incomplete_ = false;
+  std::vector<Held> held_;
+  int held_changes_ = 0;     // the rows the held writes changed (RETURNING: 1)
+  int tx_changes_base_ = 0;  // sqlite3_total_changes() when the transaction began
+  sqlite3_stmt* capture_st_ = nullptr;
+  std::vector<BoundValue> capture_;
+  uint64_t full_errors_ = 0;
+  int64_t full_since_ = 0;
 };
 
 // The migrations, in order; migration i takes the schema from version i to i+1.

@@ -19,19 +19,61 @@ std::optional<std::string> Store::find_delivery(const std::string& pipeline,
   return out;
 }
 
-void Store::insert_delivery(const std::string& pipeline, const std::string& delivery_id,
-                            const std::string& run_id, int64_t now) {
+std::optional<std::string> Store::claim_delivery(const std::string& pipeline,
+                                                 const std::string& delivery_id,
+                                                 const std::string& run_id, int64_t now,
+                                                 std::string* err) {
+  // The look-up and the insert are one statement in a write transaction: no other process can
+  // record the same delivery in between. On a conflict the row is the first delivery's, and
+  // RETURNING names its run.
   static const char* kSql =
       "INSERT INTO webhook_deliveries(pipeline, delivery_id, run_id, received_at) "
-      "VALUES(?1,?2,?3,?4)";
+      "VALUES(?1,?2,?3,?4) ON CONFLICT(pipeline, delivery_id) DO UPDATE SET "
+      "duplicates=duplicates+1, last_duplicate_at=excluded.received_at RETURNING run_id";
+  if (!begin()) {
+    *err = error_;
+    return std::nullopt;
+  }
+  sqlite3_stmt* st = prepare(kSql, kSql);
+  if (!st) {
+    *err = error_;
+    return std::nullopt;
+  }
+  bind_text(st, 1, pipeline, false);
+  bind_text(st, 2, delivery_id, false);
+  bind_text(st, 3, run_id, false);
+  bind_int(st, 4, now);
+  int rc = step_write(st);
+  if (rc == SQLITE_ROW) {
+    std::string recorded = col_text(st, 0);
+    sqlite3_reset(st);
+    return recorded;
+  }
+  std::string msg = sqlite3_errmsg(db_);
+  sqlite3_reset(st);
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+    // Cannot happen with the upsert above; should it all the same, a conflict on a delivery
+    // is a duplicate, not a reason to stop the server.
+    if (auto prev = find_delivery(pipeline, delivery_id)) return prev;
+    *err = "record webhook delivery: " + msg;
+    return std::nullopt;
+  }
+  fail("record webhook delivery");
+  *err = error_;
+  return std::nullopt;
+}
+
+void Store::release_delivery(const std::string& pipeline, const std::string& delivery_id,
+                             const std::string& run_id) {
+  static const char* kSql =
+      "DELETE FROM webhook_deliveries WHERE pipeline=?1 AND delivery_id=?2 AND run_id=?3";
   if (!begin()) return;
   sqlite3_stmt* st = prepare(kSql, kSql);
   if (!st) return;
   bind_text(st, 1, pipeline, false);
   bind_text(st, 2, delivery_id, false);
   bind_text(st, 3, run_id, false);
-  bind_int(st, 4, now);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert webhook delivery");
+  if (step_write(st) != SQLITE_DONE) fail("release webhook delivery");
 }
 
 void Store::count_duplicate_delivery(const std::string& pipeline, const std::string& delivery_id,
@@ -45,7 +87,7 @@ void Store::count_duplicate_delivery(const std::string& pipeline, const std::str
   bind_text(st, 1, pipeline, false);
   bind_text(st, 2, delivery_id, false);
   bind_int(st, 3, now);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("count duplicate delivery");
+  if (step_write(st) != SQLITE_DONE) fail("count duplicate delivery");
 }
 
 void Store::insert_load(const LoadRow& l) {
@@ -62,7 +104,7 @@ void Store::insert_load(const LoadRow& l) {
   bind_int(st, 5, l.version, true);
   bind_text(st, 6, l.sha256);
   bind_text(st, 7, l.error);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("insert pipeline load");
+  if (step_write(st) != SQLITE_DONE) fail("insert pipeline load");
 }
 
 std::vector<LoadRow> Store::loads(const std::string& name, const std::string& path, int limit) {
@@ -137,7 +179,7 @@ void Store::set_schedule_fire(const std::string& pipeline, const std::string& sc
   bind_text(st, 1, pipeline, false);
   bind_text(st, 2, schedule, false);
   bind_int(st, 3, at);
-  if (sqlite3_step(st) != SQLITE_DONE) fail("record schedule fire");
+  if (step_write(st) != SQLITE_DONE) fail("record schedule fire");
 }
 
 std::vector<Event> Store::events_after(int64_t after_id, const std::string& run_id,
