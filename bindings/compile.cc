@@ -364,24 +364,34 @@ class Compiler {
             error(tr.line, std::string("o.webhook: '") + k + "' must be a string");
         if (spec.contains("secret") && spec["secret"].is_string() &&
             !valid_secret_name(spec["secret"].get<std::string>()))
-          error(tr.line, "o.webhook: 'secret' is the NAME of a secret (letters, digits, _; set "
-                         "as ORCHRUN_SECRET_<NAME> or in the secrets file), got '" +
-                             spec["secret"].get<std::string>() + "'");
-        if (spec.contains("input") && spec["input"].is_string() &&
-            spec["input"] != "body" && spec["input"] != "envelope")
+          error(tr.line,
+                "o.webhook: 'secret' is the NAME of a secret (letters, digits, _; set "
+                "as ORCHRUN_SECRET_<NAME> or in the secrets file), got '" +
+                    spec["secret"].get<std::string>() + "'");
+        if (spec.contains("input") && spec["input"].is_string() && spec["input"] != "body" &&
+            spec["input"] != "envelope")
           error(tr.line, "o.webhook: 'input' must be \"body\" or \"envelope\"");
       } else if (tr.type == "schedule") {
         check_options(tr.line, "o.schedule", spec, {"cron", "tz", "missed", "input"});
-        std::string cron = spec.value("cron", "");
-        std::string tz = spec.contains("tz") && spec["tz"].is_string() ? spec["tz"].get<std::string>() : "";
+        // (value() would throw on a cron that is not a string: the check comes first)
+        const bool cron_ok = !spec.contains("cron") || spec["cron"].is_string();
+        if (!cron_ok)
+          error(tr.line, "o.schedule: 'cron' must be a cron expression like \"0 2 * * *\", got " +
+                             std::string(spec["cron"].type_name()));
+        std::string cron = spec.contains("cron") && spec["cron"].is_string()
+                               ? spec["cron"].get<std::string>()
+                               : "";
+        std::string tz =
+            spec.contains("tz") && spec["tz"].is_string() ? spec["tz"].get<std::string>() : "";
         std::string cerr;
-        if (spec.contains("tz") && !spec["tz"].is_string())
+        if (!cron_ok) {
+          // said above
+        } else if (spec.contains("tz") && !spec["tz"].is_string())
           error(tr.line, "o.schedule: 'tz' must be a time zone name like \"Europe/Paris\"");
         else if (!CronExpr::parse(cron, tz, &cerr))
           error(tr.line, "o.schedule: '" + cron + "': " + cerr);
-        if (spec.contains("missed") &&
-            (!spec["missed"].is_string() ||
-             (spec["missed"] != "skip" && spec["missed"] != "run_once")))
+        if (spec.contains("missed") && (!spec["missed"].is_string() ||
+                                        (spec["missed"] != "skip" && spec["missed"] != "run_once")))
           error(tr.line, "o.schedule: 'missed' must be \"skip\" or \"run_once\"");
         if (spec.contains("input") && !spec["input"].is_object())
           error(tr.line, "o.schedule: 'input' must be a table of named fields");

@@ -80,7 +80,15 @@ std::unique_ptr<Pipeline> load_pipeline_source(const std::string& path, const st
     diags->push_back(from_lua_message(path, err));
     return nullptr;
   }
-  bool ok = compile_pipeline(L, -1, path, p.get(), diags);
+  bool ok = false;
+  try {
+    ok = compile_pipeline(L, -1, path, p.get(), diags);
+  } catch (const std::exception& ex) {
+    // A bug of the compiler's, not of the file: said as such, never a crash of the server.
+    diags->push_back(
+        {path, 0, std::string("internal error while compiling (please report): ") + ex.what()});
+    ok = false;
+  }
   lua_settop(L, top);
   if (!ok) return nullptr;
   return p;

@@ -91,3 +91,21 @@ TEST_CASE("fuzz: pcall cannot swallow a condition's deadline", "[regression][fuz
   CHECK(query_int(h.db_path, "select count(*) from node_runs where status='succeeded'") == 0);
   CHECK(h.close().empty());
 }
+
+// Found by the pipeline target: o.schedule { cron = 5 } reached the compiler, whose
+// spec.value("cron", "") threw nlohmann's type_error out of compile_pipeline (std::terminate:
+// the end of orchrun validate, of a server's hot reload, of the API's validate thread).
+TEST_CASE("fuzz: a schedule whose cron is not a string is a diagnostic, not a crash",
+          "[regression][fuzz]") {
+  for (const char* cron : {"5", "{}", "true"}) {
+    auto d = Harness::diagnose(std::string(R"(local o = require "orch"
+return o.pipeline "p" {
+  triggers = { o.schedule { cron = )") + cron + R"( } },
+  o.node("a", function() end),
+})");
+    INFO(cron);
+    REQUIRE(d.size() == 1);
+    CHECK(d[0].line == 3);
+    CHECK(contains(d[0].message, "o.schedule: 'cron' must be a cron expression"));
+  }
+}
