@@ -38,6 +38,17 @@ local function where(str, at)
   return ("line %d, column %d"):format(line, col)
 end
 
+-- JSON text of a value, or a template error saying why not (invalid UTF-8 in a string, a
+-- value JSON cannot hold). Other errors (a node's deadline) pass on unchanged.
+local function encode(v, what)
+  local ok, res = pcall(json_encode, v)
+  if ok then return res end
+  if type(res) == "string" and res:find("o.json.encode: ", 1, true) then
+    tfail(("%s: %s"):format(what, (res:gsub("^.-o%.json%.encode: ", ""))))
+  end
+  error(res, 0)
+end
+
 local function render_value(v, expr, str, at)
   local t = type(v)
   if t == "string" then return v end
@@ -47,13 +58,18 @@ local function render_value(v, expr, str, at)
     return format("%.14g", v)
   end
   if t == "boolean" then return tostring(v) end
-  if t == "table" then return json_encode(v) end
+  if t == "table" then
+    return encode(v, ("cannot render {{%s}} at %s as JSON"):format(expr, where(str, at)))
+  end
   tfail(("cannot render {{%s}} at %s: the value is a %s"):format(expr, where(str, at), t))
 end
 
 local filters = {
   default = function(v, arg) if v == MISSING or v == null then return arg end return v end,
-  json = function(v) if v == MISSING then return v end return json_encode(v) end,
+  json = function(v)
+    if v == MISSING then return v end
+    return encode(v, "the json filter")
+  end,
   upper = function(v) if type(v) == "string" then return v:upper() end return v end,
   lower = function(v) if type(v) == "string" then return v:lower() end return v end,
   trim = function(v)

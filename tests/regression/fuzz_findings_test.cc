@@ -109,3 +109,17 @@ return o.pipeline "p" {
     CHECK(contains(d[0].message, "o.schedule: 'cron' must be a cron expression"));
   }
 }
+
+// Found by the template target: a value with invalid UTF-8 given to the json filter (or
+// rendered as JSON) raised o.json.encode's error instead of an o.template one, so the author
+// was told about a function they never called.
+TEST_CASE("fuzz: o.template says which placeholder cannot be JSON", "[regression][fuzz]") {
+  LuaEval eval;
+  std::string r = eval(R"(return o.template("{{'odd\138key' | json}}", {}))");
+  CHECK(r.rfind("error: ", 0) == 0);
+  CHECK(contains(r, "o.template: the json filter: value: invalid UTF-8 in string"));
+  r = eval(R"(return o.template("at {{x}}", { x = { "bad\255" } }))");
+  CHECK(contains(r, "o.template: cannot render {{x}} at line 1, column 4 as JSON: "));
+  // What is valid still renders.
+  CHECK(eval(R"(return o.template("{{x | json}}", { x = { 1, "é" } }))") == R"("[1,\"é\"]")");
+}
