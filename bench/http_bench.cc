@@ -22,9 +22,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "runtime/drivers/http_client.h"
-#include "runtime/json_util.h"
-#include "runtime/loop.h"
+#include "drivers/http_client.h"
+#include "base/json_util.h"
+#include "drivers/loop.h"
 
 namespace {
 

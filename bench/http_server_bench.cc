@@ -11,8 +11,8 @@
 #include <string>
 #include <thread>
 
-#include "runtime/drivers/http_server.h"
-#include "runtime/loop.h"
+#include "drivers/http_server.h"
+#include "drivers/loop.h"
 
 using namespace orch;
 

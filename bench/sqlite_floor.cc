@@ -10,8 +10,8 @@
 #include <cstdlib>
 #include <string>
 
-#include "runtime/ids.h"
-#include "runtime/store/store.h"
+#include "base/ids.h"
+#include "store/store.h"
 
 int main(int argc, char** argv) {
   if (argc < 2) {

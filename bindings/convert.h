@@ -6,14 +6,14 @@
 // integers. Functions, userdata, threads, NaN/inf and cycles are errors naming the path.
 // JSON integers beyond 2^53 become Lua strings of their exact digits: a double would silently
 // change them (ids, counters), and a string keeps them intact through a round trip.
-// Both directions are bounded in depth (kMaxJsonDepth, runtime/json_util.h): neither recursion
+// Both directions are bounded in depth (kMaxJsonDepth, base/json_util.h): neither recursion
 // can run out of C stack or Lua stack, whatever a pipeline builds or a sender sends.
 #pragma once
 #include <lua.hpp>
 #include <string>
 #include <string_view>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 
 namespace orch {
 

@@ -1,4 +1,5 @@
-// The stdlib's Lua sources and their LuaJIT bytecode, compiled into the binary (see cmake/embed_stdlib.cmake).
+// The stdlib's Lua sources and their LuaJIT bytecode, compiled into the binary (see
+// cmake/embed_stdlib.cmake).
 #pragma once
 #include <string_view>
 #include <vector>

@@ -7,7 +7,7 @@
 #include "bindings/convert.h"
 #include "bindings/embedded.h"
 #include "bindings/lua_patterns.h"
-#include "runtime/signals.h"
+#include "drivers/signals.h"
 
 namespace orch {
 namespace {

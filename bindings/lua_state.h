@@ -12,9 +12,9 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "base/redact.h"
+#include "base/secrets.h"
 #include "bindings/lua_ref.h"
-#include "runtime/redact.h"
-#include "runtime/secrets.h"
 
 namespace orch {
 

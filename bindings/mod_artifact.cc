@@ -15,9 +15,9 @@
 #include <filesystem>
 #include <string>
 
+#include "base/digest.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
-#include "runtime/digest.h"
 
 namespace orch {
 namespace {

@@ -18,11 +18,11 @@
 #include <string>
 #include <vector>
 
+#include "base/duration.h"
+#include "base/ids.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
-#include "runtime/drivers/timer.h"
-#include "runtime/duration.h"
-#include "runtime/ids.h"
+#include "drivers/timer.h"
 
 namespace orch {
 namespace {

@@ -4,12 +4,12 @@
 #include <string>
 #include <vector>
 
+#include "base/digest.h"
+#include "base/duration.h"
+#include "base/ids.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
-#include "runtime/digest.h"
-#include "runtime/drivers/timer.h"
-#include "runtime/duration.h"
-#include "runtime/ids.h"
+#include "drivers/timer.h"
 
 namespace orch {
 

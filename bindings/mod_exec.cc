@@ -8,7 +8,7 @@
 #include <string>
 
 #include "bindings/lua_state.h"
-#include "runtime/drivers/process.h"
+#include "drivers/process.h"
 
 extern char** environ;
 

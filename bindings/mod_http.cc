@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "base/duration.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
-#include "runtime/drivers/http_client.h"
-#include "runtime/duration.h"
+#include "drivers/http_client.h"
 
 namespace orch {
 namespace {

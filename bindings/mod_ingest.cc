@@ -4,9 +4,9 @@
 
 #include <string>
 
+#include "base/digest.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
-#include "runtime/digest.h"
 
 namespace orch {
 namespace {

@@ -1,5 +1,5 @@
 // core.secret: a secret value for pipeline code, remembered by the engine's redactor so that
-// it is replaced by "***" wherever orchrun stores or prints it (runtime/redact.h).
+// it is replaced by "***" wherever orchrun stores or prints it (base/redact.h).
 #include <string>
 
 #include "bindings/lua_state.h"

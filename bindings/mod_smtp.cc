@@ -14,8 +14,8 @@
 #include <vector>
 
 #include "bindings/lua_state.h"
-#include "runtime/drivers/curl_api.h"
-#include "runtime/drivers/http_client.h"
+#include "drivers/curl_api.h"
+#include "drivers/http_client.h"
 
 namespace orch {
 namespace {

@@ -1,4 +1,4 @@
-// Cron expressions of o.schedule (runtime/cron.cc): CronExpr::parse, then next_after from a
+// Cron expressions of o.schedule (base/cron.cc): CronExpr::parse, then next_after from a
 // few starting points, in a zone of the system's tz database.
 //
 // Input: "<expression>\n<zone name>\n<start>" — the zone as written (names are checked before
@@ -12,7 +12,7 @@
 #include <string>
 
 #include "fuzz/fuzz_util.h"
-#include "runtime/cron.h"
+#include "base/cron.h"
 
 using namespace orch;
 

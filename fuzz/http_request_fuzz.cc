@@ -1,4 +1,4 @@
-// The HTTP request layer of orchrun serve (runtime/drivers/http_server.*: http-parser's
+// The HTTP request layer of orchrun serve (drivers/http_server.*: http-parser's
 // callbacks, chunked bodies, header and body limits, pipelining, answers now, later, streamed
 // or dropped) fed arbitrary bytes through a real loopback connection on an in-process loop.
 //
@@ -28,8 +28,8 @@
 #include <vector>
 
 #include "fuzz/fuzz_util.h"
-#include "runtime/drivers/http_server.h"
-#include "runtime/loop.h"
+#include "drivers/http_server.h"
+#include "drivers/loop.h"
 
 using namespace orch;
 using namespace orch::http;

@@ -11,7 +11,7 @@
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
 #include "fuzz/fuzz_util.h"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 
 using namespace orch;
 using orch::fuzz::fail;

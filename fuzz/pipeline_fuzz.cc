@@ -1,4 +1,4 @@
-// The pipeline loader and compiler (bindings/pipeline_loader.cc, compile.cc) on arbitrary Lua
+// The pipeline loader and compiler (engine/pipeline_loader.cc, compile.cc) on arbitrary Lua
 // sources, as `orchrun validate` and POST /api/pipelines/NAME/validate load them: a fresh
 // sandboxed state runs the chunk (bounded by the engine's load limit), then the returned
 // table is compiled into a graph.
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "bindings/lua_state.h"
-#include "bindings/pipeline_loader.h"
+#include "engine/pipeline_loader.h"
 #include "fuzz/fuzz_util.h"
 
 using namespace orch;

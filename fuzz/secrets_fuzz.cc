@@ -1,4 +1,4 @@
-// The operator's secrets file (runtime/secrets.cc: NAME=value lines, mode 0600), read from a
+// The operator's secrets file (base/secrets.cc: NAME=value lines, mode 0600), read from a
 // real file as --secrets FILE is, then looked up through SecretSource as o.secret does.
 //
 // (orchrun has no users file; the --token-file is read whole with trailing whitespace cut,
@@ -11,7 +11,7 @@
 #include <string>
 
 #include "fuzz/fuzz_util.h"
-#include "runtime/secrets.h"
+#include "base/secrets.h"
 
 using namespace orch;
 

@@ -1,4 +1,4 @@
-// TZif data (RFC 8536, v1 to v4) as runtime/cron.cc reads zone files for o.schedule:
+// TZif data (RFC 8536, v1 to v4) as base/cron.cc reads zone files for o.schedule:
 // TimeZone::from_tzif on arbitrary bytes (the same parser TimeZone::load runs on the file's
 // contents), then the conversions CronExpr::next_after makes with the zone.
 //
@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "fuzz/fuzz_util.h"
-#include "runtime/cron.h"
+#include "base/cron.h"
 
 using namespace orch;
 

@@ -7,7 +7,7 @@
 
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 
 namespace orch::test {
 

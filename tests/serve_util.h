@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 
 namespace orch::test {
 

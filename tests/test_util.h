@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "bindings/pipeline_loader.h"
-#include "runtime/events.h"
-#include "runtime/loop.h"
-#include "runtime/scheduler.h"
-#include "runtime/store/store.h"
+#include "engine/pipeline_loader.h"
+#include "store/events.h"
+#include "drivers/loop.h"
+#include "engine/scheduler.h"
+#include "store/store.h"
 
 // Skips the rest of a test, visibly: the line is printed, and ctest (tests/CMakeLists.txt sets
 // SKIP_REGULAR_EXPRESSION) reports the test as skipped, not passed. Catch2 2.x has no SKIP().

@@ -1,14 +1,14 @@
-// The pipeline compiler (bindings/compile.cc) through the loader: every validation error is a
+// The pipeline compiler (engine/compile.cc) through the loader: every validation error is a
 // diagnostic "test.lua:LINE: message" pointing at the line of the offending call, all of them
 // are reported (sorted by line), and a valid pipeline gets stable paths and its defaults.
-#include "bindings/compile.h"
+#include "engine/compile.h"
 
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <set>
 
-#include "bindings/pipeline_loader.h"
-#include "runtime/json_util.h"
+#include "engine/pipeline_loader.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

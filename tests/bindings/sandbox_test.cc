@@ -4,7 +4,7 @@
 #include <catch2/catch.hpp>
 #include <lua.hpp>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

@@ -5,7 +5,7 @@
 #include <mutex>
 
 #include "http_test_server.h"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

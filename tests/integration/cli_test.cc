@@ -14,8 +14,8 @@
 #include <set>
 #include <thread>
 
-#include "bindings/pipeline_loader.h"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
+#include "engine/pipeline_loader.h"
 #include "test_util.h"
 
 using namespace orch;
@@ -660,6 +660,13 @@ TEST_CASE("runs and inspect read back what was stored", "[cli]") {
     CHECK(parse_or_fail(r.out).size() == 2);
     r = orchrun({"runs", "--json", "--since", "1h"}, db);
     CHECK(parse_or_fail(r.out).size() == 3);
+    // The same forms as the API's ?since=: RFC 3339 and unix ms too.
+    r = orchrun({"runs", "--json", "--since", "2000-01-01T00:00:00Z"}, db);
+    CHECK(parse_or_fail(r.out).size() == 3);
+    r = orchrun({"runs", "--json", "--since", "2099-12-31T23:00:00+01:00"}, db);
+    CHECK(parse_or_fail(r.out).empty());
+    r = orchrun({"runs", "--json", "--since", "4102444800000"}, db);
+    CHECK(parse_or_fail(r.out).empty());
     r = orchrun({"runs"}, db);
     CHECK(r.exit_code == 0);
     CHECK(contains(r.out, retries_id));
@@ -671,7 +678,10 @@ TEST_CASE("runs and inspect read back what was stored", "[cli]") {
     CHECK(r.exit_code == 2);
     CHECK(contains(r.err, "--status"));
     CHECK(orchrun({"runs", "--limit", "0"}, db).exit_code == 2);
-    CHECK(orchrun({"runs", "--since", "yesterday-ish"}, db).exit_code == 2);
+    r = orchrun({"runs", "--since", "yesterday-ish"}, db);
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err,
+                   "--since: 'yesterday-ish' is not a time (RFC 3339, unix ms, or a duration"));
   }
   SECTION("inspect --json has the run, its attempts and its events") {
     auto r = orchrun({"inspect", retries_id, "--json"}, db);

@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

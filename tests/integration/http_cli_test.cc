@@ -2,7 +2,7 @@
 #include <catch2/catch.hpp>
 
 #include "http_test_server.h"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

@@ -3,7 +3,7 @@
 // artifact; the run stops for approval; approving publishes, rejecting fails the run.
 #include <catch2/catch.hpp>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

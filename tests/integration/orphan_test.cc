@@ -14,7 +14,7 @@
 #include <sstream>
 #include <thread>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "serve_util.h"
 #include "test_util.h"
 

@@ -8,7 +8,7 @@
 #include <catch2/catch.hpp>
 #include <thread>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "serve_util.h"
 #include "test_util.h"
 

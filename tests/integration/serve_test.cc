@@ -16,11 +16,11 @@
 #include <set>
 #include <thread>
 
-#include "runtime/ids.h"
-#include "runtime/json_util.h"
-#include "runtime/loop.h"
-#include "runtime/server/server.h"
-#include "runtime/store/store.h"
+#include "base/ids.h"
+#include "base/json_util.h"
+#include "drivers/loop.h"
+#include "server/server.h"
+#include "store/store.h"
 #include "serve_util.h"
 #include "test_util.h"
 

@@ -6,7 +6,7 @@
 
 #include <catch2/catch.hpp>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

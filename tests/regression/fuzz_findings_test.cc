@@ -6,7 +6,7 @@
 #include <string>
 
 #include "lua_eval.h"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "serve_util.h"
 #include "test_util.h"
 

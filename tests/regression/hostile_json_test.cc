@@ -2,7 +2,7 @@
 // text nested thousands of levels deep ended `orchrun serve` (a Lua PANIC at 8,000 levels in the
 // conversion to Lua, a SIGSEGV at 100,000 in the recursive copy of the parsed body), and so did
 // `--input @deep.json`; a number beyond a double ({"n":1e309}) answered 500. Nesting is now
-// bounded where the text is parsed (kMaxJsonDepth, runtime/json_util.h): deeper text is a 400 /
+// bounded where the text is parsed (kMaxJsonDepth, base/json_util.h): deeper text is a 400 /
 // exit 2 naming the limit, and text exactly at the limit still goes through.
 #include <sqlite3.h>
 
@@ -10,7 +10,7 @@
 #include <string>
 
 #include "http_test_server.h"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "serve_util.h"
 #include "test_util.h"
 

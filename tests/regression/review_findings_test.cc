@@ -8,7 +8,7 @@
 #include <string>
 #include <thread>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

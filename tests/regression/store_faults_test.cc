@@ -12,7 +12,7 @@
 #include <set>
 #include <thread>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "serve_util.h"
 #include "test_util.h"
 

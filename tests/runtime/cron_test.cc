@@ -1,4 +1,4 @@
-#include "runtime/cron.h"
+#include "base/cron.h"
 
 #include <time.h>
 

@@ -1,5 +1,5 @@
 // SHA-256 and HMAC-SHA256 (webhook signatures) against published test vectors.
-#include "runtime/digest.h"
+#include "base/digest.h"
 
 #include <catch2/catch.hpp>
 #include <string>

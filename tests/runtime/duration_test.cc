@@ -1,4 +1,4 @@
-#include "runtime/duration.h"
+#include "base/duration.h"
 
 #include <catch2/catch.hpp>
 

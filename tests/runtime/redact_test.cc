@@ -1,9 +1,9 @@
-// The redactor (runtime/redact.h): what it replaces, and what it leaves alone.
-#include "runtime/redact.h"
+// The redactor (base/redact.h): what it replaces, and what it leaves alone.
+#include "base/redact.h"
 
 #include <catch2/catch.hpp>
 
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 
 using namespace orch;
 

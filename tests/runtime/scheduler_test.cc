@@ -4,8 +4,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "runtime/drivers/timer.h"
-#include "runtime/json_util.h"
+#include "drivers/timer.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

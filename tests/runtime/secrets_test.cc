@@ -1,7 +1,7 @@
-// o.secret and redaction, in-process (runtime/secrets.h, bindings/mod_secret.cc and the
+// o.secret and redaction, in-process (base/secrets.h, bindings/mod_secret.cc and the
 // scheduler's choke points): where values come from, what is refused, and that no stored row
 // holds a value a pipeline read.
-#include "runtime/secrets.h"
+#include "base/secrets.h"
 
 #include <sys/stat.h>
 

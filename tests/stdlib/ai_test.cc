@@ -6,7 +6,7 @@
 
 #include "http_test_server.h"
 #include "lua_eval.h"
-#include "runtime/json_util.h"
+#include "base/json_util.h"
 #include "test_util.h"
 
 using namespace orch;

@@ -1,7 +1,7 @@
 // The HTTP client driver on a bare loop (no Lua) against a real server on 127.0.0.1: results,
 // failure codes, keep-alive, redirects, many transfers at once, cancelling, and a loop that
 // closes with nothing left open.
-#include "runtime/drivers/http_client.h"
+#include "drivers/http_client.h"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -15,8 +15,8 @@
 #include <thread>
 
 #include "http_test_server.h"
-#include "runtime/drivers/timer.h"
-#include "runtime/loop.h"
+#include "drivers/timer.h"
+#include "drivers/loop.h"
 
 using namespace orch;
 using namespace orch::test;

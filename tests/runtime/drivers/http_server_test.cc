@@ -1,7 +1,7 @@
 // The HTTP server driver on a real loop (on a thread of its own) against blocking clients on
 // 127.0.0.1 in the test thread: requests and answers, keep-alive, pipelining, limits, timeouts,
 // 100-continue, streaming, clients that leave, closing, and a loop that ends with nothing open.
-#include "runtime/drivers/http_server.h"
+#include "drivers/http_server.h"
 #include "test_util.h"
 
 #include <arpa/inet.h>
@@ -20,8 +20,8 @@
 #include <regex>
 #include <thread>
 
-#include "runtime/drivers/timer.h"
-#include "runtime/loop.h"
+#include "drivers/timer.h"
+#include "drivers/loop.h"
 
 using namespace orch;
 using namespace orch::http;

@@ -1,14 +1,14 @@
 // The process driver and timers on a bare loop (no Lua): capture, timeouts, process groups,
 // detaching, and a loop that closes with nothing left open.
-#include "runtime/drivers/process.h"
+#include "drivers/process.h"
 
 #include <signal.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 
-#include "runtime/drivers/timer.h"
-#include "runtime/loop.h"
+#include "drivers/timer.h"
+#include "drivers/loop.h"
 #include "test_util.h"
 
 using namespace orch;

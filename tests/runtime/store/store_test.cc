@@ -1,5 +1,5 @@
 // The store: schema and migrations, refusing foreign files, group commit, lookups.
-#include "runtime/store/store.h"
+#include "store/store.h"
 
 #include <sqlite3.h>
 #include <sys/wait.h>

@@ -1,0 +1,253 @@
+// orchrun validate and orchrun graph: pipelines without running them.
+#include <signal.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "base/duration.h"
+#include "base/ids.h"
+#include "base/json_util.h"
+#include "cli/common.h"
+#include "cli/format.h"
+#include "cli/live_view.h"
+#include "drivers/loop.h"
+#include "drivers/signals.h"
+#include "engine/pipeline_loader.h"
+#include "engine/scheduler.h"
+#include "store/store.h"
+
+namespace orch::cli {
+namespace {
+
+// --- validate -----------------------------------------------------------------------------
+
+}  // namespace
+
+int cmd_validate(const Args& a) {
+  Style est = style_for(stderr);
+  Style ost = style_for(stdout);
+  if (a.positional.empty()) {
+    fprintf(stderr, "usage: orchrun validate FILE...\n");
+    return kExitUsage;
+  }
+  LoadOptions lo;
+  std::string err;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  bool json_out = a.has("--json");
+  json report = json::array();
+  int bad = 0;
+  for (const auto& f : a.positional) {
+    std::vector<Diagnostic> diags;
+    auto p = load_pipeline_file(f, lo, &diags);
+    if (json_out) {
+      json e{{"file", f}, {"valid", p != nullptr}};
+      if (p) {
+        e["pipeline"] = p->name;
+        e["nodes"] = p->node_count;
+        e["sha256"] = p->sha256;
+      }
+      json errs = json::array();
+      for (auto& d : diags)
+        errs.push_back({{"file", d.file}, {"line", d.line}, {"message", d.message}});
+      e["errors"] = errs;
+      report.push_back(e);
+    } else if (p) {
+      printf("%s %s: pipeline '%s', %d node%s\n", ost.green("✓").c_str(), f.c_str(),
+             p->name.c_str(), p->node_count, p->node_count == 1 ? "" : "s");
+    } else {
+      print_diags(diags, est);
+    }
+    if (!p) bad++;
+  }
+  if (json_out)
+    printf("%s\n", dump_json(report, 2).c_str());
+  else if (bad)
+    fprintf(stderr, "%d of %zu file%s invalid\n", bad, a.positional.size(),
+            a.positional.size() == 1 ? "" : "s");
+  return bad ? kExitUsage : kExitOk;
+}
+
+// --- graph --------------------------------------------------------------------------------
+
+void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* entry,
+                   std::vector<std::string>* exit, int* anon) {
+  auto nid = [](const std::string& path) {
+    std::string r = "n_";
+    for (char c : path) r += isalnum(static_cast<unsigned char>(c)) ? c : '_';
+    return r;
+  };
+  switch (s->kind) {
+    case StepKind::Approve: {
+      std::string id = nid(s->path);
+      *out += "  " + id + "[/\"approve: " + s->id + "\"/]\n";
+      *entry = {id};
+      *exit = {id};
+      return;
+    }
+    case StepKind::Node: {
+      std::string id = nid(s->path);
+      *out += "  " + id + "[\"" + s->id + "\"]\n";
+      *entry = {id};
+      *exit = {id};
+      return;
+    }
+    case StepKind::Seq: {
+      std::vector<std::string> prev;
+      bool first = true;
+      for (auto& c : s->children) {
+        std::vector<std::string> en, ex;
+        graph_mermaid(c.get(), out, &en, &ex, anon);
+        if (first) *entry = en;
+        for (auto& p : prev)
+          for (auto& e : en) *out += "  " + p + " --> " + e + "\n";
+        prev = ex;
+        first = false;
+      }
+      *exit = prev;
+      return;
+    }
+    case StepKind::Parallel: {
+      std::string fork = nid(s->path) + "_fork", join = nid(s->path) + "_join";
+      std::string how = s->join == 0 ? "all" : s->join < 0 ? "any" : std::to_string(s->join);
+      *out += "  " + fork + "{{\"" + s->id + "\"}}\n";
+      *out += "  " + join + "((\"join " + how + "\"))\n";
+      for (auto& c : s->children) {
+        std::vector<std::string> en, ex;
+        graph_mermaid(c.get(), out, &en, &ex, anon);
+        for (auto& e : en) *out += "  " + fork + " --> " + e + "\n";
+        for (auto& e : ex) *out += "  " + e + " --> " + join + "\n";
+      }
+      *entry = {fork};
+      *exit = {join};
+      return;
+    }
+    case StepKind::Call: {
+      std::string id = nid(s->path);
+      *out += "  " + id + "[[\"" + s->id + ": call " + s->call_target + "\"]]\n";
+      *entry = {id};
+      *exit = {id};
+      return;
+    }
+    case StepKind::Map:
+    case StepKind::Loop: {
+      bool map = s->kind == StepKind::Map;
+      std::string head = nid(s->path) + (map ? "_map" : "_loop");
+      const Step* body = s->children.empty() ? nullptr : s->children[0].get();
+      std::string label =
+          map ? s->id + ": for each item" +
+                    (s->max_concurrency ? ", max " + std::to_string(s->max_concurrency)
+                                        : std::string())
+              : s->id + ": loop, max " + std::to_string(s->max_iterations);
+      *out += "  " + head + "{{\"" + label + "\"}}\n";
+      *entry = {head};
+      if (!body || (body->kind == StepKind::Node && body->id.empty())) {
+        *exit = {head};  // a function body: the map/loop node is the whole story
+        return;
+      }
+      std::vector<std::string> en, ex;
+      graph_mermaid(body, out, &en, &ex, anon);
+      for (auto& e : en) *out += "  " + head + " --> " + e + "\n";
+      if (map) {
+        std::string join = nid(s->path) + "_gather";
+        *out += "  " + join + "((\"gather\"))\n";
+        for (auto& e : ex) *out += "  " + e + " --> " + join + "\n";
+        *exit = {join};
+      } else {
+        for (auto& e : ex) *out += "  " + e + " -. again .-> " + head + "\n";
+        *exit = ex;
+      }
+      return;
+    }
+    case StepKind::When:
+    case StepKind::Switch: {
+      std::string dec = nid(s->path) + "_decide";
+      *out += "  " + dec + "{\"" + s->id + "?\"}\n";
+      *entry = {dec};
+      exit->clear();
+      bool has_else = true;
+      for (size_t i = 0; i < s->children.size(); i++) {
+        std::string label =
+            s->kind == StepKind::When ? (i == 0 ? "then" : "else") : s->case_keys[i];
+        if (!s->children[i]) {
+          has_else = false;
+          continue;
+        }
+        std::vector<std::string> en, ex;
+        graph_mermaid(s->children[i].get(), out, &en, &ex, anon);
+        for (auto& e : en) *out += "  " + dec + " -- " + label + " --> " + e + "\n";
+        exit->insert(exit->end(), ex.begin(), ex.end());
+      }
+      if (!has_else) exit->push_back(dec);
+      return;
+    }
+  }
+}
+
+int cmd_graph(const Args& a) {
+  if (a.positional.size() != 1) {
+    fprintf(stderr, "usage: orchrun graph FILE [--format mermaid|dot]\n");
+    return kExitUsage;
+  }
+  std::string fmt = a.get("--format", "mermaid");
+  if (fmt != "mermaid" && fmt != "dot") {
+    fprintf(stderr, "orchrun: --format must be mermaid or dot\n");
+    return kExitUsage;
+  }
+  LoadOptions lo;
+  std::string err;
+  if (!sandbox_from(a, &lo.sandbox, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  std::vector<Diagnostic> diags;
+  auto p = load_pipeline_file(a.positional[0], lo, &diags);
+  if (!p) {
+    print_diags(diags, style_for(stderr));
+    return kExitUsage;
+  }
+  std::string body;
+  std::vector<std::string> en, ex;
+  int anon = 0;
+  graph_mermaid(p->root.get(), &body, &en, &ex, &anon);
+  if (fmt == "mermaid") {
+    printf("flowchart TD\n  start([\"%s\"])\n%s", p->name.c_str(), body.c_str());
+    for (auto& e : en) printf("  start --> %s\n", e.c_str());
+  } else {
+    // The Mermaid edges translate directly to DOT.
+    printf("digraph \"%s\" {\n  rankdir=TB;\n", p->name.c_str());
+    std::stringstream ss(body);
+    std::string line;
+    while (std::getline(ss, line)) {
+      auto arrow = line.find(" --> ");
+      auto lab = line.find(" -- ");
+      if (arrow != std::string::npos && lab != std::string::npos && lab < arrow) {
+        std::string from = line.substr(2, lab - 2);
+        std::string label = line.substr(lab + 4, arrow - lab - 4);
+        printf("  %s -> %s [label=\"%s\"];\n", from.c_str(), line.substr(arrow + 5).c_str(),
+               label.c_str());
+      } else if (arrow != std::string::npos) {
+        printf("  %s -> %s;\n", line.substr(2, arrow - 2).c_str(), line.substr(arrow + 5).c_str());
+      } else {
+        auto q1 = line.find('"'), q2 = line.rfind('"');
+        auto sp = line.find_first_of("[{(", 2);
+        if (q1 != std::string::npos && q2 > q1 && sp != std::string::npos)
+          printf("  %s [label=\"%s\"];\n", line.substr(2, sp - 2).c_str(),
+                 line.substr(q1 + 1, q2 - q1 - 1).c_str());
+      }
+    }
+    printf("}\n");
+  }
+  return kExitOk;
+}
+
+}  // namespace orch::cli

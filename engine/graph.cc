@@ -1,0 +1,49 @@
+#include "engine/graph.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "bindings/lua_state.h"
+
+namespace orch {
+
+Pipeline::Pipeline() = default;
+
+Pipeline::~Pipeline() {
+  root.reset();
+  engine.reset();
+}
+
+const char* step_kind_name(StepKind k) {
+  switch (k) {
+    case StepKind::Node:
+      return "node";
+    case StepKind::Seq:
+      return "seq";
+    case StepKind::Parallel:
+      return "parallel";
+    case StepKind::When:
+      return "when";
+    case StepKind::Switch:
+      return "switch";
+    case StepKind::Approve:
+      return "approve";
+    case StepKind::Map:
+      return "map";
+    case StepKind::Loop:
+      return "loop";
+    case StepKind::Call:
+      return "call";
+  }
+  return "?";
+}
+
+int64_t RetryPolicy::delay_ms(int next_attempt, double unit) const {
+  double d = static_cast<double>(base_ms);
+  if (exponential) d *= std::pow(2.0, std::max(0, next_attempt - 2));
+  d = std::min(d, static_cast<double>(cap_ms));
+  if (jitter) d *= unit;
+  return static_cast<int64_t>(d);
+}
+
+}  // namespace orch

@@ -1,0 +1,125 @@
+// A compiled pipeline: a tree of steps with stable ids, validated, holding references to the
+// Lua functions it runs. Built by engine/compile.cc; executed by the scheduler.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "bindings/lua_ref.h"
+
+namespace orch {
+
+class LuaEngine;  // bindings/lua_state.h
+
+// The order matters: make_exec indexes its factories by it.
+enum class StepKind { Node, Seq, Parallel, When, Switch, Approve, Map, Loop, Call };
+const char* step_kind_name(StepKind k);
+
+struct RetryPolicy {
+  int max_attempts = 1;     // total attempts, including the first
+  bool exponential = true;  // else fixed
+  int64_t base_ms = 500;
+  int64_t cap_ms = 30000;
+  bool jitter = true;  // "full jitter": a uniform delay in [0, computed]
+  // The delay before attempt `next_attempt` (2 for the first retry). `unit` in [0,1) is the
+  // random draw, passed in so tests can pin it.
+  int64_t delay_ms(int next_attempt, double unit) const;
+};
+
+// Where a node (or a loop) goes when it cannot settle by itself: a verdict of
+// needs_human_review, or retryable verdicts until the retry cap. `enabled = false` makes such a
+// node fail instead (error type "verdict").
+struct Escalation {
+  bool enabled = true;
+  std::string message;
+  std::vector<std::string> approvers;  // empty: anyone
+  int64_t timeout_ms = 0;              // 0: wait for a person as long as it takes
+  bool approve_on_timeout = false;
+};
+
+struct Trigger {
+  std::string type;  // webhook | schedule | manual
+  std::string spec;  // its options as JSON, for serve and for display
+  int line = 0;
+};
+
+struct Step {
+  StepKind kind = StepKind::Node;
+  std::string id;    // as written; empty for an anonymous seq
+  std::string path;  // stable id: parent ids joined with '/' ("gather/metrics")
+  int line = 0;
+  std::string description;
+
+  // Node
+  LuaRef fn;
+  LuaRef fallback;
+  LuaRef skip_if;
+  RetryPolicy retry;
+  int64_t timeout_ms = 0;  // per attempt; 0 = none
+  bool optional = false;
+  Escalation escalate;
+  // Across runs (and processes sharing the store): at most concurrency_limit attempts of nodes
+  // with this key run at once; the others wait in arrival order.
+  std::string concurrency_key;
+  int concurrency_limit = 1;
+
+  // Parallel: join = 0 means all; -1 any; n > 0 means n branches.
+  int join = 0;
+  int max_concurrency = 0;  // parallel and map; 0 = unlimited
+
+  // Map: `items` is a function(ctx, input) returning the list, or the list itself; the only
+  // child is the step run for each item (with the item as its input).
+  LuaRef items;
+  // Loop: at most max_iterations runs of the only child; `done` is a function(ctx, output)
+  // deciding after each (absent: the child's verdict decides).
+  int max_iterations = 0;
+  LuaRef done;
+  // Call: the pipeline to run as a child run, and its input (function(ctx, input), a table,
+  // or absent for this step's own input).
+  std::string call_target;
+  LuaRef call_input;
+
+  // Approve
+  std::string message;
+  std::vector<std::string> approvers;  // empty: anyone
+  bool approve_on_timeout = false;     // on_timeout = "approve" (default "reject")
+
+  // When / Switch
+  LuaRef cond;  // when: condition; switch: selector
+  // Seq/Parallel: the steps. When: [then, else]; an absent else is null.
+  // Switch: one per case, in case_keys order.
+  std::vector<std::unique_ptr<Step>> children;
+  std::vector<std::string> case_keys;
+};
+
+struct Pipeline {
+  // Declared first so that it is destroyed last: every LuaRef below needs the state.
+  std::unique_ptr<LuaEngine> engine;
+  std::string name, description, file, source, sha256;
+  std::vector<std::string> tags;
+  std::string concurrency_key;  // for the whole run; see Step::concurrency_key
+  int concurrency_limit = 1;
+  std::vector<Trigger> triggers;
+  std::unique_ptr<Step> root;  // a Seq
+  std::unordered_map<std::string, Step*> by_path;
+  int node_count = 0;  // leaf nodes
+
+  Pipeline();
+  ~Pipeline();  // releases the refs while the state is alive, then the state
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+};
+
+// file:line: message
+struct Diagnostic {
+  std::string file;
+  int line = 0;
+  std::string message;
+  std::string str() const {
+    return line > 0 ? file + ":" + std::to_string(line) + ": " + message : file + ": " + message;
+  }
+};
+
+}  // namespace orch

@@ -1,5 +1,0 @@
-#include "runtime/cli/commands.h"
-
-int main(int argc, char** argv) {
-  return orch::cli::main(argc, argv);
-}

@@ -1,0 +1,46 @@
+# Fails the build when a file includes a header of a layer above its own.
+#   cmake -DROOT=<source dir> -DLAYERS="base|drivers|...|cli" -DSTAMP=<file> -P check_layers.cmake
+# A layer is a top-level folder; LAYERS lists them from the bottom up. A file may include
+# headers of its own layer and of the layers below it, never of one above.
+string(REPLACE "|" ";" LAYERS "${LAYERS}")
+set(problems "")
+set(rank 0)
+foreach(layer IN LISTS LAYERS)
+  set(rank_${layer} ${rank})
+  math(EXPR rank "${rank} + 1")
+endforeach()
+foreach(layer IN LISTS LAYERS)
+  file(GLOB_RECURSE files RELATIVE ${ROOT} ${ROOT}/${layer}/*.h ${ROOT}/${layer}/*.cc)
+  foreach(f IN LISTS files)
+    file(STRINGS ${ROOT}/${f} lines REGEX "^[ \t]*#[ \t]*include[ \t]*\"")
+    foreach(line IN LISTS lines)
+      if(NOT line MATCHES "#[ \t]*include[ \t]*\"([a-z_]+)/([^\"]+)\"")
+        continue()
+      endif()
+      set(target ${CMAKE_MATCH_1})
+      set(header "${CMAKE_MATCH_1}/${CMAKE_MATCH_2}")
+      if(NOT DEFINED rank_${target})
+        continue()
+      endif()
+      if(rank_${target} GREATER rank_${layer})
+        set(below "")
+        foreach(l IN LISTS LAYERS)
+          if(NOT rank_${l} GREATER rank_${layer})
+            list(APPEND below ${l})
+          endif()
+        endforeach()
+        string(REPLACE ";" ", " below "${below}")
+        string(APPEND problems
+               "  ${f}: includes \"${header}\": ${target} is above ${layer}; ${layer} may "
+               "include only ${below}\n")
+      endif()
+    endforeach()
+  endforeach()
+endforeach()
+if(problems)
+  string(REPLACE ";" " -> " chain "${LAYERS}")
+  message(FATAL_ERROR "orchrun's layers run one way (${chain}), and these includes run up:\n"
+                      "${problems}Move the code to the layer it belongs to, or give the lower "
+                      "layer an interface the higher one implements.")
+endif()
+file(TOUCH ${STAMP})
