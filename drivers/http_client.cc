@@ -251,8 +251,8 @@ size_t on_body(char* data, size_t size, size_t n, void* userp) {
 
 }  // namespace
 
-HttpClient::HttpClient(uv_loop_t* loop) : loop_(loop), timer_(new uv_timer_t) {
-  uv_timer_init(loop_, timer_);
+HttpClient::HttpClient(uv_loop_t* loop) : loop_(loop), timer_(make_uv_handle<uv_timer_t>()) {
+  uv_timer_init(loop_, timer_.get());
   timer_->data = this;
   if (!http_available(&unavailable_)) return;  // every start fails with the reason
   // curl_multi_init opens a socket pair (to wake curl_multi_poll, which we do not use): mark
@@ -280,7 +280,7 @@ HttpClient::~HttpClient() {
     multi_ = nullptr;
   }
   while (!sockets_.empty()) forget_socket(sockets_.begin()->first);
-  close_and_delete(timer_);
+  timer_.reset();
 }
 
 std::unique_ptr<HttpClient::Transfer> HttpClient::new_transfer(int64_t timeout_ms, DoneFn done,
@@ -394,12 +394,12 @@ void HttpClient::cancel(Id id) {
 int HttpClient::on_timer(void* multi, long timeout_ms, void* userp) {
   auto* self = static_cast<HttpClient*>(userp);
   if (timeout_ms < 0) {
-    uv_timer_stop(self->timer_);
+    uv_timer_stop(self->timer_.get());
     return 0;
   }
   // Even a 0 ms timeout goes through the loop: curl must not be called back from inside itself.
   uv_timer_start(
-      self->timer_,
+      self->timer_.get(),
       [](uv_timer_t* h) {
         if (auto* c = static_cast<HttpClient*>(h->data)) c->socket_action(CURL_SOCKET_TIMEOUT, 0);
       },

@@ -19,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include "drivers/uv_handle.h"
+
 namespace orch {
 
 struct HttpRequest {
@@ -111,9 +113,9 @@ class HttpClient {
   Id add_transfer(std::unique_ptr<Transfer> t, std::string* err);
 
   uv_loop_t* loop_;
-  void* multi_ = nullptr;        // CURLM*; null when libcurl could not be loaded
-  std::string unavailable_;      // why, then
-  uv_timer_t* timer_ = nullptr;  // curl's timeout; freed in its close callback
+  void* multi_ = nullptr;       // CURLM*; null when libcurl could not be loaded
+  std::string unavailable_;     // why, then
+  UvHandle<uv_timer_t> timer_;  // curl's timeout
   std::unordered_map<int, Socket*> sockets_;
   std::unordered_map<Id, std::unique_ptr<Transfer>> transfers_;
   Id next_id_ = 1;

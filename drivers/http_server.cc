@@ -265,7 +265,7 @@ class Server {
   void accept_one();
   void notify_if_all_closed();
 
-  uv_tcp_t* listener_ = nullptr;
+  UvHandle<uv_tcp_t> listener_;
   size_t counted_ = 0;
   std::vector<std::function<void()>> all_closed_;
   time_t date_second_ = -1;
@@ -778,26 +778,26 @@ bool Server::listen(const std::string& host, int port_in, std::string* err) {
   if (uv_ip4_addr(host.c_str(), port_in, reinterpret_cast<sockaddr_in*>(&addr)) != 0 &&
       uv_ip6_addr(host.c_str(), port_in, reinterpret_cast<sockaddr_in6*>(&addr)) != 0)
     return fail("not an IPv4 or IPv6 address: " + host);
-  auto* l = new uv_tcp_t;
-  uv_tcp_init(loop_, l);
+  UvHandle<uv_tcp_t> l = make_uv_handle<uv_tcp_t>();
+  uv_tcp_init(loop_, l.get());
   l->data = this;
-  int rc = uv_tcp_bind(l, reinterpret_cast<sockaddr*>(&addr), 0);
+  int rc = uv_tcp_bind(l.get(), reinterpret_cast<sockaddr*>(&addr), 0);
   if (rc == 0)
-    rc = uv_listen(reinterpret_cast<uv_stream_t*>(l), kBacklog, [](uv_stream_t* s, int status) {
-      auto* self = static_cast<Server*>(s->data);
-      if (self && status == 0) self->accept_one();
-    });
+    rc = uv_listen(reinterpret_cast<uv_stream_t*>(l.get()), kBacklog,
+                   [](uv_stream_t* s, int status) {
+                     auto* self = static_cast<Server*>(s->data);
+                     if (self && status == 0) self->accept_one();
+                   });
   if (rc != 0) {
-    close_and_delete(l);
     return fail("listen on " + host + " port " + std::to_string(port_in) + ": " + uv_err_name(rc) +
                 ": " + uv_strerror(rc));
   }
   sockaddr_storage bound{};
   int len = sizeof bound;
-  uv_tcp_getsockname(l, reinterpret_cast<sockaddr*>(&bound), &len);
+  uv_tcp_getsockname(l.get(), reinterpret_cast<sockaddr*>(&bound), &len);
   port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  listener_ = l;
+  listener_ = std::move(l);
   return true;
 }
 
@@ -808,7 +808,7 @@ void Server::accept_one() {
   c->tcp.data = c->timer.data = c.get();
   c->self = c;
   conns.insert(c.get());
-  if (uv_accept(reinterpret_cast<uv_stream_t*>(listener_), c->stream()) != 0) {
+  if (uv_accept(reinterpret_cast<uv_stream_t*>(listener_.get()), c->stream()) != 0) {
     c->close_now();
     return;
   }
@@ -829,9 +829,7 @@ void Server::accept_one() {
 }
 
 void Server::stop_accepting() {
-  if (!listener_) return;
-  close_and_delete(listener_);
-  listener_ = nullptr;
+  listener_.reset();
 }
 
 void Server::close_all(std::function<void()> done) {

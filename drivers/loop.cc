@@ -2,11 +2,14 @@
 
 #include <stdexcept>
 
+#include "drivers/process.h"
+
 namespace orch {
 
 Loop::Loop() {
   int rc = uv_loop_init(&loop_);
   if (rc != 0) throw std::runtime_error(std::string("uv_loop_init: ") + uv_strerror(rc));
+  loop_.data = this;
 }
 
 Loop::~Loop() {
@@ -27,7 +30,10 @@ std::vector<std::string> open_handles(uv_loop_t* loop) {
 
 std::vector<std::string> Loop::close(uint64_t limit_ms) {
   if (closed_) return {};
+  // The SIGCHLD watcher closes itself once its children are reaped; one still open here has
+  // children nobody waited for (named below as a "signal" handle).
   std::vector<std::string> leaked = open_handles(&loop_);
+  if (child_watcher_) close_child_watcher(child_watcher_);
   // Handles left open belong to owners that forgot to close them; closing them here lets the
   // loop finish, and the names go back to the caller to report.
   uv_walk(

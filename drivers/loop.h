@@ -6,7 +6,11 @@
 #include <string>
 #include <vector>
 
+#include "drivers/uv_handle.h"
+
 namespace orch {
+
+class ChildWatcher;  // drivers/process.cc
 
 class Loop {
  public:
@@ -16,6 +20,8 @@ class Loop {
   Loop& operator=(const Loop&) = delete;
 
   uv_loop_t* get() { return &loop_; }
+  // The Loop a uv loop belongs to (every loop in orchrun is one: its `data` points here).
+  static Loop* from(uv_loop_t* loop) { return static_cast<Loop*>(loop->data); }
   void run() { uv_run(&loop_, UV_RUN_DEFAULT); }
   uint64_t now_ms() { return uv_now(&loop_); }
 
@@ -25,21 +31,17 @@ class Loop {
   std::vector<std::string> close(uint64_t limit_ms = 2000);
   bool closed() const { return closed_; }
 
+  // The loop's one SIGCHLD watcher, while a child it spawned is unreaped (drivers/process.cc
+  // creates it with the first spawn and clears this when it closes).
+  ChildWatcher*& child_watcher() { return child_watcher_; }
+
  private:
   uv_loop_t loop_{};
   bool closed_ = false;
+  ChildWatcher* child_watcher_ = nullptr;
 };
 
 // Names the handles still active or open on a loop, e.g. "timer", "process".
 std::vector<std::string> open_handles(uv_loop_t* loop);
-
-// Frees a handle allocated with `new T` once libuv is done with it.
-template <typename T>
-void close_and_delete(T* handle) {
-  auto* h = reinterpret_cast<uv_handle_t*>(handle);
-  if (uv_is_closing(h)) return;
-  h->data = nullptr;
-  uv_close(h, [](uv_handle_t* hh) { delete reinterpret_cast<T*>(hh); });
-}
 
 }  // namespace orch

@@ -9,23 +9,23 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "drivers/loop.h"
 #include "drivers/signals.h"
 
 extern char** environ;
 
 namespace orch {
 
-// One SIGCHLD watcher per loop: on each signal (libuv coalesces them), every child spawned on
-// that loop and not yet reaped is asked with waitpid(WNOHANG). Only our own pids are waited
-// for, never -1, so that children of other parts of the process are left alone. The watcher
-// is started before a child is spawned (a SIGCHLD before there is a handler would be lost),
-// keeps the loop alive while a child is unreaped, and closes itself when none is left.
+// One SIGCHLD watcher per loop, owned by the Loop (Loop::child_watcher): on each signal (libuv
+// coalesces them), every child spawned on that loop and not yet reaped is asked with
+// waitpid(WNOHANG). Only our own pids are waited for, never -1, so that children of other parts of
+// the process are left alone. The watcher is started before a child is spawned (a SIGCHLD before
+// there is a handler would be lost), keeps the loop alive while a child is unreaped, and closes
+// itself when none is left.
 class ChildWatcher {
  public:
   static ChildWatcher* get(uv_loop_t* loop) {
-    ChildWatcher*& w = watchers()[loop];
-    // One that Loop::close closed by force (children were left) is not used again.
-    if (w && uv_is_closing(reinterpret_cast<uv_handle_t*>(&w->sig_))) w = nullptr;
+    ChildWatcher*& w = Loop::from(loop)->child_watcher();
     if (!w) {
       w = new ChildWatcher(loop);
       uv_signal_start(
@@ -39,20 +39,19 @@ class ChildWatcher {
   void release() {
     if (children_.empty()) close();
   }
+  // Closes now, whatever is left unreaped (Loop::close: the loop is going away).
+  void close() {
+    if (closing_) return;
+    closing_ = true;
+    Loop::from(loop_)->child_watcher() = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(&sig_),
+             [](uv_handle_t* h) { delete static_cast<ChildWatcher*>(h->data); });
+  }
 
  private:
   explicit ChildWatcher(uv_loop_t* loop) : loop_(loop) {
     uv_signal_init(loop, &sig_);
     sig_.data = this;
-  }
-  static std::unordered_map<uv_loop_t*, ChildWatcher*>& watchers() {
-    static std::unordered_map<uv_loop_t*, ChildWatcher*> w;
-    return w;
-  }
-  void close() {
-    watchers().erase(loop_);
-    uv_close(reinterpret_cast<uv_handle_t*>(&sig_),
-             [](uv_handle_t* h) { delete static_cast<ChildWatcher*>(h->data); });
   }
   void reap() {
     std::vector<std::pair<Process*, int>> done;
@@ -79,8 +78,13 @@ class ChildWatcher {
 
   uv_loop_t* loop_;
   uv_signal_t sig_{};
+  bool closing_ = false;
   std::unordered_map<pid_t, Process*> children_;
 };
+
+void close_child_watcher(ChildWatcher* w) {
+  w->close();
+}
 
 void Capture::append(const char* data, size_t n) {
   total_ += n;

@@ -57,6 +57,9 @@ struct ProcessResult {
 };
 
 class ProcessTable;
+class ChildWatcher;
+// Closes a loop's SIGCHLD watcher whatever it still waits for (Loop::close only).
+void close_child_watcher(ChildWatcher* w);
 
 class Process {
  public:

@@ -101,18 +101,18 @@ struct InterruptHandler::Watchdog {
 
 InterruptHandler::InterruptHandler(uv_loop_t* loop, std::function<void(int)> on_interrupt,
                                    bool stop_lua, int64_t force_after_ms)
-    : async_(new uv_async_t), cb_(std::move(on_interrupt)) {
+    : async_(make_uv_handle<uv_async_t>()), cb_(std::move(on_interrupt)) {
   if (force_after_ms > 0) watchdog_ = std::make_unique<Watchdog>(force_after_ms);
   g_count = 0;
   g_stop_lua = stop_lua;
   g_signo = 0;
-  uv_async_init(loop, async_, [](uv_async_t* a) {
+  uv_async_init(loop, async_.get(), [](uv_async_t* a) {
     auto* self = static_cast<InterruptHandler*>(a->data);
     if (self && g_count.load() > 0) self->cb_(g_signo.load());
   });
   async_->data = this;
-  uv_unref(reinterpret_cast<uv_handle_t*>(async_));
-  g_async = async_;
+  uv_unref(reinterpret_cast<uv_handle_t*>(async_.get()));
+  g_async = async_.get();
   struct sigaction sa {};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
@@ -125,7 +125,7 @@ InterruptHandler::~InterruptHandler() {
   sigaction(SIGINT, &g_old_int, nullptr);
   sigaction(SIGTERM, &g_old_term, nullptr);
   g_async = nullptr;
-  close_and_delete(async_);
+  async_.reset();
   watchdog_.reset();
 }
 

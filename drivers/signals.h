@@ -13,6 +13,8 @@
 #include <functional>
 #include <memory>
 
+#include "drivers/uv_handle.h"
+
 namespace orch {
 
 class InterruptHandler {
@@ -34,7 +36,7 @@ class InterruptHandler {
   int signo() const;
 
  private:
-  uv_async_t* async_;
+  UvHandle<uv_async_t> async_;
   std::function<void(int)> cb_;
   struct Watchdog;
   std::unique_ptr<Watchdog> watchdog_;

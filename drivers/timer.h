@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 
+#include "drivers/uv_handle.h"
+
 namespace orch {
 
 class Timer {
@@ -24,7 +26,7 @@ class Timer {
   void unref();
 
  private:
-  uv_timer_t* handle_;
+  UvHandle<uv_timer_t> handle_;
   std::function<void()> cb_;
 };
 

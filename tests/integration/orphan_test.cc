@@ -62,6 +62,16 @@ pid_t start_and_kill(const TempDir& d, const std::string& file, size_t n) {
   pid_t pid = spawn_quiet({orchrun_bin(), file, "--db", d.file("s.db"), "--progress", "none"});
   REQUIRE(pid > 0);
   bool started = eventually([&] { return pids_in(d.file("pids")).size() >= n; }, 10000);
+  // The kill lands once the groups are on record: orchrun commits a group right after its
+  // spawn, and a loaded machine can let the command write its pid first. (A crash inside that
+  // window, between posix_spawn and the commit, leaves a group the store does not know.)
+  started = started && eventually(
+                           [&] {
+                             return query_int(d.file("s.db"),
+                                              "SELECT count(*) FROM run_processes") >=
+                                    static_cast<int64_t>(n);
+                           },
+                           10000);
   kill(pid, SIGKILL);
   waitpid(pid, nullptr, 0);
   REQUIRE(started);
@@ -122,12 +132,16 @@ TEST_CASE("kill -9: resume ends the dead owner's process group before the node r
   CHECK_FALSE(running(first));
   CHECK(query_str(d.file("s.db"), "SELECT ended_how FROM run_processes WHERE pgid=" +
                                       std::to_string(first)) == "terminated");
-  // The next attempt's group is on record, open.
+  // The next attempt's group is on record, open (written with the commit after the spawn:
+  // the command may have written its pid before that under load).
   pid_t second = pids_in(d.file("pids"))[1];
-  CHECK(query_int(d.file("s.db"),
-                  "SELECT count(*) FROM run_processes WHERE ended_at IS NULL AND "
-                  "pgid=" +
-                      std::to_string(second)) == 1);
+  CHECK(eventually(
+      [&] {
+        return query_int(d.file("s.db"),
+                         "SELECT count(*) FROM run_processes WHERE ended_at IS NULL AND pgid=" +
+                             std::to_string(second)) == 1;
+      },
+      5000));
   write_file(d.file("marker"), "");
   CHECK(wait_exit(resumer, 10000) == 0);
   CHECK(query_str(d.file("s.db"), "SELECT status FROM runs") == "succeeded");
