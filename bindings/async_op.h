@@ -21,6 +21,14 @@
 
 namespace orch {
 
+// How a binding's start function went. It runs with C++ locals alive, so it never raises
+// itself; the binding's C function then raises, returns or yields.
+enum class Start {
+  Started,  // the driver runs: yield
+  Misuse,   // wrong use: the error is on the Lua stack, to raise
+  Failed,   // could not start: nil, message, code are on the stack, to return
+};
+
 class AsyncOp {
  public:
   // An operation of no task: completing it does nothing.

@@ -185,8 +185,6 @@ bool duration_option(lua_State* L, const char* key, int64_t* ms, std::string* er
   return ok;
 }
 
-enum class Start { Started, Misuse, Failed };
-
 // Everything with C++ locals happens here, so that the caller raises or yields only once they
 // are gone. Leaves the message (Failed: nil, message, code) on the stack when it does not start.
 Start start_exec(lua_State* L, const AsyncOp& op, Process** p, int64_t* grace) {
@@ -227,14 +225,9 @@ int l_exec(lua_State* L) {
   AsyncOp op = AsyncOp::begin(L, "o.exec");
   Process* p = nullptr;
   int64_t grace = 0;
-  switch (start_exec(L, op, &p, &grace)) {
-    case Start::Misuse:
-      return lua_error(L);
-    case Start::Failed:
-      return 3;
-    case Start::Started:
-      break;
-  }
+  Start started = start_exec(L, op, &p, &grace);
+  if (started == Start::Misuse) return lua_error(L);
+  if (started == Start::Failed) return 3;
   return op.yield(L, [p, grace] { p->detach(grace); });
 }
 

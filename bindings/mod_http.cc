@@ -316,8 +316,6 @@ void push_response(lua_State* co, HttpResponse& r) {
   lua_setfield(co, -2, "url");
 }
 
-enum class Start { Started, Misuse, Failed };
-
 // Everything with C++ locals happens here, so that the caller raises or yields only once they
 // are gone. Leaves the message on the Lua stack when it does not start.
 Start start_request(lua_State* L, const AsyncOp& op, HttpClient** client, HttpClient::Id* id) {
@@ -338,7 +336,7 @@ Start start_request(lua_State* L, const AsyncOp& op, HttpClient** client, HttpCl
     return Start::Misuse;
   }
   if (!http_available(&err)) {  // libcurl could not be loaded: the reason, as it is
-    lua_pushlstring(L, err.data(), err.size());
+    push_failure(L, err, "error");
     return Start::Failed;
   }
   host->before_effect();
@@ -356,8 +354,7 @@ Start start_request(lua_State* L, const AsyncOp& op, HttpClient** client, HttpCl
       },
       &err);
   if (!*id) {
-    err = req.method + " " + req.url.substr(0, req.url.find('?')) + ": " + err;
-    lua_pushlstring(L, err.data(), err.size());
+    push_failure(L, req.method + " " + req.url.substr(0, req.url.find('?')) + ": " + err, "error");
     return Start::Failed;
   }
   return Start::Started;
@@ -377,17 +374,9 @@ int l_http_request(lua_State* L) {
   AsyncOp op = AsyncOp::begin(L, "o.http.request");
   HttpClient* client = nullptr;
   HttpClient::Id id = 0;
-  switch (start_request(L, op, &client, &id)) {
-    case Start::Misuse:
-      return lua_error(L);
-    case Start::Failed:
-      lua_pushnil(L);
-      lua_insert(L, -2);
-      lua_pushliteral(L, "error");
-      return 3;
-    case Start::Started:
-      break;
-  }
+  Start started = start_request(L, op, &client, &id);
+  if (started == Start::Misuse) return lua_error(L);
+  if (started == Start::Failed) return 3;
   // The node's timeout or a cancel aborts the transfer at once.
   return op.yield(L, [client, id] { client->cancel(id); });
 }

@@ -40,14 +40,6 @@ size_t read_message(char* buf, size_t size, size_t n, void* userp) {
   return len;
 }
 
-// False with nil, message, "error" pushed when libcurl cannot be loaded.
-bool smtp_available(lua_State* L) {
-  std::string unavailable;
-  if (http_available(&unavailable)) return true;
-  push_failure(L, unavailable, "error");
-  return false;
-}
-
 std::string string_field(lua_State* L, const char* name) {
   lua_getfield(L, 1, name);
   std::string v;
@@ -60,18 +52,16 @@ std::string string_field(lua_State* L, const char* name) {
   return v;
 }
 
-// How starting a transfer went: when it did not start, its message is on the Lua stack.
-enum class Start {
-  Started,
-  Misuse,  // wrong arguments or no SMTP in this host: raised
-  Failed,  // could not start: returned as nil, message, "error"
-};
-
 // Reads the arguments and starts the transfer. Everything with C++ locals happens here, so that
 // the caller raises or yields only once they are gone.
 Start start_smtp(lua_State* L, const AsyncOp& op, HttpClient** client, HttpClient::Id* id) {
-  auto job = std::make_shared<SmtpJob>();
   std::string err;
+  // libcurl is loaded on first use; building the recipient list below already calls it.
+  if (!http_available(&err)) {
+    push_failure(L, err, "error");
+    return Start::Failed;
+  }
+  auto job = std::make_shared<SmtpJob>();
   job->url = string_field(L, "url");
   job->from = string_field(L, "from");
   job->message = string_field(L, "message");
@@ -151,7 +141,7 @@ Start start_smtp(lua_State* L, const AsyncOp& op, HttpClient** client, HttpClien
       },
       &err);
   if (!*id) {
-    lua_pushlstring(L, err.data(), err.size());
+    push_failure(L, err, "error");
     return Start::Failed;
   }
   return Start::Started;
@@ -161,21 +151,11 @@ int l_smtp_send(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
   AsyncOp op = AsyncOp::begin(L, "o.notify.email");
-  // libcurl is loaded on first use; building the recipient list below already calls it.
-  if (!smtp_available(L)) return 3;
   HttpClient* client = nullptr;
   HttpClient::Id id = 0;
-  switch (start_smtp(L, op, &client, &id)) {
-    case Start::Misuse:
-      return lua_error(L);
-    case Start::Failed:
-      lua_pushnil(L);
-      lua_insert(L, -2);
-      lua_pushliteral(L, "error");
-      return 3;
-    case Start::Started:
-      break;
-  }
+  Start started = start_smtp(L, op, &client, &id);
+  if (started == Start::Misuse) return lua_error(L);
+  if (started == Start::Failed) return 3;
   return op.yield(L, [client, id] { client->cancel(id); });
 }
 
