@@ -255,34 +255,4 @@ void push_user_where(lua_State* L) {
   lua_pushliteral(L, "");
 }
 
-Task* require_task(lua_State* L, const char* fname) {
-  LuaEngine* e = LuaEngine::from(L);
-  Task* t = e ? e->task_of(L) : nullptr;
-  if (!t || !e->host()) {
-    push_user_where(L);
-    lua_pushfstring(L, "%s can only be called inside a node body while the pipeline runs", fname);
-    lua_concat(L, 2);
-    lua_error(L);
-    return nullptr;
-  }
-  if (t->waiting) {
-    luaL_error(L, "%s: the task is already waiting", fname);
-    return nullptr;
-  }
-  // Checked before any driver starts: a yield that fails after the operation has begun would
-  // leave a timer or a process pointing at a task that has moved on.
-  if (!lua_isyieldable(L)) {
-    push_user_where(L);
-    lua_pushfstring(L,
-                    "%s cannot wait here: it was called from inside a C function (a "
-                    "table.sort comparator, a gsub callback, a metamethod...); call it "
-                    "directly in the node body",
-                    fname);
-    lua_concat(L, 2);
-    lua_error(L);
-    return nullptr;
-  }
-  return t;
-}
-
 }  // namespace orch

@@ -20,6 +20,7 @@
 
 #include "base/duration.h"
 #include "base/ids.h"
+#include "bindings/async_op.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
 #include "drivers/timer.h"
@@ -51,8 +52,7 @@ struct Disk {
 
 struct SystemJob {
   uv_work_t req{};
-  Task* task = nullptr;  // null once the task was cancelled
-  TaskHost* host = nullptr;
+  AsyncOp op;  // emptied when the task is cancelled during a pool job
   Request rq;
   bool second_sample = false;  // the work item being run reads /proc/stat again
   std::unique_ptr<Timer> timer;
@@ -266,45 +266,34 @@ void queue(SystemJob* j);
 // Called on the loop when a pool job is done: either the end, or time for the CPU interval.
 void after_work(uv_work_t* r, int) {
   auto* j = static_cast<SystemJob*>(r->data);
-  Task* t = j->task;
-  if (!t) {
+  if (!j->op.task()) {
     delete j;
     return;
   }
   if (j->error.empty() && j->rq.wants("cpu") && !j->second_sample) {
     j->second_sample = true;
-    j->timer = std::make_unique<Timer>(j->host->loop());
-    t->cancel_hook = [j] { delete j; };  // the Timer goes with it
+    j->timer = std::make_unique<Timer>(j->op.host()->loop());
+    j->op.on_cancel([j] { delete j; });  // the Timer goes with it
     j->timer->start(j->rq.interval_ms, [j] {
       j->timer.reset();
       queue(j);
     });
     return;
   }
-  t->waiting = false;
-  t->cancel_hook = nullptr;
-  lua_State* co = t->co;
-  int n;
-  if (!j->error.empty()) {
-    lua_pushnil(co);
-    std::string m = "o.context.system: " + j->error;
-    lua_pushlstring(co, m.data(), m.size());
-    lua_pushliteral(co, "EIO");
-    n = 3;
-  } else {
+  j->op.complete([j](lua_State* co) {
+    if (!j->error.empty()) return push_failure(co, "o.context.system: " + j->error, "EIO");
     push_result(co, j);
-    n = 1;
-  }
-  j->host->resume(t, n);
+    return 1;
+  });
   delete j;
 }
 
 void queue(SystemJob* j) {
   j->req.data = j;
   // A pool job cannot be stopped midway: a cancelled task just stops listening for it.
-  j->task->cancel_hook = [j] { j->task = nullptr; };
+  j->op.on_cancel([j] { j->op = AsyncOp(); });
   uv_queue_work(
-      j->host->loop(), &j->req,
+      j->op.host()->loop(), &j->req,
       [](uv_work_t* r) {
         auto* job = static_cast<SystemJob*>(r->data);
         if (job->second_sample)
@@ -395,31 +384,20 @@ std::string parse_request(lua_State* L, Request* rq) {
 // o.context.system([{facets..., interval = "200ms", paths = {"/"}}])
 int l_system(lua_State* L) {
   char msg[512] = {0};
-  SystemJob* j = nullptr;
   {
     Request rq;
     std::string err = parse_request(L, &rq);
-    if (!err.empty())
-      snprintf(msg, sizeof msg, "o.context.system: %s", err.c_str());
-    else {
-      j = new SystemJob();
-      j->rq = std::move(rq);
-    }
+    if (!err.empty()) snprintf(msg, sizeof msg, "o.context.system: %s", err.c_str());
   }
-  if (!j) return luaL_error(L, "%s", msg);
-  // require_task raises; the job must not leak then.
-  LuaEngine* e = LuaEngine::from(L);
-  Task* t = e ? e->task_of(L) : nullptr;
-  if (!t || t->waiting || !e->host() || !lua_isyieldable(L)) {
-    delete j;
-    require_task(L, "o.context.system");  // raises with the right message
-    return 0;
-  }
-  j->task = t;
-  j->host = e->host();
-  t->waiting = true;
+  if (msg[0]) return luaL_error(L, "%s", msg);
+  AsyncOp op = AsyncOp::begin(L, "o.context.system");
+  // Read again, into the job, now that nothing raises any more: a job made before begin()
+  // would leak when it raises.
+  auto* j = new SystemJob();
+  parse_request(L, &j->rq);
+  j->op = op;
   queue(j);
-  return lua_yield(L, 0);
+  return op.yield_detached(L, &j->op);
 }
 
 }  // namespace

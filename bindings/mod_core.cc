@@ -7,27 +7,33 @@
 #include "base/digest.h"
 #include "base/duration.h"
 #include "base/ids.h"
+#include "bindings/async_op.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
 #include "drivers/timer.h"
 
 namespace orch {
 
-// Reads a duration argument (seconds as a number, or "250ms"/"5s"/...). Raises on bad input.
+std::optional<int64_t> to_duration(lua_State* L, int idx, const char* fname, std::string* msg) {
+  std::string err;
+  std::optional<int64_t> ms;
+  if (lua_type(L, idx) == LUA_TNUMBER)
+    ms = seconds_to_ms(lua_tonumber(L, idx), &err);
+  else if (lua_type(L, idx) == LUA_TSTRING)
+    ms = parse_duration_ms(lua_tostring(L, idx), &err);
+  else
+    err = std::string("expected a duration (seconds or a string like \"5s\"), got ") +
+          luaL_typename(L, idx);
+  if (!ms) *msg = std::string(fname) + ": " + err;
+  return ms;
+}
+
 int64_t check_duration(lua_State* L, int idx, const char* fname) {
   char msg[512];
   {
     std::string err;
-    std::optional<int64_t> ms;
-    if (lua_type(L, idx) == LUA_TNUMBER)
-      ms = seconds_to_ms(lua_tonumber(L, idx), &err);
-    else if (lua_type(L, idx) == LUA_TSTRING)
-      ms = parse_duration_ms(lua_tostring(L, idx), &err);
-    else
-      err = std::string("expected a duration (seconds or a string like \"5s\"), got ") +
-            luaL_typename(L, idx);
-    if (ms) return *ms;
-    snprintf(msg, sizeof msg, "%s: %s", fname, err.c_str());
+    if (std::optional<int64_t> ms = to_duration(L, idx, fname, &err)) return *ms;
+    snprintf(msg, sizeof msg, "%s", err.c_str());
   }
   // C++ locals are gone before raising.
   luaL_error(L, "%s", msg);
@@ -38,18 +44,13 @@ namespace {
 
 int l_sleep(lua_State* L) {
   int64_t ms = check_duration(L, 1, "o.sleep");
-  Task* t = require_task(L, "o.sleep");
-  TaskHost* host = LuaEngine::from(L)->host();
-  auto* timer = new Timer(host->loop());
-  t->waiting = true;
-  t->cancel_hook = [timer] { delete timer; };
-  timer->start(static_cast<uint64_t>(ms), [t, host, timer] {
-    t->waiting = false;
-    t->cancel_hook = nullptr;
-    host->resume(t, 0);
+  AsyncOp op = AsyncOp::begin(L, "o.sleep");
+  auto* timer = new Timer(op.host()->loop());
+  timer->start(static_cast<uint64_t>(ms), [op, timer] {
+    op.complete([](lua_State*) { return 0; });
     delete timer;
   });
-  return lua_yield(L, 0);
+  return op.yield(L, [timer] { delete timer; });
 }
 
 int l_log(lua_State* L) {
@@ -72,8 +73,8 @@ int l_log(lua_State* L) {
     e->redactor().apply(&text);
     e->redactor().apply(&fields);
   }
-  if (e && e->host()) {
-    e->host()->log(e->current, level, text, fields);
+  if (NodeServices* services = e ? e->services() : nullptr) {
+    services->log(e->current, level, text, fields);
   } else {
     fprintf(stderr, "[%s] %s %s\n", level, text.c_str(), fields.c_str());
   }
@@ -174,9 +175,14 @@ int l_hmac_sha256(lua_State* L) {
   size_t klen, dlen;
   const char* key = luaL_checklstring(L, 1, &klen);
   const char* data = luaL_checklstring(L, 2, &dlen);
-  std::string hex = hmac_sha256_hex(std::string_view(key, klen), std::string_view(data, dlen));
-  if (hex.empty()) return luaL_error(L, "hmac_sha256: OpenSSL HMAC failed");
-  lua_pushlstring(L, hex.data(), hex.size());
+  bool ok;
+  {
+    std::string hex = hmac_sha256_hex(std::string_view(key, klen), std::string_view(data, dlen));
+    ok = !hex.empty();
+    if (ok) lua_pushlstring(L, hex.data(), hex.size());
+  }
+  // C++ locals are gone before raising.
+  if (!ok) return luaL_error(L, "hmac_sha256: OpenSSL HMAC failed");
   return 1;
 }
 

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <string>
 
+#include "bindings/async_op.h"
 #include "bindings/lua_state.h"
 #include "drivers/process.h"
 
@@ -172,58 +173,62 @@ void push_result(lua_State* co, ProcessResult& r) {
   lua_setfield(co, -2, "ok");
 }
 
-int l_exec(lua_State* L) {
-  Task* t = require_task(L, "o.exec");
-  LuaEngine* e = LuaEngine::from(L);
-  TaskHost* host = e->host();
+// The duration option `key` of the table at index 1 into *ms, if it is set; false with *err on
+// a bad value.
+bool duration_option(lua_State* L, const char* key, int64_t* ms, std::string* err) {
+  lua_getfield(L, 1, key);
+  std::optional<int64_t> v;
+  if (!lua_isnil(L, -1)) v = to_duration(L, -1, ("o.exec " + std::string(key)).c_str(), err);
+  bool ok = lua_isnil(L, -1) || v;
+  if (v) *ms = *v;
+  lua_pop(L, 1);
+  return ok;
+}
+
+// Everything with C++ locals happens here, so that the caller raises or yields only once they
+// are gone. Leaves the message (Failed: nil, message, code) on the stack when it does not start.
+Start start_exec(lua_State* L, const AsyncOp& op, Process** p, int64_t* grace) {
+  TaskHost* host = op.host();
   std::string err, code;
-  bool usage_error = false;
+  ProcessSpec spec;
+  if (!read_spec(L, &spec, &err)) {
+    lua_pushlstring(L, err.data(), err.size());
+    return Start::Misuse;
+  }
+  if (lua_istable(L, 1) && (!duration_option(L, "timeout", &spec.timeout_ms, &err) ||
+                            !duration_option(L, "kill_grace", &spec.kill_grace_ms, &err))) {
+    luaL_where(L, 1);  // as luaL_error would
+    lua_pushlstring(L, err.data(), err.size());
+    lua_concat(L, 2);
+    return Start::Misuse;
+  }
+  *grace = spec.kill_grace_ms;
+  host->before_effect();
+  *p = Process::spawn(
+      host->loop(), host->processes(), spec,
+      [op](ProcessResult& r) {
+        op.complete([&r](lua_State* co) {
+          push_result(co, r);
+          return 1;
+        });
+      },
+      &err, &code);
+  if (!*p) {
+    push_failure(L, "cannot start '" + spec.argv[0] + "': " + err, code);
+    return Start::Failed;
+  }
+  host->process_started(LuaEngine::from(L)->task_of(L), (*p)->pid(), spec.argv[0]);
+  return Start::Started;
+}
+
+int l_exec(lua_State* L) {
+  AsyncOp op = AsyncOp::begin(L, "o.exec");
   Process* p = nullptr;
-  int64_t grace = 2000;
-  {
-    ProcessSpec spec;
-    if (!read_spec(L, &spec, &err)) {
-      usage_error = true;
-    } else {
-      if (lua_istable(L, 1)) {
-        lua_getfield(L, 1, "timeout");
-        if (!lua_isnil(L, -1)) spec.timeout_ms = check_duration(L, -1, "o.exec timeout");
-        lua_pop(L, 1);
-        lua_getfield(L, 1, "kill_grace");
-        if (!lua_isnil(L, -1)) spec.kill_grace_ms = check_duration(L, -1, "o.exec kill_grace");
-        lua_pop(L, 1);
-      }
-      grace = spec.kill_grace_ms;
-      host->before_effect();
-      p = Process::spawn(
-          host->loop(), host->processes(), spec,
-          [t, host](ProcessResult& r) {
-            t->waiting = false;
-            t->cancel_hook = nullptr;
-            push_result(t->co, r);
-            host->resume(t, 1);
-          },
-          &err, &code);
-      if (!p)
-        err = "cannot start '" + spec.argv[0] + "': " + err;
-      else
-        host->process_started(t, p->pid(), spec.argv[0]);
-    }
-  }
-  if (usage_error) {
-    lua_pushlstring(L, err.data(), err.size());
-    err.clear();
-    return lua_error(L);
-  }
-  if (!p) {
-    lua_pushnil(L);
-    lua_pushlstring(L, err.data(), err.size());
-    lua_pushlstring(L, code.data(), code.size());
-    return 3;
-  }
-  t->waiting = true;
-  t->cancel_hook = [p, grace] { p->detach(grace); };
-  return lua_yield(L, 0);
+  int64_t grace = 0;
+  Start started = start_exec(L, op, &p, &grace);
+  if (started == Start::Misuse) return lua_error(L);
+  if (started == Start::Failed) return 3;
+  return op.yield(L, [p, grace] { p->detach(grace); });
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "bindings/async_op.h"
 #include "bindings/lua_state.h"
 
 namespace orch {
@@ -15,8 +16,7 @@ namespace {
 
 struct FsJob {
   uv_work_t req{};
-  Task* task = nullptr;  // null once the task was cancelled
-  TaskHost* host = nullptr;
+  AsyncOp op;  // emptied when the task is cancelled
   bool write = false;
   bool append = false;  // with write: one O_APPEND write instead of replacing the file
   bool mkdirs = false;
@@ -114,14 +114,13 @@ void do_write(FsJob* j) {
   }
 }
 
-// Takes ownership of j. Called only after require_task succeeded (it may raise).
-int start_job(lua_State* L, Task* t, FsJob* j) {
-  j->task = t;
-  j->host = LuaEngine::from(L)->host();
-  if (j->write) j->host->before_effect();  // a file changes: the attempt is on record first
+// Takes ownership of j.
+int start_job(lua_State* L, const AsyncOp& op, FsJob* j) {
+  j->op = op;
+  if (j->write) op.host()->before_effect();  // a file changes: the attempt is on record first
   j->req.data = j;
   uv_queue_work(
-      j->host->loop(), &j->req,
+      op.host()->loop(), &j->req,
       [](uv_work_t* r) {
         auto* job = static_cast<FsJob*>(r->data);
         if (job->append)
@@ -133,36 +132,23 @@ int start_job(lua_State* L, Task* t, FsJob* j) {
       },
       [](uv_work_t* r, int) {
         auto* job = static_cast<FsJob*>(r->data);
-        if (Task* task = job->task) {
-          task->waiting = false;
-          task->cancel_hook = nullptr;
-          lua_State* co = task->co;
-          int n;
-          if (!job->err.empty()) {
-            lua_pushnil(co);
-            lua_pushlstring(co, job->err.data(), job->err.size());
-            lua_pushlstring(co, job->code.data(), job->code.size());
-            n = 3;
-          } else if (job->write) {
+        job->op.complete([job](lua_State* co) {
+          if (!job->err.empty()) return push_failure(co, job->err, job->code);
+          if (job->write)
             lua_pushnumber(co, static_cast<lua_Number>(job->data.size()));
-            n = 1;
-          } else {
+          else
             lua_pushlstring(co, job->data.data(), job->data.size());
-            n = 1;
-          }
-          job->host->resume(task, n);
-        }
+          return 1;
+        });
         delete job;
       });
-  t->waiting = true;
   // A thread-pool job cannot be stopped midway; a cancelled task just stops listening.
-  t->cancel_hook = [j] { j->task = nullptr; };
-  return lua_yield(L, 0);
+  return op.yield_detached(L, &j->op);
 }
 
 int l_read_file(lua_State* L) {
   const char* path = luaL_checkstring(L, 1);
-  Task* t = require_task(L, "o.fs.read");
+  AsyncOp op = AsyncOp::begin(L, "o.fs.read");
   auto* j = new FsJob();
   j->path = path;
   if (lua_istable(L, 2)) {
@@ -170,14 +156,14 @@ int l_read_file(lua_State* L) {
     if (lua_isnumber(L, -1)) j->max_bytes = static_cast<size_t>(lua_tonumber(L, -1));
     lua_pop(L, 1);
   }
-  return start_job(L, t, j);
+  return start_job(L, op, j);
 }
 
 int write_or_append(lua_State* L, bool append) {
   const char* path = luaL_checkstring(L, 1);
   size_t n;
   const char* data = luaL_checklstring(L, 2, &n);
-  Task* t = require_task(L, append ? "o.fs.append" : "o.fs.write");
+  AsyncOp op = AsyncOp::begin(L, append ? "o.fs.append" : "o.fs.write");
   auto* j = new FsJob();
   j->write = true;
   j->append = append;
@@ -191,7 +177,7 @@ int write_or_append(lua_State* L, bool append) {
     if (lua_isnumber(L, -1)) j->mode = static_cast<int>(lua_tointeger(L, -1));
     lua_pop(L, 1);
   }
-  return start_job(L, t, j);
+  return start_job(L, op, j);
 }
 
 int l_write_file(lua_State* L) {

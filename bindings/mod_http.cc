@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/duration.h"
+#include "bindings/async_op.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
 #include "drivers/http_client.h"
@@ -315,12 +316,10 @@ void push_response(lua_State* co, HttpResponse& r) {
   lua_setfield(co, -2, "url");
 }
 
-enum class Start { Started, Misuse, Failed };
-
 // Everything with C++ locals happens here, so that the caller raises or yields only once they
 // are gone. Leaves the message on the Lua stack when it does not start.
-Start start_request(lua_State* L, Task* t) {
-  TaskHost* host = LuaEngine::from(L)->host();
+Start start_request(lua_State* L, const AsyncOp& op, HttpClient** client, HttpClient::Id* id) {
+  TaskHost* host = op.host();
   std::string err;
   HttpRequest req;
   if (!read_request(L, &req, &err)) {
@@ -331,40 +330,33 @@ Start start_request(lua_State* L, Task* t) {
     lua_concat(L, 2);
     return Start::Misuse;
   }
-  HttpClient* client = host->http();
-  if (!client) {
+  *client = host->http();
+  if (!*client) {
     lua_pushliteral(L, "o.http.request is not available in this host");
     return Start::Misuse;
   }
   if (!http_available(&err)) {  // libcurl could not be loaded: the reason, as it is
-    lua_pushlstring(L, err.data(), err.size());
+    push_failure(L, err, "error");
     return Start::Failed;
   }
   host->before_effect();
-  HttpClient::Id id = client->start(
+  *id = (*client)->start(
       req,
-      [t, host](HttpResponse& r) {
-        t->waiting = false;
-        t->cancel_hook = nullptr;
+      [op](HttpResponse& r) {
         if (!r.ok()) {
-          lua_pushnil(t->co);
-          lua_pushlstring(t->co, r.error.data(), r.error.size());
-          lua_pushlstring(t->co, r.code.data(), r.code.size());
-          host->resume(t, 3);
+          op.fail(r.error, r.code);
           return;
         }
-        push_response(t->co, r);
-        host->resume(t, 1);
+        op.complete([&r](lua_State* co) {
+          push_response(co, r);
+          return 1;
+        });
       },
       &err);
-  if (!id) {
-    err = req.method + " " + req.url.substr(0, req.url.find('?')) + ": " + err;
-    lua_pushlstring(L, err.data(), err.size());
+  if (!*id) {
+    push_failure(L, req.method + " " + req.url.substr(0, req.url.find('?')) + ": " + err, "error");
     return Start::Failed;
   }
-  t->waiting = true;
-  // The node's timeout or a cancel aborts the transfer at once.
-  t->cancel_hook = [client, id] { client->cancel(id); };
   return Start::Started;
 }
 
@@ -379,19 +371,14 @@ int l_http_request(lua_State* L) {
     return lua_error(L);
   }
   lua_settop(L, 1);
-  Task* t = require_task(L, "o.http.request");
-  switch (start_request(L, t)) {
-    case Start::Misuse:
-      return lua_error(L);
-    case Start::Failed:
-      lua_pushnil(L);
-      lua_insert(L, -2);
-      lua_pushliteral(L, "error");
-      return 3;
-    case Start::Started:
-      break;
-  }
-  return lua_yield(L, 0);
+  AsyncOp op = AsyncOp::begin(L, "o.http.request");
+  HttpClient* client = nullptr;
+  HttpClient::Id id = 0;
+  Start started = start_request(L, op, &client, &id);
+  if (started == Start::Misuse) return lua_error(L);
+  if (started == Start::Failed) return 3;
+  // The node's timeout or a cancel aborts the transfer at once.
+  return op.yield(L, [client, id] { client->cancel(id); });
 }
 
 }  // namespace

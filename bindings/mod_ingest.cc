@@ -1,10 +1,11 @@
 // core.record_incidents and core.sha256: what o.ingest (stdlib/orch/ingest.lua) needs from C++.
-// Parsing and validation are Lua's; storing goes through the scheduler (TaskHost), which
+// Parsing and validation are Lua's; storing goes through the scheduler (NodeServices), which
 // writes the incidents in the run's open transaction and tags the run and its events.
 
 #include <string>
 
 #include "base/digest.h"
+#include "bindings/async_op.h"
 #include "bindings/convert.h"
 #include "bindings/lua_state.h"
 
@@ -26,7 +27,9 @@ bool record(lua_State* L, Task* t) {
   std::string err, records;
   if (!lua_to_json(L, 1, &list, &err)) {
     err = "o.ingest: incidents cannot be stored: " + err;
-  } else if (LuaEngine::from(L)->host()->record_incidents(t, dump_json(list), &records, &err)) {
+  } else if (NodeServices* s = LuaEngine::from(L)->services(); !s) {
+    err = "incidents are not available here";
+  } else if (s->record_incidents(t, dump_json(list), &records, &err)) {
     push_json(L, parse_json(records, nullptr));
     return true;
   }

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bindings/async_op.h"
 #include "bindings/lua_state.h"
 #include "drivers/curl_api.h"
 #include "drivers/http_client.h"
@@ -51,11 +52,16 @@ std::string string_field(lua_State* L, const char* name) {
   return v;
 }
 
-// Reads the arguments and starts the transfer; the message is left on the stack when it does
-// not start. Returns 0 (misuse), 1 (started) or 2 (failed to start).
-int start_smtp(lua_State* L, Task* t) {
-  auto job = std::make_shared<SmtpJob>();
+// Reads the arguments and starts the transfer. Everything with C++ locals happens here, so that
+// the caller raises or yields only once they are gone.
+Start start_smtp(lua_State* L, const AsyncOp& op, HttpClient** client, HttpClient::Id* id) {
   std::string err;
+  // libcurl is loaded on first use; building the recipient list below already calls it.
+  if (!http_available(&err)) {
+    push_failure(L, err, "error");
+    return Start::Failed;
+  }
+  auto job = std::make_shared<SmtpJob>();
   job->url = string_field(L, "url");
   job->from = string_field(L, "from");
   job->message = string_field(L, "message");
@@ -88,13 +94,13 @@ int start_smtp(lua_State* L, Task* t) {
     err = "core.smtp_send: 'rcpt' must list at least one address";
   if (!err.empty()) {
     lua_pushlstring(L, err.data(), err.size());
-    return 0;
+    return Start::Misuse;
   }
-  TaskHost* host = LuaEngine::from(L)->host();
-  HttpClient* client = host ? host->http() : nullptr;
-  if (!client) {
+  TaskHost* host = op.host();
+  *client = host->http();
+  if (!*client) {
     lua_pushliteral(L, "o.notify.email is not available in this host");
-    return 0;
+    return Start::Misuse;
   }
   CurlTransfer req;
   req.what = "SMTP " + job->url;
@@ -116,60 +122,41 @@ int start_smtp(lua_State* L, Task* t) {
   };
   req.keep = job;
   host->before_effect();
-  HttpClient::Id id = client->start_transfer(
+  *id = (*client)->start_transfer(
       std::move(req),
-      [t, host](HttpResponse& r) {
-        t->waiting = false;
-        t->cancel_hook = nullptr;
-        if (!r.ok()) {
-          lua_pushnil(t->co);
-          lua_pushlstring(t->co, r.error.data(), r.error.size());
-          lua_pushlstring(t->co, r.code.data(), r.code.size());
-          lua_pushinteger(t->co, static_cast<lua_Integer>(r.status));
-          host->resume(t, 4);
-          return;
-        }
-        lua_createtable(t->co, 0, 2);
-        lua_pushinteger(t->co, static_cast<lua_Integer>(r.status));
-        lua_setfield(t->co, -2, "status");
-        lua_pushnumber(t->co, static_cast<lua_Number>(r.duration_ms));
-        lua_setfield(t->co, -2, "duration_ms");
-        host->resume(t, 1);
+      [op](HttpResponse& r) {
+        op.complete([&r](lua_State* co) {
+          if (!r.ok()) {
+            push_failure(co, r.error, r.code);
+            lua_pushinteger(co, static_cast<lua_Integer>(r.status));
+            return 4;
+          }
+          lua_createtable(co, 0, 2);
+          lua_pushinteger(co, static_cast<lua_Integer>(r.status));
+          lua_setfield(co, -2, "status");
+          lua_pushnumber(co, static_cast<lua_Number>(r.duration_ms));
+          lua_setfield(co, -2, "duration_ms");
+          return 1;
+        });
       },
       &err);
-  if (!id) {
-    lua_pushlstring(L, err.data(), err.size());
-    return 2;
+  if (!*id) {
+    push_failure(L, err, "error");
+    return Start::Failed;
   }
-  t->waiting = true;
-  t->cancel_hook = [client, id] { client->cancel(id); };
-  return 1;
+  return Start::Started;
 }
 
 int l_smtp_send(lua_State* L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  Task* t = require_task(L, "o.notify.email");
-  // libcurl is loaded on first use; building the recipient list below already calls it.
-  std::string unavailable;
-  if (!http_available(&unavailable)) {
-    lua_pushnil(L);
-    lua_pushlstring(L, unavailable.data(), unavailable.size());
-    lua_pushliteral(L, "error");
-    return 3;
-  }
-  switch (start_smtp(L, t)) {
-    case 0:
-      return lua_error(L);
-    case 2:
-      lua_pushnil(L);
-      lua_insert(L, -2);
-      lua_pushliteral(L, "error");
-      return 3;
-    default:
-      break;
-  }
-  return lua_yield(L, 0);
+  AsyncOp op = AsyncOp::begin(L, "o.notify.email");
+  HttpClient* client = nullptr;
+  HttpClient::Id id = 0;
+  Start started = start_smtp(L, op, &client, &id);
+  if (started == Start::Misuse) return lua_error(L);
+  if (started == Start::Failed) return 3;
+  return op.yield(L, [client, id] { client->cancel(id); });
 }
 
 }  // namespace

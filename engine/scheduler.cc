@@ -420,11 +420,15 @@ void Scheduler::fail_fatal() {
   uv_stop(loop_->get());
 }
 
+Task* Scheduler::find_task(uint64_t id) {
+  auto it = tasks_.find(id);
+  return it == tasks_.end() ? nullptr : it->second;
+}
+
 void Scheduler::resume(Task* task, int nargs) {
   uint64_t id = task->id;
   defer([this, id, nargs] {
-    auto it = tasks_.find(id);
-    if (it != tasks_.end()) run_task(it->second, nargs);
+    if (Task* t = find_task(id)) run_task(t, nargs);
   });
 }
 

@@ -88,7 +88,7 @@ class PipelineSource {
 // resumes (o.exec's default kill grace).
 inline constexpr int64_t kOrphanGraceMs = 2000;
 
-class Scheduler : public TaskHost {
+class Scheduler : public TaskHost, public NodeServices {
  public:
   Scheduler(Loop* loop, Store* store);
   ~Scheduler() override;
@@ -151,9 +151,12 @@ class Scheduler : public TaskHost {
   uv_loop_t* loop() override { return loop_->get(); }
   ProcessTable* processes() override { return &processes_; }
   HttpClient* http() override;  // created on first use
+  Task* find_task(uint64_t id) override;
   void resume(Task* task, int nargs) override;
   void before_effect() override;
   void process_started(Task* task, int pid, const std::string& command) override;
+  NodeServices* services() override { return this; }
+  // NodeServices
   void log(Task* task, std::string_view level, std::string_view message,
            const std::string& fields_json) override;
   bool record_artifact(Task* task, const std::string& rel, const std::string& kind, int64_t size,

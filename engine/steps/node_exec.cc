@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "base/duration.h"
+#include "bindings/async_op.h"
 #include "drivers/signals.h"
 #include "drivers/timer.h"
 #include "engine/steps/exec.h"
@@ -73,11 +74,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     }
     release_slot();
     if (task_) {
-      if (task_->cancel_hook) {
-        auto hook = std::move(task_->cancel_hook);
-        task_->cancel_hook = nullptr;
-        hook();
-      }
+      cancel_wait(task_.get());
       drop();
       finish_row("cancelled", "", {"cancelled", reason, path_, "", false, ""});
     }
@@ -431,11 +428,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   void on_timeout() {
     timeout_timer_.reset();
     if (!task_) return;
-    if (task_->cancel_hook) {
-      auto hook = std::move(task_->cancel_hook);
-      task_->cancel_hook = nullptr;
-      hook();  // stops the timer, kills the process group, ...
-    }
+    cancel_wait(task_.get());  // stops the timer, kills the process group, ...
     drop();
     failure({"timeout", "timed out after " + format_duration_ms(step_->timeout_ms), path_, "", true,
              ""});
@@ -666,11 +659,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   // stop first, so that nothing ever calls back into a freed task.
   void drop() {
     if (task_) {
-      if (task_->cancel_hook) {
-        auto hook = std::move(task_->cancel_hook);
-        task_->cancel_hook = nullptr;
-        hook();
-      }
+      cancel_wait(task_.get());
       s_->drop_task(task_.get());
       task_.reset();
     }
