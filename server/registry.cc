@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/ids.h"
+#include "base/json_util.h"
 #include "drivers/loop.h"
 
 namespace orch {
@@ -137,6 +138,16 @@ bool Registry::watch(std::string* err) {
 
 void Registry::stop_watching() {
   watch_.reset();
+}
+
+void Registry::for_each_trigger(
+    const std::string& type,
+    const std::function<void(const Pipeline&, const Trigger&, const json&)>& f) const {
+  for (auto& [file, e] : entries_) {
+    if (!e.active) continue;
+    for (auto& t : e.active->triggers)
+      if (t.type == type) f(*e.active, t, parse_json(t.spec, nullptr));
+  }
 }
 
 void Registry::reload(const std::string& file) {

@@ -67,6 +67,11 @@ class Registry : public PipelineSource {
   // The entry whose active pipeline (or, when none is active, whose file stem) is `name`.
   const PipelineEntry* by_name(const std::string& name) const;
   Pipeline* active(const std::string& name) const;
+  // Calls f(pipeline, trigger, spec) for each trigger of `type` of the active pipelines, in
+  // file order; spec is the trigger's options parsed.
+  void for_each_trigger(
+      const std::string& type,
+      const std::function<void(const Pipeline&, const Trigger&, const json&)>& f) const;
 
   // Loads `source` as if it were the file of `name` (fresh state, nothing stored).
   std::unique_ptr<Pipeline> check(const std::string& file, const std::string& source,

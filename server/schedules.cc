@@ -37,36 +37,32 @@ void fire(ServerContext& c, Schedule& s, int64_t fire_at, int missed) {
 
 std::vector<Schedule> build_schedules(ServerContext& c) {
   std::vector<Schedule> scheds;
-  for (auto& [f, e] : c.registry->entries()) {
-    if (!e.active) continue;
-    for (auto& t : e.active->triggers) {
-      if (t.type != "schedule") continue;
-      json spec = parse_json(t.spec, nullptr);
-      Schedule s;
-      s.pipeline = e.active->name;
-      s.key = t.spec;
-      std::string cerr;
-      s.cron = CronExpr::parse(spec.value("cron", ""), spec.value("tz", ""), &cerr);
-      if (!s.cron) {
-        c.log("pipeline %s: schedule %s: %s", s.pipeline.c_str(), t.spec.c_str(), cerr.c_str());
-        continue;
-      }
-      s.run_once_if_missed = spec.value("missed", "skip") == "run_once";
-      if (spec.contains("input")) s.input_json = dump_json(spec["input"]);
-      // Keep what we know of a schedule that was there before the reload.
-      for (auto& old : c.schedules)
-        if (old.pipeline == s.pipeline && old.key == s.key) s.last_fire = old.last_fire;
-      if (s.last_fire == 0) {
-        s.last_fire = c.store->schedule_last_fire(s.pipeline, s.key);
-        if (s.last_fire == 0) {
-          // Never fired: it starts from now (no backfill of the past).
-          s.last_fire = c.now();
-          c.store->set_schedule_fire(s.pipeline, s.key, s.last_fire);
+  c.registry->for_each_trigger(
+      "schedule", [&](const Pipeline& p, const Trigger& t, const json& spec) {
+        Schedule s;
+        s.pipeline = p.name;
+        s.key = t.spec;
+        std::string cerr;
+        s.cron = CronExpr::parse(spec.value("cron", ""), spec.value("tz", ""), &cerr);
+        if (!s.cron) {
+          c.log("pipeline %s: schedule %s: %s", s.pipeline.c_str(), t.spec.c_str(), cerr.c_str());
+          return;
         }
-      }
-      scheds.push_back(std::move(s));
-    }
-  }
+        s.run_once_if_missed = spec.value("missed", "skip") == "run_once";
+        if (spec.contains("input")) s.input_json = dump_json(spec["input"]);
+        // Keep what we know of a schedule that was there before the reload.
+        for (auto& old : c.schedules)
+          if (old.pipeline == s.pipeline && old.key == s.key) s.last_fire = old.last_fire;
+        if (s.last_fire == 0) {
+          s.last_fire = c.store->schedule_last_fire(s.pipeline, s.key);
+          if (s.last_fire == 0) {
+            // Never fired: it starts from now (no backfill of the past).
+            s.last_fire = c.now();
+            c.store->set_schedule_fire(s.pipeline, s.key, s.last_fire);
+          }
+        }
+        scheds.push_back(std::move(s));
+      });
   return scheds;
 }
 

@@ -109,22 +109,17 @@ void handle_webhook(ServerContext& c, const WebhookRoute& route, const ExchangeP
 
 std::map<std::string, WebhookRoute> build_webhooks(const Registry& registry) {
   std::map<std::string, WebhookRoute> hooks;
-  for (auto& [f, e] : registry.entries()) {
-    if (!e.active) continue;
-    for (auto& t : e.active->triggers) {
-      if (t.type != "webhook") continue;
-      json spec = parse_json(t.spec, nullptr);
-      WebhookRoute r;
-      r.pipeline = e.active->name;
-      r.path = spec.value("path", "");
-      r.secret_name = spec.value("secret", "");
-      r.signature_name = spec.value("signature_header", "X-Hub-Signature-256");
-      r.signature_header = lower_ascii(r.signature_name);
-      r.dedup_header = lower_ascii(spec.value("dedup_header", ""));
-      r.envelope = spec.value("input", "body") == "envelope";
-      hooks[r.path] = r;
-    }
-  }
+  registry.for_each_trigger("webhook", [&](const Pipeline& p, const Trigger&, const json& spec) {
+    WebhookRoute r;
+    r.pipeline = p.name;
+    r.path = spec.value("path", "");
+    r.secret_name = spec.value("secret", "");
+    r.signature_name = spec.value("signature_header", "X-Hub-Signature-256");
+    r.signature_header = lower_ascii(r.signature_name);
+    r.dedup_header = lower_ascii(spec.value("dedup_header", ""));
+    r.envelope = spec.value("input", "body") == "envelope";
+    hooks[r.path] = r;
+  });
   return hooks;
 }
 
