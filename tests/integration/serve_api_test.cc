@@ -422,4 +422,19 @@ TEST_CASE("serve: unknown paths are 404, wrong methods 405 with Allow, odd ids r
   auto h = srv.get("/healthz");
   CHECK(h.status == 200);
   CHECK(srv.stop() == 0);
+
+  // With a token, a route's auth comes before its method: 401 without the token, 405 with it.
+  const std::string token = "tok-routes-0123456789";
+  ServeProcess tsrv(dir, tmp.file("t.db"), {}, {"ORCHRUN_TOKEN=" + token});
+  expect(tsrv.request("GET", "/api/runs/" + id + "/cancel"), 401, "unauthorized");
+  auto t = tsrv.request("GET", "/api/runs/" + id + "/cancel", "",
+                        {{"Authorization", "Bearer " + token}});
+  expect(t, 405, "method_not_allowed");
+  CHECK(t.header("allow") == "POST");
+  // A read on loopback needs no token, whatever the method: 405 at once.
+  t = tsrv.request("DELETE", "/api/runs/" + id);
+  expect(t, 405, "method_not_allowed");
+  CHECK(t.header("allow") == "GET");
+  expect(tsrv.request("DELETE", "/api/nope"), 404, "not_found");
+  CHECK(tsrv.stop() == 0);
 }
