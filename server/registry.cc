@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "base/ids.h"
+#include "base/json_util.h"
 #include "drivers/loop.h"
 
 namespace orch {
@@ -124,40 +125,29 @@ bool Registry::load_all(std::string* err) {
 }
 
 bool Registry::watch(std::string* err) {
-  watcher_ = new uv_fs_event_t;
-  uv_fs_event_init(loop_, watcher_);
-  watcher_->data = this;
-  int rc = uv_fs_event_start(
-      watcher_,
-      [](uv_fs_event_t* h, const char* filename, int events, int status) {
-        auto* self = static_cast<Registry*>(h->data);
-        if (!self || status < 0 || !filename || !is_lua_file(filename)) return;
-        self->pending_.insert(self->dir_ + "/" + filename);
-        // Editors write in several steps (truncate, write, rename): wait until it is quiet.
-        self->debounce_->start(static_cast<uint64_t>(self->debounce_ms), [self] {
-          auto files = std::move(self->pending_);
-          self->pending_.clear();
-          for (auto& f : files) self->reload(f);
-        });
+  watch_ = std::make_unique<FsWatch>(loop_);
+  bool ok = watch_->start(
+      dir_, debounce_ms, [](const std::string& name) { return is_lua_file(name); },
+      [this](std::set<std::string> names) {
+        for (auto& name : names) reload(dir_ + "/" + name);
       },
-      dir_.c_str(), 0);
-  if (rc != 0) {
-    *err = "cannot watch " + dir_ + ": " + uv_strerror(rc);
-    close_and_delete(watcher_);
-    watcher_ = nullptr;
-    return false;
-  }
-  debounce_ = std::make_unique<Timer>(loop_);
-  return true;
+      err);
+  if (!ok) watch_.reset();
+  return ok;
 }
 
 void Registry::stop_watching() {
-  if (watcher_) {
-    uv_fs_event_stop(watcher_);
-    close_and_delete(watcher_);
-    watcher_ = nullptr;
+  watch_.reset();
+}
+
+void Registry::for_each_trigger(
+    const std::string& type,
+    const std::function<void(const Pipeline&, const Trigger&, const json&)>& f) const {
+  for (auto& [file, e] : entries_) {
+    if (!e.active) continue;
+    for (auto& t : e.active->triggers)
+      if (t.type == type) f(*e.active, t, parse_json(t.spec, nullptr));
   }
-  debounce_.reset();
 }
 
 void Registry::reload(const std::string& file) {

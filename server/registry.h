@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "drivers/timer.h"
+#include "drivers/fs_watch.h"
 #include "engine/pipeline_loader.h"
 #include "engine/scheduler.h"
 #include "store/store.h"
@@ -55,7 +55,7 @@ class Registry : public PipelineSource {
 
   // Loads every *.lua file of the directory. False with *err when the directory cannot be read.
   bool load_all(std::string* err);
-  // Watches the directory (uv_fs_event); changes are reloaded after the debounce.
+  // Watches the directory (drivers/fs_watch); changes are reloaded after the debounce.
   bool watch(std::string* err);
   void stop_watching();
   // Reloads one file now (also what the watcher does).
@@ -67,6 +67,11 @@ class Registry : public PipelineSource {
   // The entry whose active pipeline (or, when none is active, whose file stem) is `name`.
   const PipelineEntry* by_name(const std::string& name) const;
   Pipeline* active(const std::string& name) const;
+  // Calls f(pipeline, trigger, spec) for each trigger of `type` of the active pipelines, in
+  // file order; spec is the trigger's options parsed.
+  void for_each_trigger(
+      const std::string& type,
+      const std::function<void(const Pipeline&, const Trigger&, const json&)>& f) const;
 
   // Loads `source` as if it were the file of `name` (fresh state, nothing stored).
   std::unique_ptr<Pipeline> check(const std::string& file, const std::string& source,
@@ -104,9 +109,7 @@ class Registry : public PipelineSource {
   // while runs use them.
   std::vector<std::shared_ptr<Pipeline>> retired_;
   std::map<std::string, std::shared_ptr<Pipeline>> by_def_;  // "name@version"
-  uv_fs_event_t* watcher_ = nullptr;
-  std::unique_ptr<Timer> debounce_;
-  std::set<std::string> pending_;
+  std::unique_ptr<FsWatch> watch_;
   struct CheckJob;
   std::list<std::unique_ptr<CheckJob>> checks_;
 };

@@ -11,7 +11,6 @@
 #include <string>
 #include <vector>
 
-#include "base/cron.h"
 #include "base/ids.h"
 #include "base/secrets.h"
 #include "drivers/http_server.h"
@@ -21,6 +20,7 @@
 #include "engine/scheduler.h"
 #include "server/metrics.h"
 #include "server/registry.h"
+#include "server/schedules.h"
 #include "store/checkpointer.h"
 #include "store/store.h"
 
@@ -42,27 +42,7 @@ struct ServeOptions {
   FILE* log = stderr;
 };
 
-// A webhook route: POST <path> starts a run of the pipeline.
-struct WebhookRoute {
-  std::string pipeline, path;
-  std::string secret_name;       // a secret's name; empty: unsigned
-  std::string signature_header;  // lower-case
-  std::string signature_name;    // as the pipeline wrote it (for messages)
-  std::string dedup_header;      // lower-case; empty: no deduplication
-  bool envelope = false;         // input = {body, headers, query, delivery_id}
-};
-
-// A schedule of an active pipeline.
-struct Schedule {
-  std::string pipeline, key;  // key: the trigger's spec (cron, tz, ...), as JSON
-  std::optional<CronExpr> cron;
-  bool run_once_if_missed = false;
-  std::string input_json = "{}";
-  int64_t last_fire = 0;  // unix ms of the last fire time handled
-  int64_t next_fire = -1;
-};
-
-class SseHub;
+struct ServerContext;
 
 // W3C traceparent: "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>". The trace id, or
 // "" when the header is not a valid one (an all-zero id is invalid; W3C says to ignore it).
@@ -83,56 +63,19 @@ class Server {
   // grace_ms to finish (no new attempt starts); what is left is let go as it stands, to be
   // resumed by the next start. `done` is called once everything is closed.
   void shutdown(std::function<void()> done);
-  bool shutting_down() const { return shutting_down_; }
+  bool shutting_down() const;
 
   // Fires the schedules that are due at clock() (the schedule timer calls it; tests too).
   void check_schedules();
-  const std::vector<Schedule>& schedules() const { return schedules_; }
-  Registry& registry() { return *registry_; }
-  Scheduler& scheduler() { return *sched_; }
-  Metrics& metrics() { return metrics_; }
-  int64_t now() const { return opts_.clock ? opts_.clock() : wall_ms(); }
+  const std::vector<Schedule>& schedules() const;
+  Registry& registry();
+  Scheduler& scheduler();
+  Metrics& metrics();
+  int64_t now() const;
 
  private:
-  friend class Api;
-  friend class ApiImpl;
-  void handle(std::shared_ptr<http::Exchange> ex);
-  bool authorized(const http::Request& rq, bool state_changing) const;
-  void handle_webhook(const WebhookRoute& route, std::shared_ptr<http::Exchange> ex);
-  void rebuild_triggers();
-  void arm_schedule_timer();
-  void fire(Schedule& s, int64_t fire_at, int missed);
-  void resume_unfinished();
-  static constexpr uint64_t kOwnerCheckMs = 2000;
-  // Starts a run of `p`, answering `ex` (202, once the run is committed) or with an error.
-  void start_and_answer(Pipeline* p, RunOptions ro, std::shared_ptr<http::Exchange> ex,
-                        nlohmann::json extra);
-  // 503 store_full with Retry-After: what a call that would write gets while the disk is full.
-  http::Response store_full_response() const;
-  void log(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-  void after_run(const RunSummary& s);
-
-  Loop* loop_;
-  Store* store_;
-  ServeOptions opts_;
-  bool loopback_ = true;
-  std::unique_ptr<Scheduler> sched_;
-  std::unique_ptr<Checkpointer> checkpointer_;
-  std::unique_ptr<Registry> registry_;
-  std::unique_ptr<http::HttpServer> http_;
-  std::unique_ptr<SseHub> sse_;
-  Metrics metrics_;
-  SecretSource secrets_;
-  std::map<std::string, WebhookRoute> webhooks_;  // by path
-  std::vector<Schedule> schedules_;
-  std::unique_ptr<Timer> schedule_timer_, prune_timer_, drain_timer_;
-  // Every kOwnerCheckMs: runs whose owner died (a one-shot killed, another server that
-  // crashed) are taken over, and a one-shot's parked gate gets its timeout applied on time.
-  std::unique_ptr<Timer> owner_timer_;
-  std::set<std::string> unresumable_;  // runs that failed to resume: logged once, not retried
-  int64_t started_at_ = 0;
-  int64_t full_at_ = 0;  // when the scheduler began waiting for a full disk
-  bool shutting_down_ = false;
+  // What the webhooks, the schedules, the lifecycle and the API handlers share.
+  std::unique_ptr<ServerContext> ctx_;
 };
 
 }  // namespace orch

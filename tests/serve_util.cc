@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,9 +17,11 @@
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstring>
+#include <ctime>
 #include <regex>
 #include <thread>
 
+#include "drivers/loop.h"
 #include "test_util.h"
 
 extern char** environ;
@@ -227,8 +230,8 @@ HttpReply read_reply(int fd, int64_t deadline, int timeout_ms) {
 
 std::string format_request(int port, const std::string& method, const std::string& target,
                            const std::string& body, const HeaderList& headers, bool close) {
-  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" +
-                    std::to_string(port) + "\r\n" + (close ? "Connection: close\r\n" : "");
+  std::string req = method + " " + target + " HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(port) +
+                    "\r\n" + (close ? "Connection: close\r\n" : "");
   bool has_ct = false;
   for (auto& [k, v] : headers) {
     req += k + ": " + v + "\r\n";
@@ -666,4 +669,99 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text) {
   return rows;
 }
 
+namespace serve {
+
+bool has(const std::string& s, const std::string& sub) {
+  return s.find(sub) != std::string::npos;
+}
+
+// A directory of pipelines inside `tmp`, with the given files.
+std::string pipeline_dir(const TempDir& tmp,
+                         const std::vector<std::pair<std::string, std::string>>& files) {
+  std::string dir = tmp.file("pipelines");
+  mkdir(dir.c_str(), 0755);
+  for (auto& [name, src] : files) write_file(dir + "/" + name, src);
+  return dir;
+}
+
+// Writes `content` beside `path` and renames it into place (what careful editors do).
+void write_atomic(const std::string& path, const std::string& content) {
+  std::string dir = path.substr(0, path.rfind('/'));
+  std::string tmp = dir + "/.tmp-" + std::to_string(getpid()) + "-" + path.substr(dir.size() + 1);
+  write_file(tmp, content);
+  REQUIRE(rename(tmp.c_str(), path.c_str()) == 0);
+}
+
+int64_t count(const std::string& db, const std::string& sql) {
+  return query_int(db, sql);
+}
+
+// Reply details for failure messages.
+std::string show(const HttpReply& r) {
+  return "HTTP " + std::to_string(r.status) + " " + r.body.substr(0, 600) +
+         (r.error.empty() ? "" : " (" + r.error + ")");
+}
+
+const std::string kSecret = "It's a Secret to Everybody";
+
+const char* const kTrivial = R"(local o = require "orch"
+return o.pipeline "x" {
+  o.node("a", function(ctx) return { i = ctx.input.i } end),
+}
+)";
+
+const char* const kGate = R"(local o = require "orch"
+return o.pipeline "gate" {
+  o.node("plan", function() return { tasks = 3 } end),
+  o.approve("deploy", { message = "Ship it?", approvers = { "alice", "bob" } }),
+  o.node("ship", function(ctx) return { by = ctx.outputs.deploy.by, note = ctx.outputs.deploy.comment } end),
+}
+)";
+
+// Sleeps `input.sleep` seconds (default 30) on its first attempt only: a cancelled run
+// retried succeeds at once.
+const char* const kSleepy = R"(local o = require "orch"
+return o.pipeline "sleepy" {
+  o.node("a", function(ctx)
+    if ctx.attempt == 1 then o.sleep(ctx.input.sleep or 30) end
+    return { attempt = ctx.attempt }
+  end),
+  o.node("b", function() return { done = true } end),
+}
+)";
+
+const char* const kFailing = R"(local o = require "orch"
+return o.pipeline "failing" {
+  o.node("boom", function() o.fail("always fails") end),
+}
+)";
+
+int64_t utc_ms(int y, int mo, int d, int h, int mi, int s) {
+  struct tm tm {};
+  tm.tm_year = y - 1900;
+  tm.tm_mon = mo - 1;
+  tm.tm_mday = d;
+  tm.tm_hour = h;
+  tm.tm_min = mi;
+  tm.tm_sec = s;
+  return static_cast<int64_t>(timegm(&tm)) * 1000;
+}
+
+// Runs the loop without blocking until cond() holds, at most timeout_ms.
+bool pump_until(Loop& loop, const std::function<bool()>& cond, int timeout_ms) {
+  int64_t deadline = mono_ms() + timeout_ms;
+  for (;;) {
+    uv_run(loop.get(), UV_RUN_NOWAIT);
+    if (cond()) return true;
+    if (mono_ms() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+void pump_for(Loop& loop, int ms) {
+  pump_until(
+      loop, [] { return false; }, ms);
+}
+
+}  // namespace serve
 }  // namespace orch::test

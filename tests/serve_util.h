@@ -19,6 +19,10 @@
 
 #include "base/json_util.h"
 
+namespace orch {
+class Loop;
+}
+
 namespace orch::test {
 
 using HeaderList = std::vector<std::pair<std::string, std::string>>;
@@ -174,4 +178,37 @@ std::vector<std::vector<std::string>> parse_csv(const std::string& text);
 // Milliseconds on a monotonic clock.
 int64_t mono_ms();
 
+// What the serve_*_test.cc files share (a namespace of its own: other tests that include this
+// header have helpers of the same names).
+class TempDir;
+namespace serve {
+
+bool has(const std::string& s, const std::string& sub);
+// A directory of pipelines inside `tmp`, with the given files.
+std::string pipeline_dir(const TempDir& tmp,
+                         const std::vector<std::pair<std::string, std::string>>& files);
+// Writes `content` beside `path` and renames it into place (what careful editors do).
+void write_atomic(const std::string& path, const std::string& content);
+int64_t count(const std::string& db, const std::string& sql);
+// Reply details for failure messages.
+std::string show(const HttpReply& r);
+
+extern const std::string kSecret;
+// Pipeline "x": one node returning {i = input.i}.
+extern const char* const kTrivial;
+// Pipeline "gate": plan, an approval "deploy" (alice or bob), ship.
+extern const char* const kGate;
+// Pipeline "sleepy": sleeps `input.sleep` seconds (default 30) on its first attempt only: a
+// cancelled run retried succeeds at once.
+extern const char* const kSleepy;
+// Pipeline "failing": its node always fails.
+extern const char* const kFailing;
+
+// In-process servers: unix ms of a UTC date and time; running a loop without blocking until
+// cond() holds (at most timeout_ms), or for `ms`.
+int64_t utc_ms(int y, int mo, int d, int h, int mi, int s);
+bool pump_until(Loop& loop, const std::function<bool()>& cond, int timeout_ms = 5000);
+void pump_for(Loop& loop, int ms);
+
+}  // namespace serve
 }  // namespace orch::test
