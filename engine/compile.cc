@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <regex>
 #include <unordered_map>
+#include <utility>
+#include <variant>
 
 #include "base/cron.h"
 #include "base/duration.h"
@@ -37,6 +39,12 @@ namespace {
 
 const std::regex kIdRe("^[A-Za-z_][A-Za-z0-9_-]*$");
 const std::regex kNameRe("^[A-Za-z0-9][A-Za-z0-9_.-]*$");
+
+// Makes *spec the (empty) spec of kind k.
+template <size_t... I>
+void set_kind(StepSpec* spec, size_t k, std::index_sequence<I...>) {
+  ((k == I ? (void)spec->emplace<I>() : (void)0), ...);
+}
 
 }  // namespace
 
@@ -311,37 +319,21 @@ std::unique_ptr<Step> Compiler::compile_step(int v, int parent_line, const std::
   int line = line_of(v, parent_line);
   auto s = std::make_unique<Step>();
   s->line = line;
-  if (kind == "node") {
-    s->spec = NodeSpec{};
-    compile_node(v, line, prefix, s.get());
-  } else if (kind == "seq") {
-    s->spec = SeqSpec{};
-    compile_seq(v, line, prefix, s.get());
-  } else if (kind == "parallel") {
-    s->spec = ParallelSpec{};
-    compile_parallel(v, line, prefix, s.get());
-  } else if (kind == "when") {
-    s->spec = WhenSpec{};
-    compile_when(v, line, prefix, s.get());
-  } else if (kind == "switch") {
-    s->spec = SwitchSpec{};
-    compile_switch(v, line, prefix, s.get());
-  } else if (kind == "approve") {
-    s->spec = ApproveSpec{};
-    compile_approve(v, line, prefix, s.get());
-  } else if (kind == "map") {
-    s->spec = MapSpec{};
-    compile_map(v, line, prefix, s.get());
-  } else if (kind == "loop") {
-    s->spec = LoopSpec{};
-    compile_loop(v, line, prefix, s.get());
-  } else if (kind == "call") {
-    s->spec = CallSpec{};
-    compile_call(v, line, prefix, s.get());
-  } else {
+  // The kinds in StepKind's order (the spec's index is the kind).
+  using CompileKind = void (Compiler::*)(int, int, const std::string&, Step*);
+  static const CompileKind kCompile[] = {
+      &Compiler::compile_node, &Compiler::compile_seq,    &Compiler::compile_parallel,
+      &Compiler::compile_when, &Compiler::compile_switch, &Compiler::compile_approve,
+      &Compiler::compile_map,  &Compiler::compile_loop,   &Compiler::compile_call};
+  constexpr size_t kKinds = std::variant_size_v<StepSpec>;
+  size_t k = 0;
+  while (k < kKinds && kind != step_kind_name(static_cast<StepKind>(k))) k++;
+  if (k == kKinds) {
     error(line, where + ": unknown step kind '" + kind + "'");
     return nullptr;
   }
+  set_kind(&s->spec, k, std::make_index_sequence<kKinds>());
+  (this->*kCompile[k])(v, line, prefix, s.get());
   if (!s->path.empty()) p_->by_path[s->path] = s.get();
   return s;
 }
