@@ -86,7 +86,7 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
     for (char c : path) r += isalnum(static_cast<unsigned char>(c)) ? c : '_';
     return r;
   };
-  switch (s->kind) {
+  switch (s->kind()) {
     case StepKind::Approve: {
       std::string id = nid(s->path);
       *out += "  " + id + "[/\"approve: " + s->id + "\"/]\n";
@@ -118,7 +118,9 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
     }
     case StepKind::Parallel: {
       std::string fork = nid(s->path) + "_fork", join = nid(s->path) + "_join";
-      std::string how = s->join == 0 ? "all" : s->join < 0 ? "any" : std::to_string(s->join);
+      std::string how = s->parallel().join == 0  ? "all"
+                        : s->parallel().join < 0 ? "any"
+                                                 : std::to_string(s->parallel().join);
       *out += "  " + fork + "{{\"" + s->id + "\"}}\n";
       *out += "  " + join + "((\"join " + how + "\"))\n";
       for (auto& c : s->children) {
@@ -133,24 +135,24 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
     }
     case StepKind::Call: {
       std::string id = nid(s->path);
-      *out += "  " + id + "[[\"" + s->id + ": call " + s->call_target + "\"]]\n";
+      *out += "  " + id + "[[\"" + s->id + ": call " + s->call().target + "\"]]\n";
       *entry = {id};
       *exit = {id};
       return;
     }
     case StepKind::Map:
     case StepKind::Loop: {
-      bool map = s->kind == StepKind::Map;
+      bool map = s->kind() == StepKind::Map;
       std::string head = nid(s->path) + (map ? "_map" : "_loop");
       const Step* body = s->children.empty() ? nullptr : s->children[0].get();
       std::string label =
           map ? s->id + ": for each item" +
-                    (s->max_concurrency ? ", max " + std::to_string(s->max_concurrency)
-                                        : std::string())
-              : s->id + ": loop, max " + std::to_string(s->max_iterations);
+                    (s->map().max_concurrency ? ", max " + std::to_string(s->map().max_concurrency)
+                                              : std::string())
+              : s->id + ": loop, max " + std::to_string(s->loop().max_iterations);
       *out += "  " + head + "{{\"" + label + "\"}}\n";
       *entry = {head};
-      if (!body || (body->kind == StepKind::Node && body->id.empty())) {
+      if (!body || (body->kind() == StepKind::Node && body->id.empty())) {
         *exit = {head};  // a function body: the map/loop node is the whole story
         return;
       }
@@ -177,7 +179,7 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
       bool has_else = true;
       for (size_t i = 0; i < s->children.size(); i++) {
         std::string label =
-            s->kind == StepKind::When ? (i == 0 ? "then" : "else") : s->case_keys[i];
+            s->kind() == StepKind::When ? (i == 0 ? "then" : "else") : s->switch_().case_keys[i];
         if (!s->children[i]) {
           has_else = false;
           continue;

@@ -38,6 +38,13 @@ const char* step_kind_name(StepKind k) {
   return "?";
 }
 
+int64_t Step::timeout_ms() const {
+  if (const auto* n = std::get_if<NodeSpec>(&spec)) return n->timeout_ms;
+  if (const auto* a = std::get_if<ApproveSpec>(&spec)) return a->timeout_ms;
+  if (const auto* c = std::get_if<CallSpec>(&spec)) return c->timeout_ms;
+  return 0;
+}
+
 int64_t RetryPolicy::delay_ms(int next_attempt, double unit) const {
   double d = static_cast<double>(base_ms);
   if (exponential) d *= std::pow(2.0, std::max(0, next_attempt - 2));

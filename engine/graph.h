@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <variant>
 #include <vector>
 
 #include "bindings/lua_ref.h"
@@ -13,7 +14,7 @@ namespace orch {
 
 class LuaEngine;  // bindings/lua_state.h
 
-// The order matters: make_exec indexes its factories by it.
+// The order matters: make_exec indexes its factories by it, and it is StepSpec's.
 enum class StepKind { Node, Seq, Parallel, When, Switch, Approve, Map, Loop, Call };
 const char* step_kind_name(StepKind k);
 
@@ -45,14 +46,9 @@ struct Trigger {
   int line = 0;
 };
 
-struct Step {
-  StepKind kind = StepKind::Node;
-  std::string id;    // as written; empty for an anonymous seq
-  std::string path;  // stable id: parent ids joined with '/' ("gather/metrics")
-  int line = 0;
-  std::string description;
-
-  // Node
+// What each kind of step holds besides the common fields of Step. The variant's order is
+// StepKind's.
+struct NodeSpec {
   LuaRef fn;
   LuaRef fallback;
   LuaRef skip_if;
@@ -64,34 +60,79 @@ struct Step {
   // with this key run at once; the others wait in arrival order.
   std::string concurrency_key;
   int concurrency_limit = 1;
-
-  // Parallel: join = 0 means all; -1 any; n > 0 means n branches.
-  int join = 0;
-  int max_concurrency = 0;  // parallel and map; 0 = unlimited
-
-  // Map: `items` is a function(ctx, input) returning the list, or the list itself; the only
-  // child is the step run for each item (with the item as its input).
-  LuaRef items;
-  // Loop: at most max_iterations runs of the only child; `done` is a function(ctx, output)
-  // deciding after each (absent: the child's verdict decides).
-  int max_iterations = 0;
-  LuaRef done;
-  // Call: the pipeline to run as a child run, and its input (function(ctx, input), a table,
-  // or absent for this step's own input).
-  std::string call_target;
-  LuaRef call_input;
-
-  // Approve
+};
+struct SeqSpec {};
+struct ParallelSpec {
+  int join = 0;             // 0 means all; -1 any; n > 0 means n branches
+  int max_concurrency = 0;  // 0 = unlimited
+};
+// children: [then, else]; an absent else is null.
+struct WhenSpec {
+  LuaRef cond;
+};
+// children: one per case, in case_keys order.
+struct SwitchSpec {
+  LuaRef selector;
+  std::vector<std::string> case_keys;
+};
+struct ApproveSpec {
   std::string message;
   std::vector<std::string> approvers;  // empty: anyone
-  bool approve_on_timeout = false;     // on_timeout = "approve" (default "reject")
+  int64_t timeout_ms = 0;
+  bool approve_on_timeout = false;  // on_timeout = "approve" (default "reject")
+};
+// `items` is a function(ctx, input) returning the list, or the list itself; the only child is
+// the step run for each item (with the item as its input).
+struct MapSpec {
+  LuaRef items;
+  int max_concurrency = 0;  // 0 = unlimited
+};
+// At most max_iterations runs of the only child; `done` is a function(ctx, output) deciding
+// after each (absent: the child's verdict decides).
+struct LoopSpec {
+  int max_iterations = 0;
+  LuaRef done;
+  Escalation escalate;
+};
+// The pipeline to run as a child run, and its input (function(ctx, input), a table, or absent
+// for this step's own input).
+struct CallSpec {
+  std::string target;
+  LuaRef input;
+  int64_t timeout_ms = 0;
+};
+using StepSpec = std::variant<NodeSpec, SeqSpec, ParallelSpec, WhenSpec, SwitchSpec, ApproveSpec,
+                              MapSpec, LoopSpec, CallSpec>;
 
-  // When / Switch
-  LuaRef cond;  // when: condition; switch: selector
-  // Seq/Parallel: the steps. When: [then, else]; an absent else is null.
-  // Switch: one per case, in case_keys order.
+struct Step {
+  std::string id;    // as written; empty for an anonymous seq
+  std::string path;  // stable id: parent ids joined with '/' ("gather/metrics")
+  int line = 0;
+  std::string description;
+  // Seq/Parallel: the steps; the others: see their spec.
   std::vector<std::unique_ptr<Step>> children;
-  std::vector<std::string> case_keys;
+  StepSpec spec;
+
+  StepKind kind() const { return static_cast<StepKind>(spec.index()); }
+  // The kind's spec; asking for another kind's throws std::bad_variant_access.
+  NodeSpec& node() { return std::get<NodeSpec>(spec); }
+  const NodeSpec& node() const { return std::get<NodeSpec>(spec); }
+  ParallelSpec& parallel() { return std::get<ParallelSpec>(spec); }
+  const ParallelSpec& parallel() const { return std::get<ParallelSpec>(spec); }
+  WhenSpec& when() { return std::get<WhenSpec>(spec); }
+  const WhenSpec& when() const { return std::get<WhenSpec>(spec); }
+  SwitchSpec& switch_() { return std::get<SwitchSpec>(spec); }
+  const SwitchSpec& switch_() const { return std::get<SwitchSpec>(spec); }
+  ApproveSpec& approve() { return std::get<ApproveSpec>(spec); }
+  const ApproveSpec& approve() const { return std::get<ApproveSpec>(spec); }
+  MapSpec& map() { return std::get<MapSpec>(spec); }
+  const MapSpec& map() const { return std::get<MapSpec>(spec); }
+  LoopSpec& loop() { return std::get<LoopSpec>(spec); }
+  const LoopSpec& loop() const { return std::get<LoopSpec>(spec); }
+  CallSpec& call() { return std::get<CallSpec>(spec); }
+  const CallSpec& call() const { return std::get<CallSpec>(spec); }
+  // The timeout of a node attempt, an approval or a call; 0 for the other kinds.
+  int64_t timeout_ms() const;
 };
 
 struct Pipeline {
@@ -99,7 +140,7 @@ struct Pipeline {
   std::unique_ptr<LuaEngine> engine;
   std::string name, description, file, source, sha256;
   std::vector<std::string> tags;
-  std::string concurrency_key;  // for the whole run; see Step::concurrency_key
+  std::string concurrency_key;  // for the whole run; see NodeSpec::concurrency_key
   int concurrency_limit = 1;
   std::vector<Trigger> triggers;
   std::unique_ptr<Step> root;  // a Seq

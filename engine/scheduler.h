@@ -21,74 +21,17 @@
 #include "drivers/loop.h"
 #include "drivers/process.h"
 #include "engine/graph.h"
+#include "engine/steps/step_host.h"
 #include "store/events.h"
 #include "store/store.h"
 
 namespace orch {
 
-struct RunOptions {
-  std::string input_json = "{}";  // must be valid JSON (the CLI checks it)
-  std::string source = "cli";
-  std::string environment;
-  std::string idempotency_key;          // unique per pipeline when set
-  std::string parent_run, parent_node;  // child runs (o.call)
-  std::string trace_id;                 // a W3C trace id (32 hex) from the caller; empty: a new one
-  std::string run_id;  // made by the caller (a webhook delivery claims it first); empty: a new one
-};
-
-struct RunSummary {
-  std::string run_id, trace_id, pipeline, status;
-  int version = 0;
-  int64_t duration_ms = 0;
-  std::string error_type, error_message, error_node;
-  std::string output_json;
-  bool child = false;  // a child run (o.call): reported through its parent
-  int nodes_succeeded = 0, nodes_failed = 0, nodes_skipped = 0, nodes_cancelled = 0;
-  int attempts = 0;      // node attempts, all nodes
-  int nodes_reused = 0;  // resumed runs: nodes whose stored success was reused
-  // awaiting_approval: the gates waiting, as (run id, node): a gate of a child run (o.call)
-  // is decided on the child.
-  std::vector<std::pair<std::string, std::string>> waiting_gates;
-};
-
-class Run;
-class Exec;
-
-// An approval gate waiting for a decision (engine/steps/approve_exec.cc).
-class Gate {
- public:
-  virtual ~Gate() = default;
-  virtual void poll() = 0;  // reads the store; applies a decision made meanwhile
-  virtual Run* gate_run() const = 0;
-  virtual const std::string& gate_node() const = 0;
-  // The run whose gate it is, when not gate_run() (a parent waiting on its child's gate).
-  virtual std::string decided_on() const { return ""; }
-};
-
-// A step waiting for a slot of a concurrency key (engine/steps/node_exec.cc).
-class SlotWaiter {
- public:
-  virtual ~SlotWaiter() = default;
-  virtual const std::string& slot_key() const = 0;
-  virtual void try_slot() = 0;
-};
-
-// Child runs (o.call): where the scheduler finds the pipelines it did not start with. Set by
-// the CLI (one-shot: files beside the caller) or the server (its registry).
-class PipelineSource {
- public:
-  virtual ~PipelineSource() = default;
-  // The pipeline `target` names, called from `caller`. nullptr with *err when none.
-  virtual Pipeline* find(const std::string& target, const Pipeline& caller, std::string* err) = 0;
-  // The definition a stored run started with.
-  virtual Pipeline* for_run(const RunRow& run, std::string* err) = 0;
-};
-
 // How long the process groups a dead owner left get between SIGTERM and SIGKILL when their run
 // resumes (o.exec's default kill grace).
 inline constexpr int64_t kOrphanGraceMs = 2000;
 
-class Scheduler : public TaskHost, public NodeServices {
+class Scheduler : public TaskHost, public NodeServices, public StepHost {
  public:
   Scheduler(Loop* loop, Store* store);
   ~Scheduler() override;
@@ -111,7 +54,7 @@ class Scheduler : public TaskHost, public NodeServices {
   bool resume_run(Pipeline* p, const RunRow& row, std::string* err, bool retry = false);
   // Cancels a run: pending operations stop, child processes are signalled, the run and its
   // unfinished nodes are recorded as cancelled.
-  void cancel_run(const std::string& run_id, const std::string& reason);
+  void cancel_run(const std::string& run_id, const std::string& reason) override;
   void cancel_all(const std::string& reason);
   // When the loop has nothing left to do but runs wait at approval gates: records those runs
   // as awaiting_approval (reported through on_run_finished with that status) and lets them go.
@@ -127,7 +70,7 @@ class Scheduler : public TaskHost, public NodeServices {
   void poll_gates();
   // Graceful shutdown, step 1: no node attempt starts from now on; those in flight go on.
   void drain() { draining_ = true; }
-  bool draining() const { return draining_; }
+  bool draining() const override { return draining_; }
   // Coroutines in flight (node bodies that started and have not finished).
   size_t tasks_in_flight() const { return tasks_.size(); }
   // Graceful shutdown, step 2: lets go of every active run without recording an end: their
@@ -169,42 +112,45 @@ class Scheduler : public TaskHost, public NodeServices {
   std::string workspace_root;
 
   // Used by the Exec classes.
-  Store* store() { return store_; }
+  Store* store() override { return store_; }
   // Runs fn from the pump, in a later wave of the same loop turn or the next one. Deferred work
   // does not wait for a commit: the pump commits once per loop turn (group commit), when it has
   // run for a time slice, and before any effect outside the process (before_effect()).
-  void defer(std::function<void()> fn);
+  void defer(std::function<void()> fn) override;
   // Runs fn from the pump once everything written so far is committed (e.g. answering 202 for a
   // run: the answer promises that the run is durable).
   void after_commit(std::function<void()> fn);
-  void emit(Run* run, const char* kind, const std::string& node, int attempt, std::string data);
+  void emit(Run* run, const char* kind, const std::string& node, int attempt,
+            std::string data) override;
   // Tells the sinks without storing (e.g. a stored success reused on resume).
-  void notify(Run* run, const char* kind, const std::string& node, int attempt, std::string data);
-  Task* new_task(Run* run, void* owner, const std::string& node);
-  void drop_task(Task* t);
+  void notify(Run* run, const char* kind, const std::string& node, int attempt,
+              std::string data) override;
+  Task* new_task(Run* run, void* owner, const std::string& node) override;
+  void drop_task(Task* t) override;
   // Resumes t now (only from the pump). Calls the owner back when the coroutine has finished.
-  void run_task(Task* t, int nargs);
-  double random_unit();
-  void run_finished(Run* run);
-  void add_gate(Gate* g) { gates_.push_back(g); }
-  void remove_gate(Gate* g);
+  void run_task(Task* t, int nargs) override;
+  double random_unit() override;
+  void run_finished(Run* run) override;
+  void add_gate(Gate* g) override { gates_.push_back(g); }
+  void remove_gate(Gate* g) override;
   // A gate of `run` started or stopped waiting (hold_gates: the run's status follows).
-  void gate_opened(Run* run);
-  void gate_closed(Run* run);
-  void add_slot_waiter(SlotWaiter* w) { slot_waiters_.push_back(w); }
-  void remove_slot_waiter(SlotWaiter* w);
+  void gate_opened(Run* run) override;
+  void gate_closed(Run* run) override;
+  void add_slot_waiter(SlotWaiter* w) override { slot_waiters_.push_back(w); }
+  void remove_slot_waiter(SlotWaiter* w) override;
   // A slot of `key` was released here: the local waiters look again (in arrival order).
-  void slot_released(const std::string& key);
+  void slot_released(const std::string& key) override;
 
   // Child runs (o.call). The callback runs (from the pump) once the child has finished or is
   // parked awaiting approval, with its summary.
   PipelineSource* pipeline_source = nullptr;
-  using ChildDone = std::function<void(const RunSummary&)>;
+  PipelineSource* pipelines() override { return pipeline_source; }
   std::string start_child_run(Pipeline* p, const RunOptions& opts, const std::string& parent_run,
-                              const std::string& parent_node, ChildDone done, std::string* err);
-  bool resume_child_run(Pipeline* p, const RunRow& row, ChildDone done, std::string* err);
-  void forget_child(const std::string& run_id) { child_waiters_.erase(run_id); }
-  bool is_active(const std::string& run_id) const { return runs_.count(run_id) > 0; }
+                              const std::string& parent_node, ChildDone done,
+                              std::string* err) override;
+  bool resume_child_run(Pipeline* p, const RunRow& row, ChildDone done, std::string* err) override;
+  void forget_child(const std::string& run_id) override { child_waiters_.erase(run_id); }
+  bool is_active(const std::string& run_id) const override { return runs_.count(run_id) > 0; }
   // The trace id and definition version of a run active here. False if it is not.
   bool run_info(const std::string& run_id, std::string* trace_id, int* version) const;
 

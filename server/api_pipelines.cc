@@ -13,17 +13,18 @@ using http::Response;
 namespace {
 
 json graph_json(const Step* s) {
-  json j{{"kind", step_kind_name(s->kind)}, {"line", s->line}};
+  json j{{"kind", step_kind_name(s->kind())}, {"line", s->line}};
   if (!s->id.empty()) j["id"] = s->id;
   if (!s->path.empty()) j["path"] = s->path;
   if (!s->description.empty()) j["description"] = s->description;
-  if (s->kind == StepKind::Node) {
-    if (s->retry.max_attempts > 1) j["retry"] = s->retry.max_attempts;
-    if (s->timeout_ms) j["timeout_ms"] = s->timeout_ms;
-    if (s->optional) j["optional"] = true;
+  if (s->kind() == StepKind::Node) {
+    if (s->node().retry.max_attempts > 1) j["retry"] = s->node().retry.max_attempts;
+    if (s->node().timeout_ms) j["timeout_ms"] = s->node().timeout_ms;
+    if (s->node().optional) j["optional"] = true;
   }
-  if (s->kind == StepKind::Call) j["call"] = s->call_target;
-  if (!s->case_keys.empty()) j["cases"] = s->case_keys;
+  if (s->kind() == StepKind::Call) j["call"] = s->call().target;
+  if (s->kind() == StepKind::Switch && !s->switch_().case_keys.empty())
+    j["cases"] = s->switch_().case_keys;
   json kids = json::array();
   for (auto& c : s->children) kids.push_back(c ? graph_json(c.get()) : json(nullptr));
   if (!kids.empty()) j["children"] = kids;

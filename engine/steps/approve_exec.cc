@@ -4,7 +4,7 @@
 
 namespace orch {
 
-GateAttempt::GateAttempt(Scheduler* s, Run* run, std::string path, Decided on_decided)
+GateAttempt::GateAttempt(StepHost* s, Run* run, std::string path, Decided on_decided)
     : s_(s), run_(run), path_(std::move(path)), on_decided_(std::move(on_decided)) {}
 
 GateAttempt::~GateAttempt() {
@@ -90,8 +90,8 @@ void GateAttempt::wait(int64_t timeout_at) {
     timer_ = std::make_unique<Timer>(s_->loop());
     timer_->start(static_cast<uint64_t>(in_ms), [this] {
       timer_.reset();
-      s_->defer([this] {
-        if (waiting_) time_out();
+      s_->defer([this, alive = std::weak_ptr<char>(alive_)] {
+        if (!alive.expired() && waiting_) time_out();
       });
     });
     // A gate's deadline alone does not keep a one-shot alive; it is checked on resume too.
@@ -202,10 +202,10 @@ class ApproveExec : public Exec {
     gate_ =
         std::make_unique<GateAttempt>(s_, run_, path_, [this](const ApprovalRow& a) { apply(a); });
     GateSpec spec;
-    spec.message = step_->message;
-    spec.approvers = step_->approvers;
-    spec.timeout_ms = step_->timeout_ms;
-    spec.approve_on_timeout = step_->approve_on_timeout;
+    spec.message = step_->approve().message;
+    spec.approvers = step_->approve().approvers;
+    spec.timeout_ms = step_->approve().timeout_ms;
+    spec.approve_on_timeout = step_->approve().approve_on_timeout;
     gate_->begin(spec, last);
   }
 
@@ -242,7 +242,7 @@ class ApproveExec : public Exec {
 
 }  // namespace
 
-std::unique_ptr<Exec> make_approve_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_approve_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                         const std::string& prefix) {
   return std::make_unique<ApproveExec>(s, run, step, parent, prefix);
 }

@@ -32,7 +32,7 @@ class CallExec : public Exec, public Gate {
       }
     attempt_ = last + 1;
     started_ms_ = wall_ms();
-    PipelineSource* src = s_->pipeline_source;
+    PipelineSource* src = s_->pipelines();
     if (!src) {
       open_row();
       fail({"call_failed", "o.call is not available here (no pipeline source)", path_, "", false,
@@ -52,7 +52,11 @@ class CallExec : public Exec, public Gate {
       Pipeline* p = src->for_run(*prev, &err);
       if (!p || !s_->store()->claim_run(prev->id, prev->owner_pid, getpid()) ||
           !s_->resume_child_run(
-              p, *prev, [this](const RunSummary& sm) { child_finished(sm); }, &err)) {
+              p, *prev,
+              [this, alive = ref()](const RunSummary& sm) {
+                if (deref(alive)) child_finished(sm);
+              },
+              &err)) {
         fail({"call_failed",
               "cannot resume child run " + prev->id + ": " +
                   (err.empty() ? "another process holds it" : err),
@@ -61,7 +65,7 @@ class CallExec : public Exec, public Gate {
       return;
     }
     std::string err;
-    Pipeline* p = src->find(step_->call_target, *run_->p, &err);
+    Pipeline* p = src->find(step_->call().target, *run_->p, &err);
     open_row();
     if (!p) {
       fail({"call_failed", "o.call '" + step_->id + "': " + err, path_, "", false, ""});
@@ -71,8 +75,8 @@ class CallExec : public Exec, public Gate {
     ro.source = "call";
     ErrorInfo e;
     LuaRef arg;
-    if (!step_->call_input.empty()) {
-      if (!call_predicate(step_->call_input, &e)) {
+    if (!step_->call().input.empty()) {
+      if (!call_predicate(step_->call().input, &e)) {
         fail(e);
         return;
       }
@@ -97,7 +101,11 @@ class CallExec : public Exec, public Gate {
     if (j.is_array()) j = json::object();
     ro.input_json = dump_json(j);
     child_id_ = s_->start_child_run(
-        p, ro, run_->id, path_, [this](const RunSummary& sm) { child_finished(sm); }, &err);
+        p, ro, run_->id, path_,
+        [this, alive = ref()](const RunSummary& sm) {
+          if (deref(alive)) child_finished(sm);
+        },
+        &err);
     if (child_id_.empty()) {
       fail({"call_failed", "cannot start child run: " + err, path_, "", false, ""});
       return;
@@ -134,7 +142,7 @@ class CallExec : public Exec, public Gate {
     s_->store()->insert_node_attempt(run_->id, path_, attempt_, "call", started_ms_,
                                      run_->run_attempt);
     s_->emit(run_, "node.started", path_, attempt_,
-             dump_json(json{{"kind", "call"}, {"target", step_->call_target}}));
+             dump_json(json{{"kind", "call"}, {"target", step_->call().target}}));
     run_->summary.attempts++;
     row_open_ = true;
   }
@@ -220,7 +228,7 @@ class CallExec : public Exec, public Gate {
 
 }  // namespace
 
-std::unique_ptr<Exec> make_call_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_call_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                      const std::string& prefix) {
   return std::make_unique<CallExec>(s, run, step, parent, prefix);
 }

@@ -64,8 +64,8 @@ void Exec::record_skipped_subtree(Step* st, const std::string& prefix, const std
   std::string path = st->id.empty() ? prefix : prefix.empty() ? st->id : prefix + "/" + st->id;
   // A node, or a step whose inner ids exist only at run time (map items, loop iterations,
   // child runs): one row for the step itself.
-  bool leaf = st->kind == StepKind::Node || st->kind == StepKind::Map ||
-              st->kind == StepKind::Loop || st->kind == StepKind::Call;
+  bool leaf = st->kind() == StepKind::Node || st->kind() == StepKind::Map ||
+              st->kind() == StepKind::Loop || st->kind() == StepKind::Call;
   if (leaf) {
     if (path.empty() || run_->history_of(path)) return;  // recorded before the resume
     int64_t now = wall_ms();
@@ -85,12 +85,12 @@ void Exec::record_skipped_subtree(Step* st, const std::string& prefix, const std
   for (auto& c : st->children) record_skipped_subtree(c.get(), path, reason);
 }
 
-std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                 const std::string& prefix) {
   static const ExecFactory kFactories[] = {make_node_exec,   make_seq_exec,    make_parallel_exec,
                                            make_branch_exec, make_branch_exec, make_approve_exec,
                                            make_map_exec,    make_loop_exec,   make_call_exec};
-  return kFactories[static_cast<int>(step->kind)](s, run, step, parent, prefix);
+  return kFactories[static_cast<int>(step->kind())](s, run, step, parent, prefix);
 }
 
 }  // namespace orch

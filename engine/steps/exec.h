@@ -1,7 +1,10 @@
-// The execution tree of a run: one Exec per step being executed (node, seq, parallel,
-// when/switch), owned by its parent; the Run holds the root and the run-wide Lua state.
-// Internal to the scheduler (engine/scheduler.cc and engine/steps/*.cc).
+// The execution tree of a run: one Exec per step being executed (any kind: node, seq,
+// parallel, when, switch, approve, map, loop, call), owned by its parent; the Run holds the
+// root and the run-wide Lua state. Internal to the engine: the scheduler (engine/scheduler.cc)
+// and the step kinds (engine/steps/<kind>_exec.cc), which reach the scheduler only through
+// StepHost (engine/steps/step_host.h).
 #pragma once
+#include <functional>
 #include <lua.hpp>
 #include <memory>
 #include <string>
@@ -12,7 +15,7 @@
 #include "base/json_util.h"
 #include "bindings/convert.h"
 #include "engine/graph.h"
-#include "engine/scheduler.h"
+#include "engine/steps/step_host.h"
 
 namespace orch {
 
@@ -107,12 +110,15 @@ class Exec {
  public:
   // `prefix` is the instance path of the enclosing steps: the ids of the named steps above,
   // with the item of a map (`fetch[3]`) or the iteration of a loop (`fix#2`) where there is one.
-  Exec(Scheduler* s, Run* run, Step* step, Exec* parent, const std::string& prefix)
+  Exec(StepHost* s, Run* run, Step* step, Exec* parent, const std::string& prefix)
       : s_(s), run_(run), step_(step), parent_(parent), prefix_(prefix) {
     path_ = step->id.empty() ? prefix : prefix.empty() ? step->id : prefix + "/" + step->id;
     if (parent) scope_ = parent->scope_;
+    s_->exec_created();
   }
-  virtual ~Exec() = default;
+  virtual ~Exec() { s_->exec_destroyed(); }
+  Exec(const Exec&) = delete;
+  Exec& operator=(const Exec&) = delete;
   virtual void start(LuaRef input) = 0;
   // Stops the step and everything under it, synchronously, recording what was cancelled. The
   // parent is not notified: whoever cancels knows.
@@ -140,20 +146,35 @@ class Exec {
   void finish(Outcome o) {
     done = true;
     outcome = o;
-    Exec* parent = parent_;
     Run* run = run_;
-    Scheduler* s = s_;
-    if (parent)
-      s->defer([parent, this] {
-        if (!parent->done) parent->child_done(this);
+    StepHost* s = s_;
+    if (parent_)
+      s->defer([parent = parent_->ref(), child = ref()] {
+        Exec* p = deref(parent);
+        Exec* c = deref(child);
+        if (p && c && !p->done) p->child_done(c);
       });
     else
       s->defer([s, run] { s->run_finished(run); });
   }
+  // A weak token for this step: callbacks for later hold it instead of the pointer, so that a
+  // step that is gone (an earlier loop iteration, a cancelled branch) is not called back.
+  using Ref = std::weak_ptr<Exec* const>;
+  Ref ref() const { return self_; }
+  static Exec* deref(const Ref& r) {
+    auto p = r.lock();
+    return p ? *p : nullptr;
+  }
+  // fn, to be run later only if this step still exists then.
+  std::function<void()> guarded(std::function<void()> fn) const {
+    return [alive = ref(), fn = std::move(fn)] {
+      if (deref(alive)) fn();
+    };
+  }
   // What a step passes on: its output, or its input when it has none (skipped, optional).
   LuaRef passthrough(Exec* c) { return dup(run_->L(), c->output.empty() ? c->input : c->output); }
 
-  // ctx for conditions (no attempt).
+  // The ctx given to conditions and selectors (attempt 0) and to node bodies.
   void push_ctx(lua_State* L, const std::string& path, int attempt) {
     lua_createtable(L, 0, 4);
     lua_pushlstring(L, path.data(), path.size());
@@ -177,9 +198,6 @@ class Exec {
     lua_setmetatable(L, -2);
   }
 
-  // Calls a condition/selector function (or reads a boolean) synchronously. On success pushes
-  // the result and returns true; otherwise fills *e.
-  // `arg` replaces the step's input as the second argument (a loop's `done` gets the output).
   // A stored output (JSON text of a node_runs row) as a Lua value; {} when empty or unreadable.
   LuaRef stored_output(const std::string& text) {
     lua_State* L = run_->L();
@@ -208,6 +226,9 @@ class Exec {
     lua_pop(L, 1);
   }
 
+  // Calls a condition/selector function (or reads a constant) synchronously. On success pushes
+  // the result and returns true; otherwise fills *e.
+  // `arg` replaces the step's input as the second argument (a loop's `done` gets the output).
   bool call_predicate(const LuaRef& fn, ErrorInfo* e, const LuaRef* arg = nullptr) {
     lua_State* L = run_->L();
     fn.push(L);
@@ -219,7 +240,8 @@ class Exec {
     (arg ? *arg : input).push(L);
     // A condition is bounded by its step's timeout, or 10 s.
     LuaEngine* eng = run_->p->engine.get();
-    uint64_t limit_ms = step_->timeout_ms > 0 ? static_cast<uint64_t>(step_->timeout_ms) : 10000;
+    uint64_t limit_ms =
+        step_->timeout_ms() > 0 ? static_cast<uint64_t>(step_->timeout_ms()) : 10000;
     eng->predicate_deadline_ns = uv_hrtime() + limit_ms * 1000000;
     int rc = lua_pcall(L, 2, 1, base);
     eng->predicate_deadline_ns = 0;
@@ -298,33 +320,36 @@ class Exec {
     lua_pop(L, 1);
   }
 
-  Scheduler* s_;
+  StepHost* s_;
   Run* run_;
   Step* step_;
   Exec* parent_;
   std::string prefix_, path_;
+
+ private:
+  std::shared_ptr<Exec* const> self_ = std::make_shared<Exec* const>(this);
 };
 
 // `prefix`: see Exec::Exec. Children of a step get its path() as their prefix.
-std::unique_ptr<Exec> make_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                 const std::string& prefix);
-// Factories of the concrete kinds (engine/steps/*.cc).
-using ExecFactory = std::unique_ptr<Exec> (*)(Scheduler*, Run*, Step*, Exec*, const std::string&);
-std::unique_ptr<Exec> make_node_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+// Factories of the concrete kinds (engine/steps/<kind>_exec.cc).
+using ExecFactory = std::unique_ptr<Exec> (*)(StepHost*, Run*, Step*, Exec*, const std::string&);
+std::unique_ptr<Exec> make_node_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                      const std::string& prefix);
-std::unique_ptr<Exec> make_seq_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_seq_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                     const std::string& prefix);
-std::unique_ptr<Exec> make_parallel_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_parallel_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                          const std::string& prefix);
-std::unique_ptr<Exec> make_branch_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_branch_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                        const std::string& prefix);
-std::unique_ptr<Exec> make_approve_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_approve_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                         const std::string& prefix);
-std::unique_ptr<Exec> make_map_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_map_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                     const std::string& prefix);
-std::unique_ptr<Exec> make_loop_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_loop_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                      const std::string& prefix);
-std::unique_ptr<Exec> make_call_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_call_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                      const std::string& prefix);
 
 }  // namespace orch

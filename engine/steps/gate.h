@@ -30,7 +30,7 @@ struct GateSpec {
 class GateAttempt : public Gate {
  public:
   using Decided = std::function<void(const ApprovalRow&)>;
-  GateAttempt(Scheduler* s, Run* run, std::string path, Decided on_decided);
+  GateAttempt(StepHost* s, Run* run, std::string path, Decided on_decided);
   ~GateAttempt() override;
   GateAttempt(const GateAttempt&) = delete;
   GateAttempt& operator=(const GateAttempt&) = delete;
@@ -71,7 +71,7 @@ class GateAttempt : public Gate {
   void decided(const ApprovalRow& a);
   void open_row(int attempt, int64_t started_at);
 
-  Scheduler* s_;
+  StepHost* s_;
   Run* run_;
   std::string path_;
   Decided on_decided_;
@@ -80,6 +80,8 @@ class GateAttempt : public Gate {
   int attempt_ = 0;
   int64_t started_ms_ = 0;
   std::unique_ptr<Timer> timer_;
+  // Deferred work holds a weak token of it: the gate may be gone by then.
+  std::shared_ptr<char> alive_ = std::make_shared<char>(0);
 };
 
 }  // namespace orch

@@ -35,9 +35,9 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     if (const auto* h = run_->history_of(path_)) {
       if (replay(*h)) return;
     }
-    if (!step_->skip_if.empty()) {
+    if (!step_->node().skip_if.empty()) {
       ErrorInfo e;
-      if (!call_predicate(step_->skip_if, &e)) {
+      if (!call_predicate(step_->node().skip_if, &e)) {
         e.message = "skip_if failed: " + e.message;
         begin_row(attempt_ + 1, "body");
         finish_row("failed", "", e);
@@ -108,7 +108,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
         // The hook's message starts with where the body was when it was stopped.
         std::string where = e.message.substr(0, e.message.find("timeout: node ran past"));
         if (where.size() > 2) where = " at " + where.substr(0, where.size() - 2);
-        e.message = "timed out after " + format_duration_ms(step_->timeout_ms) + where +
+        e.message = "timed out after " + format_duration_ms(step_->node().timeout_ms) + where +
                     " (the body kept running without yielding; stopped by the deadline hook)";
       }
       drop();
@@ -280,7 +280,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   }
 
   // SlotWaiter: the node waits for a slot of its concurrency key.
-  const std::string& slot_key() const override { return step_->concurrency_key; }
+  const std::string& slot_key() const override { return step_->node().concurrency_key; }
   void try_slot() override {
     if (done || !queued_) return;
     if (acquire()) {
@@ -333,7 +333,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
         verdict_row = &r;
     bool escalating = last->kind == "approval" ||
                       (last == verdict_row && (last->verdict == "needs_human_review" ||
-                                               tries_ >= step_->retry.max_attempts));
+                                               tries_ >= step_->node().retry.max_attempts));
     if (last->kind == "approval" && last->status == "failed") {  // the escalation was refused
       fail_final(e);
       return true;
@@ -345,7 +345,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       v.reason = verdict_row->verdict_reason;
       v.output_json = verdict_row->output;
       v.output = stored_output(v.output_json);
-      if (step_->escalate.enabled)
+      if (step_->node().escalate.enabled)
         escalate(std::move(v));
       else
         fail_final(e);
@@ -360,11 +360,11 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       }
       return true;
     }
-    bool exhausted = tries_ >= step_->retry.max_attempts ||
+    bool exhausted = tries_ >= step_->node().retry.max_attempts ||
                      (last->status == "failed" && last->error_type != "interrupted" &&
                       last->error_type != "cancelled" && !last->retryable);
     if (exhausted) {
-      if (!step_->fallback.empty()) {
+      if (!step_->node().fallback.empty()) {
         last_err_ = e;
         begin_attempt(attempt_ + 1, true);
       } else {
@@ -389,7 +389,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   void begin_attempt(int attempt, bool fallback) {
     // Shutting down: the attempt is not started; the next start resumes the run here.
     if (s_->draining()) return;
-    if (!step_->concurrency_key.empty() && !holding_) {
+    if (!step_->node().concurrency_key.empty() && !holding_) {
       if (!acquire()) {
         queue_for_slot([this, attempt, fallback] { begin_attempt(attempt, fallback); });
         return;
@@ -401,7 +401,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     begin_row(attempt, fallback ? "fallback" : "body");
     task_.reset(s_->new_task(run_, static_cast<TaskOwner*>(this), path_));
     lua_State* co = task_->co;
-    (fallback ? step_->fallback : step_->fn).push(co);
+    (fallback ? step_->node().fallback : step_->node().fn).push(co);
     push_ctx(co, path_, attempt);
     input.push(co);
     int nargs = 2;
@@ -417,10 +417,11 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       lua_setfield(co, -2, "attempts");
       nargs = 3;
     }
-    if (step_->timeout_ms > 0) {
-      task_->deadline_ns = started_ns_ + static_cast<uint64_t>(step_->timeout_ms) * 1000000;
+    if (step_->node().timeout_ms > 0) {
+      task_->deadline_ns = started_ns_ + static_cast<uint64_t>(step_->node().timeout_ms) * 1000000;
       timeout_timer_ = std::make_unique<Timer>(s_->loop());
-      timeout_timer_->start(static_cast<uint64_t>(step_->timeout_ms), [this] { on_timeout(); });
+      timeout_timer_->start(static_cast<uint64_t>(step_->node().timeout_ms),
+                            [this] { on_timeout(); });
     }
     s_->run_task(task_.get(), nargs);
   }
@@ -430,8 +431,8 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     if (!task_) return;
     cancel_wait(task_.get());  // stops the timer, kills the process group, ...
     drop();
-    failure({"timeout", "timed out after " + format_duration_ms(step_->timeout_ms), path_, "", true,
-             ""});
+    failure({"timeout", "timed out after " + format_duration_ms(step_->node().timeout_ms), path_,
+             "", true, ""});
   }
 
   void finish_row(const std::string& status, const std::string& output, const ErrorInfo& e,
@@ -475,7 +476,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   // Inside a loop, a verdict the node's own retries cannot settle goes to the loop: the node
   // succeeds with it, and the loop runs another iteration (or escalates when it is at its max).
   void verdict_failure(Verdict v) {
-    bool will_retry = v.kind == "retryable" && tries_ < step_->retry.max_attempts;
+    bool will_retry = v.kind == "retryable" && tries_ < step_->node().retry.max_attempts;
     if (!will_retry && scope_.iteration > 0) {
       success(std::move(v.output), v.output_json, v.kind, v.reason);
       return;
@@ -492,8 +493,8 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   void failure(ErrorInfo e, Verdict* v = nullptr) {
     e.node = path_;
     finish_row("failed", v ? v->output_json : "", e, v ? v->kind : "", v ? v->reason : "");
-    bool will_retry = !in_fallback_ && e.retryable && tries_ < step_->retry.max_attempts;
-    int64_t delay = will_retry ? step_->retry.delay_ms(attempt_ + 1, s_->random_unit()) : 0;
+    bool will_retry = !in_fallback_ && e.retryable && tries_ < step_->node().retry.max_attempts;
+    int64_t delay = will_retry ? step_->node().retry.delay_ms(attempt_ + 1, s_->random_unit()) : 0;
     // A server that said when to come back (HTTP 429/503 Retry-After, as the o.http-based
     // drivers report it in details.retry_after_ms) is honoured: the retry waits at least that
     // long, up to an hour.
@@ -510,8 +511,8 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
            {"will_retry", will_retry}};
     if (will_retry) d["retry_in_ms"] = delay;
     if (retry_after > 0) d["retry_after_ms"] = retry_after;
-    bool escalating = v && !will_retry && step_->escalate.enabled;
-    if (!will_retry && !in_fallback_ && !step_->fallback.empty() && !v) d["fallback"] = true;
+    bool escalating = v && !will_retry && step_->node().escalate.enabled;
+    if (!will_retry && !in_fallback_ && !step_->node().fallback.empty() && !v) d["fallback"] = true;
     if (v) {
       d["verdict"] = v->kind;
       if (!v->reason.empty()) d["reason"] = v->reason;
@@ -525,9 +526,9 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       retry_timer_ = std::make_unique<Timer>(s_->loop());
       retry_timer_->start(static_cast<uint64_t>(delay), [this, next] {
         retry_timer_.reset();
-        s_->defer([this, next] {
+        s_->defer(guarded([this, next] {
           if (!done) begin_attempt(next, false);
-        });
+        }));
       });
       return;
     }
@@ -538,11 +539,11 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
         fail_final(e);
       return;
     }
-    if (!in_fallback_ && !step_->fallback.empty()) {
+    if (!in_fallback_ && !step_->node().fallback.empty()) {
       int next = attempt_ + 1;
-      s_->defer([this, next] {
+      s_->defer(guarded([this, next] {
         if (!done) begin_attempt(next, true);
-      });
+      }));
       return;
     }
     fail_final(e);
@@ -551,7 +552,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
   void fail_final(const ErrorInfo& e) {
     err = e;
     err.node = path_;
-    optional_failure = step_->optional;
+    optional_failure = step_->node().optional;
     run_->summary.nodes_failed++;
     release_slot();
     finish(Outcome::Failed);
@@ -564,7 +565,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
                                           [this](const ApprovalRow& a) { escalation_decided(a); });
     GateSpec spec;
     spec.kind = "escalation";
-    const Escalation& x = step_->escalate;
+    const Escalation& x = step_->node().escalate;
     std::string why = escalated_.kind == "needs_human_review"
                           ? "needs human review"
                           : "is still retryable after " + std::to_string(tries_) + " attempt" +
@@ -622,8 +623,9 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
 
   // --- concurrency keys ---
   bool acquire() {
-    holding_ = s_->store()->acquire_slot(step_->concurrency_key, step_->concurrency_limit, run_->id,
-                                         path_, getpid(), wall_ms(), &queue_position_);
+    holding_ =
+        s_->store()->acquire_slot(step_->node().concurrency_key, step_->node().concurrency_limit,
+                                  run_->id, path_, getpid(), wall_ms(), &queue_position_);
     return holding_;
   }
   void queue_for_slot(std::function<void()> then) {
@@ -631,8 +633,8 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     if (!queued_) {
       queued_ = true;
       s_->emit(run_, "node.queued", path_, attempt_ + 1,
-               dump_json(json{{"concurrency_key", step_->concurrency_key},
-                              {"limit", step_->concurrency_limit},
+               dump_json(json{{"concurrency_key", step_->node().concurrency_key},
+                              {"limit", step_->node().concurrency_limit},
                               {"ahead", queue_position_}}));
       s_->add_slot_waiter(this);
     }
@@ -640,7 +642,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     // The timer keeps a one-shot alive while it waits.
     slot_timer_ = std::make_unique<Timer>(s_->loop());
     slot_timer_->start(
-        200, [this] { s_->defer([this] { try_slot(); }); }, 200);
+        200, [this] { s_->defer(guarded([this] { try_slot(); })); }, 200);
   }
   void release_slot() {
     if (queued_) {
@@ -652,7 +654,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     if (!holding_) return;
     holding_ = false;
     s_->store()->release_slot(run_->id, path_);
-    s_->slot_released(step_->concurrency_key);
+    s_->slot_released(step_->node().concurrency_key);
   }
 
   // Forgets the task. A driver still working for it (timer, process, file job) is told to
@@ -683,7 +685,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
 
 }  // namespace
 
-std::unique_ptr<Exec> make_node_exec(Scheduler* s, Run* run, Step* step, Exec* parent,
+std::unique_ptr<Exec> make_node_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                      const std::string& prefix) {
   return std::make_unique<NodeExec>(s, run, step, parent, prefix);
 }

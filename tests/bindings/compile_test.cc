@@ -377,12 +377,12 @@ return o.pipeline "p" {
   o.parallel("any", { o.node("e", function() end), o.node("f", function() end) }, { join = "any", max = 1 }),
 }
 )");
-  CHECK(p->by_path.at("one")->join == 1);
+  CHECK(p->by_path.at("one")->parallel().join == 1);
   // join = n equal to the number of branches still means n successes (optional failures do
   // not count), unlike "all".
-  CHECK(p->by_path.at("two")->join == 2);
-  CHECK(p->by_path.at("any")->join == -1);
-  CHECK(p->by_path.at("any")->max_concurrency == 1);
+  CHECK(p->by_path.at("two")->parallel().join == 2);
+  CHECK(p->by_path.at("any")->parallel().join == -1);
+  CHECK(p->by_path.at("any")->parallel().max_concurrency == 1);
 }
 
 TEST_CASE("compile: a parallel without branches", "[compile]") {
@@ -718,14 +718,14 @@ return o.pipeline "paths" {
                                        "route/ignore", "route/alert", "check", "check/yes",
                                        "check/no", "check2", "check2/only"});
 
-  CHECK(p->by_path.at("gather")->kind == StepKind::Parallel);
-  CHECK(p->by_path.at("gather")->join == -1);
-  CHECK(p->by_path.at("gather/logs")->kind == StepKind::Seq);
-  CHECK(p->by_path.at("gather/logs/parse")->kind == StepKind::Node);
+  CHECK(p->by_path.at("gather")->kind() == StepKind::Parallel);
+  CHECK(p->by_path.at("gather")->parallel().join == -1);
+  CHECK(p->by_path.at("gather/logs")->kind() == StepKind::Seq);
+  CHECK(p->by_path.at("gather/logs/parse")->kind() == StepKind::Node);
   CHECK(p->by_path.at("gather/logs/parse")->id == "parse");
-  CHECK(p->by_path.at("route")->kind == StepKind::Switch);
-  CHECK(p->by_path.at("check")->kind == StepKind::When);
-  CHECK(p->by_path.at("prep")->kind == StepKind::Seq);
+  CHECK(p->by_path.at("route")->kind() == StepKind::Switch);
+  CHECK(p->by_path.at("check")->kind() == StepKind::When);
+  CHECK(p->by_path.at("prep")->kind() == StepKind::Seq);
 
   // Lines are those of the calls.
   CHECK(p->by_path.at("start")->line == line_of(src, "o.node(\"start\""));
@@ -736,15 +736,15 @@ return o.pipeline "paths" {
 
   // The tree: the root is a seq of the top-level steps in order.
   REQUIRE(p->root);
-  CHECK(p->root->kind == StepKind::Seq);
+  CHECK(p->root->kind() == StepKind::Seq);
   REQUIRE(p->root->children.size() == 7);
   CHECK(p->root->children[0]->path == "start");
-  CHECK(p->root->children[2]->kind == StepKind::Seq);
+  CHECK(p->root->children[2]->kind() == StepKind::Seq);
   CHECK(p->root->children[2]->path.empty());  // anonymous seq: no id, no path
   CHECK(p->root->children[2]->children.at(0)->path == "plain");
   // Switch cases are sorted by name with default last.
   const Step* route = p->by_path.at("route");
-  CHECK(route->case_keys == std::vector<std::string>{"alert", "page", "default"});
+  CHECK(route->switch_().case_keys == std::vector<std::string>{"alert", "page", "default"});
   REQUIRE(route->children.size() == 3);
   CHECK(route->children[0]->path == "route/alert");
   CHECK(route->children[1]->path == "route/page");
@@ -759,9 +759,9 @@ return o.pipeline "paths" {
   CHECK(check2->children[0]->path == "check2/only");
   CHECK(check2->children[1] == nullptr);
   // Without defaults: one attempt, no timeout.
-  CHECK(p->by_path.at("start")->retry.max_attempts == 1);
-  CHECK(p->by_path.at("start")->timeout_ms == 0);
-  CHECK_FALSE(p->by_path.at("start")->fn.empty());
+  CHECK(p->by_path.at("start")->node().retry.max_attempts == 1);
+  CHECK(p->by_path.at("start")->node().timeout_ms == 0);
+  CHECK_FALSE(p->by_path.at("start")->node().fn.empty());
 }
 
 TEST_CASE("compile: pipeline defaults apply to nodes unless overridden", "[compile]") {
@@ -778,28 +778,28 @@ return o.pipeline "defaults" {
 }
 )");
   const Step* plain = p->by_path.at("plain");
-  CHECK(plain->retry.max_attempts == 3);
-  CHECK(plain->timeout_ms == 5000);
+  CHECK(plain->node().retry.max_attempts == 3);
+  CHECK(plain->node().timeout_ms == 5000);
   const Step* fast = p->by_path.at("fast");
-  CHECK(fast->retry.max_attempts == 3);
-  CHECK(fast->timeout_ms == 1000);
+  CHECK(fast->node().retry.max_attempts == 3);
+  CHECK(fast->node().timeout_ms == 1000);
   const Step* once = p->by_path.at("once");
-  CHECK(once->retry.max_attempts == 1);
-  CHECK(once->timeout_ms == 5000);
+  CHECK(once->node().retry.max_attempts == 1);
+  CHECK(once->node().timeout_ms == 5000);
   const Step* custom = p->by_path.at("custom");
-  CHECK(custom->retry.max_attempts == 5);
-  CHECK_FALSE(custom->retry.exponential);
-  CHECK(custom->retry.base_ms == 2000);
-  CHECK_FALSE(custom->retry.jitter);
-  CHECK(custom->timeout_ms == 5000);
+  CHECK(custom->node().retry.max_attempts == 5);
+  CHECK_FALSE(custom->node().retry.exponential);
+  CHECK(custom->node().retry.base_ms == 2000);
+  CHECK_FALSE(custom->node().retry.jitter);
+  CHECK(custom->node().timeout_ms == 5000);
   const Step* described = p->by_path.at("described");
-  CHECK(described->retry.max_attempts == 3);
-  CHECK(described->timeout_ms == 5000);
-  CHECK(described->optional);
+  CHECK(described->node().retry.max_attempts == 3);
+  CHECK(described->node().timeout_ms == 5000);
+  CHECK(described->node().optional);
   CHECK(described->description == "has options, but not these");
   const Step* nested = p->by_path.at("group/nested");
-  CHECK(nested->retry.max_attempts == 3);
-  CHECK(nested->timeout_ms == 250);
+  CHECK(nested->node().retry.max_attempts == 3);
+  CHECK(nested->node().timeout_ms == 250);
 
   // A retry table in defaults is inherited whole.
   auto p2 = load_ok(R"(local o = require "orch"
@@ -809,10 +809,10 @@ return o.pipeline "defaults2" {
 }
 )");
   const Step* a = p2->by_path.at("a");
-  CHECK(a->retry.max_attempts == 4);
-  CHECK_FALSE(a->retry.exponential);
-  CHECK(a->retry.base_ms == 100);
-  CHECK(a->timeout_ms == 0);
+  CHECK(a->node().retry.max_attempts == 4);
+  CHECK_FALSE(a->node().retry.exponential);
+  CHECK(a->node().retry.base_ms == 100);
+  CHECK(a->node().timeout_ms == 0);
 
   // Bad defaults are reported at the pipeline.
   auto d = Harness::diagnose(R"(local o = require "orch"

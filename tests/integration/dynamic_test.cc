@@ -207,6 +207,20 @@ return o.pipeline "num" {
     CHECK(has(msg, "map 'fanout'"));
     CHECK(has(msg, "got a number"));
   }
+  SECTION("an items function that raises") {
+    std::string file = tmp.file("raise.lua");
+    write_file(file, R"LUA(local o = require "orch"
+return o.pipeline "raise" {
+  o.map("fanout", function() error("no list today") end, function() return {} end),
+}
+)LUA");
+    auto r = orchrun({file, "--quiet"}, db);
+    CHECK(r.exit_code == 1);
+    CHECK(query_str(db, "select error_type from runs") == "error");
+    std::string msg = query_str(db, "select error_message from runs");
+    CHECK(has(msg, "map 'fanout': items failed: "));
+    CHECK(has(msg, "no list today"));
+  }
 }
 
 TEST_CASE("a failing o.map item fails the map and cancels the items still running", "[dynamic]") {

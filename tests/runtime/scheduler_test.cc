@@ -491,3 +491,31 @@ TEST_CASE("a failing run leaves earlier runs untouched", "[scheduler]") {
   CHECK(bad.version == ok.version + 1);
   CHECK(h.close().empty());
 }
+
+TEST_CASE("a long o.loop keeps only its current iteration's steps alive", "[scheduler]") {
+  Harness h;
+  size_t peak = 0, live_at_end = 0;
+  h.on_started = [&](Scheduler& sched, const std::string&) {
+    auto prev = sched.on_run_finished;
+    sched.on_run_finished = [&sched, &peak, &live_at_end, prev](const RunSummary& s) {
+      peak = sched.peak_live_execs();
+      live_at_end = sched.live_execs();
+      prev(s);
+    };
+  };
+  auto s = h.run(R"(
+    local o = require "orch"
+    return o.pipeline "long" {
+      o.loop("spin", { max = 1000, done = function(ctx, out) return out.n >= 1000 end }, o.seq {
+        o.node("step", function(ctx, input) return { n = (input.n or 0) + 1 } end),
+        o.node("check", function(ctx, input) return input end),
+      }),
+    })");
+  CHECK(s.status == "succeeded");
+  CHECK(s.output_json.find("\"n\":1000") != std::string::npos);
+  INFO("peak live Exec objects: " << peak);
+  // root seq + loop + one iteration (seq + 2 nodes); the one finishing may overlap the next.
+  CHECK(peak <= 10);
+  CHECK(live_at_end <= 10);
+  CHECK(h.close().empty());
+}
