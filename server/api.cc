@@ -480,7 +480,7 @@ class ApiImpl {
         std::string dur =
             r.finished_at && r.started_at ? std::to_string(r.finished_at - r.started_at) : "";
         for (const std::string& v :
-             {r.id, r.pipeline, std::to_string(r.version), r.status, r.source,
+             {r.id, r.pipeline, std::to_string(r.version), r.status.str(), r.source,
               iso8601_ms(r.created_at), r.started_at ? iso8601_ms(r.started_at) : "",
               r.finished_at ? iso8601_ms(r.finished_at) : "", dur, std::to_string(r.attempts),
               r.trace_id, r.error_type, r.error_node})
@@ -516,8 +516,9 @@ class ApiImpl {
     if (!string_field(body, "reason", &reason, false)) return;
     auto r = find_run(id);
     if (!r) return;
-    if (r->status == "succeeded" || r->status == "failed" || r->status == "cancelled")
-      return fail(409, "conflict", "run " + r->id + " is already " + r->status);
+    if (r->status == RunStatus::succeeded || r->status == RunStatus::failed ||
+        r->status == RunStatus::cancelled)
+      return fail(409, "conflict", "run " + r->id + " is already " + to_string(r->status));
     if (s_.sched_->is_active(r->id)) {
       s_.sched_->cancel_run(r->id, reason);
       s_.store_->commit();
@@ -549,10 +550,10 @@ class ApiImpl {
     if (store_full()) return;
     auto r = find_run(id);
     if (!r) return;
-    if (r->status != "failed" && r->status != "cancelled")
-      return fail(
-          409, "conflict",
-          "run " + r->id + " is " + r->status + "; only a failed or cancelled run can be retried");
+    if (r->status != RunStatus::failed && r->status != RunStatus::cancelled)
+      return fail(409, "conflict",
+                  "run " + r->id + " is " + to_string(r->status) +
+                      "; only a failed or cancelled run can be retried");
     if (!r->parent_run.empty())
       return fail(409, "conflict",
                   "run " + r->id + " is a child run of " + r->parent_run + "; retry the parent");
@@ -612,7 +613,8 @@ class ApiImpl {
     if (s_.sched_->is_active(root.id) || s_.sched_->is_active(r->id)) {
       s_.sched_->poll_gates();
       continued = "here";
-    } else if (root.status == "awaiting_approval" && !owner_alive(root) && !s_.shutting_down()) {
+    } else if (root.status == RunStatus::awaiting_approval && !owner_alive(root) &&
+               !s_.shutting_down()) {
       std::string err;
       Pipeline* p = s_.registry_->for_run(root, &err);
       if (p && s_.store_->claim_run(root.id, root.owner_pid, getpid()) &&
