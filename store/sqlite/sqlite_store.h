@@ -36,14 +36,15 @@ class SqliteStore final : public Store {
   std::optional<DefinitionRow> upsert_definition(const std::string& name, const std::string& sha256,
                                                  const std::string& source, const std::string& path,
                                                  int64_t now) override;
-  void insert_run(const RunRow& r, bool* duplicate) override;
+  void insert_run(const RunRow& r, bool* duplicate = nullptr) override;
   void set_run_status(const std::string& run_id, const RunStatusValue& status, int64_t ts) override;
   void finish_run(const std::string& run_id, const RunStatusValue& status,
                   const std::string& output, const std::string& error_type,
                   const std::string& error_message, const std::string& error_node, bool retryable,
                   int64_t finished_at) override;
   void insert_node_attempt(const std::string& run_id, const std::string& node_id, int attempt,
-                           const std::string& kind, int64_t started_at, int run_attempt) override;
+                           const std::string& kind, int64_t started_at,
+                           int run_attempt = 1) override;
   void finish_node_attempt(const NodeRunRow& r) override;
   void insert_node_final(const NodeRunRow& r) override;
   int64_t insert_event(const Event& e) override;

@@ -21,10 +21,13 @@ TEST_CASE("the statement cache prepares each SQL text once", "[store]") {
   r.id = "R1";
   r.trace_id = "T";
   r.pipeline = "p";
+  r.version = 1;
+  r.source = "cli";
   r.status = RunStatus::running;
   r.created_at = 1;
   s->insert_run(r);
   s->commit();
+  INFO(s->error());
   REQUIRE_FALSE(s->failed());
   // The first read of each kind compiles its statement; the same reads again compile nothing.
   s->list_runs(RunFilter{});
