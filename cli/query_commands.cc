@@ -75,7 +75,7 @@ int cmd_runs(const Args& a) {
     json arr = json::array();
     for (auto& r : runs) {
       json j = run_json(r);
-      if (r.status == "awaiting_approval") {
+      if (r.status == RunStatus::awaiting_approval) {
         json due = json::array();
         for (auto& ap : store->approvals(r.id)) {
           bool pending = false;
@@ -103,7 +103,7 @@ int cmd_runs(const Args& a) {
     std::string errs = r.error_type.empty() ? ""
                                             : (r.error_node.empty() ? "" : r.error_node + ": ") +
                                                   first_line(r.error_message, 60);
-    if (r.status == "awaiting_approval" && errs.empty()) {
+    if (r.status == RunStatus::awaiting_approval && errs.empty()) {
       // A gate whose timeout has passed is decided, even before a process applies it.
       for (auto& ap : store->approvals(r.id)) {
         bool pending = false;
@@ -113,7 +113,7 @@ int cmd_runs(const Args& a) {
                  (g.on_timeout == "approve" ? " (approves)" : " (rejects)") + " on resume";
       }
     }
-    std::string status = r.status;
+    std::string status = to_string(r.status);
     if (run_orphaned(r)) {
       status = "orphaned";
       if (errs.empty())
@@ -158,10 +158,11 @@ int cmd_inspect(const Args& a) {
     printf(
         "  status    %s %s (%s in the store; its process %lld is gone: orchrun resume %s "
         "continues it, a server takes it over)\n",
-        status_symbol("orphaned"), st.status("orphaned").c_str(), run->status.c_str(),
+        status_symbol("orphaned"), st.status("orphaned").c_str(), run->status.str().c_str(),
         static_cast<long long>(run->owner_pid), run->id.c_str());
   else
-    printf("  status    %s %s\n", status_symbol(run->status), st.status(run->status).c_str());
+    printf("  status    %s %s\n", status_symbol(run->status.str()),
+           st.status(run->status.str()).c_str());
   printf("  trace     %s\n", run->trace_id.c_str());
   printf("  started   %s   duration %s%s\n", local_time(t0).c_str(),
          format_duration_ms(t1 - t0).c_str(),
@@ -192,28 +193,31 @@ int cmd_inspect(const Args& a) {
     std::string bar = std::string(a0, ' ');
     for (int i = 0; i < len; i++) bar += "█";
     bar += std::string(kBar - a0 - len, ' ');
-    std::string status = std::string(status_symbol(n.status)) + " " + st.status(n.status);
+    std::string status =
+        std::string(status_symbol(n.status.str())) + " " + st.status(n.status.str());
     std::string e;
-    if (!n.error_type.empty() && n.status != "skipped")
+    if (!n.error_type.empty() && n.status != NodeStatus::skipped)
       e = "[" + n.error_type +
-          (n.status == "failed" ? (n.retryable ? ", retryable" : ", not retryable") : "") + "] " +
-          first_line(n.error_message, 80);
-    else if (n.status == "skipped")
+          (n.status == NodeStatus::failed ? (n.retryable ? ", retryable" : ", not retryable")
+                                          : "") +
+          "] " + first_line(n.error_message, 80);
+    else if (n.status == NodeStatus::skipped)
       e = n.error_message;
     if (!n.verdict.empty() && n.verdict != "pass")
       e = "verdict " + n.verdict + (n.verdict_reason.empty() ? "" : " (" + n.verdict_reason + ")");
     else if (n.verdict == "pass")
       e = "verdict pass";
     std::string att = std::to_string(n.attempt) + (n.kind == "body" ? "" : " " + n.kind);
-    rows.push_back({n.node_id, att, status, "+" + format_duration_ms(start),
-                    n.status == "skipped" ? "-" : format_duration_ms(dur),
-                    n.status == "skipped" ? std::string(kBar, ' ') : st.cyan("|" + bar + "|"), e});
+    rows.push_back(
+        {n.node_id, att, status, "+" + format_duration_ms(start),
+         n.status == NodeStatus::skipped ? "-" : format_duration_ms(dur),
+         n.status == NodeStatus::skipped ? std::string(kBar, ' ') : st.cyan("|" + bar + "|"), e});
   }
   print_table(stdout, rows, st);
   // Tracebacks of failed attempts, and logs.
   bool printed = false;
   for (auto& n : nodes) {
-    if (n.status != "failed" || n.traceback.empty()) continue;
+    if (n.status != NodeStatus::failed || n.traceback.empty()) continue;
     if (!printed) printf("\n%s\n", st.bold("failures").c_str());
     printed = true;
     printf("  %s attempt %d: %s\n", n.node_id.c_str(), n.attempt, n.error_message.c_str());
@@ -228,7 +232,7 @@ int cmd_inspect(const Args& a) {
     for (auto& stored : aps) {
       bool pending = false;
       const ApprovalRow ap = gate_as_of(stored, now, &pending);
-      std::string who = ap.decided_at ? ap.status + " by " + ap.decided_by + " at " +
+      std::string who = ap.decided_at ? to_string(ap.status) + " by " + ap.decided_by + " at " +
                                             local_time(ap.decided_at) +
                                             (ap.comment.empty() ? "" : " — " + ap.comment)
                                       : "waiting since " + local_time(ap.requested_at) +
@@ -267,7 +271,7 @@ int cmd_inspect(const Args& a) {
     printf("\n%s\n", st.bold("child runs").c_str());
     for (auto& c : kids)
       printf("  %-24s %s %s v%d  %s %s\n", c.parent_node.c_str(), c.id.c_str(), c.pipeline.c_str(),
-             c.version, status_symbol(c.status), st.status(c.status).c_str());
+             c.version, status_symbol(c.status.str()), st.status(c.status.str()).c_str());
   }
   auto cp = critical_path(nodes);
   if (cp.size() > 1) {
@@ -285,7 +289,7 @@ int cmd_inspect(const Args& a) {
   // Slowest nodes: where the time went.
   std::vector<const NodeRunRow*> slow;
   for (auto& n : nodes)
-    if (n.status != "skipped" && n.kind != "decision") slow.push_back(&n);
+    if (n.status != NodeStatus::skipped && n.kind != "decision") slow.push_back(&n);
   std::sort(slow.begin(), slow.end(),
             [](auto* x, auto* y) { return x->duration_ms > y->duration_ms; });
   if (slow.size() > 1) {

@@ -330,13 +330,14 @@ int cmd_run(const Args& a) {
     if (!prev) return -1;
     FILE* human = a.has("--json") ? stderr : stdout;
     fprintf(human, "run %s already exists for idempotency key '%s' (status %s)\n", prev->id.c_str(),
-            key.c_str(), prev->status.c_str());
+            key.c_str(), prev->status.str().c_str());
     if (a.has("--json"))
       printf("%s\n",
              dump_json(json{{"run_id", prev->id}, {"status", prev->status}, {"existing", true}}, 2)
                  .c_str());
-    if (prev->status == "succeeded") return kExitOk;
-    if (prev->status == "failed" || prev->status == "cancelled") return kExitFailed;
+    if (prev->status == RunStatus::succeeded) return kExitOk;
+    if (prev->status == RunStatus::failed || prev->status == RunStatus::cancelled)
+      return kExitFailed;
     if (owner_alive(*prev)) {
       fprintf(human, "  it is running in process %lld; not starting another\n",
               static_cast<long long>(prev->owner_pid));
@@ -398,20 +399,22 @@ int cmd_resume(const Args& a) {
       if (!r.parent_run.empty()) {
         // A child run continues with its parent, unless the parent is gone or finished.
         auto parent = store->find_run(r.parent_run, &err);
-        if (parent && (parent->status == "running" || parent->status == "queued" ||
-                       parent->status == "awaiting_approval"))
+        if (parent &&
+            (parent->status == RunStatus::running || parent->status == RunStatus::queued ||
+             parent->status == RunStatus::awaiting_approval))
           continue;
       }
-      if (r.status == "awaiting_approval") {
+      if (r.status == RunStatus::awaiting_approval) {
         // Only once someone decided (or a gate's timeout passed): otherwise it would just
         // stop at the same gate again.
         bool ready = false;
         std::vector<std::string> gated = {r.id};  // its own gates, and its child runs' (o.call)
         for (auto& c : store->child_runs(r.id))
-          if (c.status == "awaiting_approval") gated.push_back(c.id);
+          if (c.status == RunStatus::awaiting_approval) gated.push_back(c.id);
         for (auto& id : gated)
           for (auto& ap : store->approvals(id))
-            ready = ready || ap.status != "waiting" || (ap.timeout_at && ap.timeout_at <= now);
+            ready = ready || ap.status != ApprovalStatus::waiting ||
+                    (ap.timeout_at && ap.timeout_at <= now);
         if (!ready) continue;
       }
       candidates.push_back(r);
@@ -426,16 +429,17 @@ int cmd_resume(const Args& a) {
       fprintf(stderr, "orchrun: %s\n", err.c_str());
       return kExitUsage;
     }
-    if (r->status != "running" && r->status != "queued" && r->status != "awaiting_approval") {
+    if (r->status != RunStatus::running && r->status != RunStatus::queued &&
+        r->status != RunStatus::awaiting_approval) {
       fprintf(stderr, "orchrun: run %s is %s; only unfinished runs can be resumed%s\n",
-              r->id.c_str(), r->status.c_str(),
-              r->status == "failed" ? " (a failed run is retried, not resumed)" : "");
+              r->id.c_str(), r->status.str().c_str(),
+              r->status == RunStatus::failed ? " (a failed run is retried, not resumed)" : "");
       return kExitUsage;
     }
     if (!r->parent_run.empty()) {
       auto parent = store->find_run(r->parent_run, &err);
-      if (parent && (parent->status == "running" || parent->status == "queued" ||
-                     parent->status == "awaiting_approval")) {
+      if (parent && (parent->status == RunStatus::running || parent->status == RunStatus::queued ||
+                     parent->status == RunStatus::awaiting_approval)) {
         fprintf(stderr,
                 "orchrun: run %s is a child run (o.call) of run %s, which resumes it: orchrun "
                 "resume %s%s\n",
@@ -518,9 +522,10 @@ int cmd_cancel(const Args& a) {
   std::unique_ptr<Store> store;
   std::optional<RunRow> run;
   if (int rc = open_run(a, false, a.positional[0], &store, &run)) return rc;
-  if (run->status == "succeeded" || run->status == "failed" || run->status == "cancelled") {
+  if (run->status == RunStatus::succeeded || run->status == RunStatus::failed ||
+      run->status == RunStatus::cancelled) {
     fprintf(stderr, "orchrun: run %s is already %s; nothing to cancel\n", run->id.c_str(),
-            run->status.c_str());
+            run->status.str().c_str());
     return kExitUsage;
   }
   const char* user = getenv("USER");
@@ -539,12 +544,13 @@ int cmd_cancel(const Args& a) {
       fprintf(stderr, "orchrun: store error: %s\n", store->error().c_str());
       return kExitInternal;
     }
-    if (run->owner_pid > 0 && run->status != "awaiting_approval")
+    if (run->owner_pid > 0 && run->status != RunStatus::awaiting_approval)
       printf("cancelled run %s (%s; its process %lld is gone; %d process group(s) it left ended)\n",
-             run->id.c_str(), run->status.c_str(), static_cast<long long>(run->owner_pid), groups);
+             run->id.c_str(), run->status.str().c_str(), static_cast<long long>(run->owner_pid),
+             groups);
     else
       printf("cancelled run %s (%s; no process was running it)\n", run->id.c_str(),
-             run->status.c_str());
+             run->status.str().c_str());
     for (auto& line : ended) printf("  %s\n", line.c_str());
     return kExitOk;
   }
@@ -557,11 +563,11 @@ int cmd_cancel(const Args& a) {
     usleep(100000);
     std::string err;
     auto now = store->find_run(run->id, &err);
-    if (now && now->status != "running" && now->status != "queued" &&
-        now->status != "awaiting_approval") {
-      printf("run %s is %s (process %lld)\n", run->id.c_str(), now->status.c_str(),
+    if (now && now->status != RunStatus::running && now->status != RunStatus::queued &&
+        now->status != RunStatus::awaiting_approval) {
+      printf("run %s is %s (process %lld)\n", run->id.c_str(), now->status.str().c_str(),
              static_cast<long long>(run->owner_pid));
-      return now->status == "cancelled" ? kExitOk : kExitFailed;
+      return now->status == RunStatus::cancelled ? kExitOk : kExitFailed;
     }
   }
   fprintf(stderr, "orchrun: asked process %lld to cancel run %s; it has not finished yet\n",
@@ -584,10 +590,11 @@ int cmd_retry(const Args& a) {
   std::unique_ptr<Store> store;
   std::optional<RunRow> run;
   if (int rc = open_run(a, false, a.positional[0], &store, &run)) return rc;
-  if (run->status != "failed" && run->status != "cancelled") {
+  if (run->status != RunStatus::failed && run->status != RunStatus::cancelled) {
     fprintf(stderr, "orchrun: run %s is %s; only a failed or cancelled run can be retried%s\n",
-            run->id.c_str(), run->status.c_str(),
-            run->status == "running" ? " (an interrupted run is resumed: orchrun resume)" : "");
+            run->id.c_str(), run->status.str().c_str(),
+            run->status == RunStatus::running ? " (an interrupted run is resumed: orchrun resume)"
+                                              : "");
     return kExitUsage;
   }
   std::vector<Diagnostic> diags;
@@ -642,7 +649,7 @@ int cmd_decide(const Args& a) {
   }
   printf("%s gate '%s' of run %s as %s\n", approve ? "approved" : "rejected", node.c_str(),
          run->id.c_str(), who.c_str());
-  if (run->status == "running" && owner_alive(*run))
+  if (run->status == RunStatus::running && owner_alive(*run))
     printf("the process running it (%lld) continues it\n", static_cast<long long>(run->owner_pid));
   else if (!run->parent_run.empty())
     printf("continue it with its parent run: orchrun resume %s%s\n", run->parent_run.c_str(),

@@ -358,11 +358,11 @@ int cmd_logs(const Args& a) {
       run = store->find_run(id, &err);
       if (run) {
         id = run->id;
-        bool finished =
-            run->status == "succeeded" || run->status == "failed" || run->status == "cancelled";
+        bool finished = run->status == RunStatus::succeeded || run->status == RunStatus::failed ||
+                        run->status == RunStatus::cancelled;
         if (!a.has("--follow") || finished) {
           for (auto& e : store->events(run->id)) print_event(e, json_out);
-          return !finished ? kExitOk : run->status == "succeeded" ? kExitOk : kExitFailed;
+          return !finished ? kExitOk : run->status == RunStatus::succeeded ? kExitOk : kExitFailed;
         }
       } else if (!a.has("--follow")) {
         fprintf(stderr, "orchrun: %s\n", err.c_str());

@@ -17,23 +17,24 @@ Decision decide_gate(Store& store, const RunRow& run, const std::string& node, b
   if (!gate) {
     std::string waiting;
     for (auto& g : store.approvals(run.id))
-      if (g.status == "waiting") waiting += (waiting.empty() ? "" : ", ") + g.node_id;
+      if (g.status == ApprovalStatus::waiting) waiting += (waiting.empty() ? "" : ", ") + g.node_id;
     d.code = "not_found";
     d.message = "run " + run.id + " has no approval gate '" + node + "' waiting" +
                 (waiting.empty() ? "" : " (waiting: " + waiting + ")");
     return d;
   }
-  if (gate->status == "cancelled") {
+  if (gate->status == ApprovalStatus::cancelled) {
     d.code = "conflict";
     d.message = "gate '" + node + "' of run " + run.id + " was closed undecided when attempt " +
                 std::to_string(gate->run_attempt) + " ended (" + gate->comment + ", at " +
                 iso8601_ms(gate->decided_at) + ")";
     return d;
   }
-  if (gate->status != "waiting") {
+  if (gate->status != ApprovalStatus::waiting) {
     d.code = "conflict";
-    d.message = "gate '" + node + "' of run " + run.id + " was already decided: " + gate->status +
-                " by " + gate->decided_by + " at " + iso8601_ms(gate->decided_at);
+    d.message = "gate '" + node + "' of run " + run.id +
+                " was already decided: " + to_string(gate->status) + " by " + gate->decided_by +
+                " at " + iso8601_ms(gate->decided_at);
     return d;
   }
   if (gate->run_attempt != run.attempts) {
@@ -43,9 +44,10 @@ Decision decide_gate(Store& store, const RunRow& run, const std::string& node, b
                 "; decide the gate once this attempt asks for it";
     return d;
   }
-  if (run.status != "awaiting_approval" && run.status != "running") {
+  if (run.status != RunStatus::awaiting_approval && run.status != RunStatus::running) {
     d.code = "conflict";
-    d.message = "run " + run.id + " is " + run.status + "; its gates can no longer be decided";
+    d.message =
+        "run " + run.id + " is " + to_string(run.status) + "; its gates can no longer be decided";
     return d;
   }
   if (!gate->approvers.empty()) {
@@ -60,20 +62,23 @@ Decision decide_gate(Store& store, const RunRow& run, const std::string& node, b
       return d;
     }
   }
-  if (!store.decide_approval(run.id, node, gate->run_attempt, approve ? "approved" : "rejected",
-                             who, comment, now)) {
+  if (!store.decide_approval(run.id, node, gate->run_attempt,
+                             approve ? ApprovalStatus::approved : ApprovalStatus::rejected, who,
+                             comment, now)) {
     store.commit();
     d.code = "conflict";
     auto now_gate = store.approval(run.id, node);
     auto now_run = store.find_run(run.id, nullptr);
-    if (now_run && (now_run->attempts != gate->run_attempt ||
-                    (now_run->status != "running" && now_run->status != "awaiting_approval" &&
-                     now_run->status != "queued")))
-      d.message = "run " + run.id + " moved on meanwhile (now " + now_run->status + ", attempt " +
-                  std::to_string(now_run->attempts) + "); the decision was not recorded";
-    else if (now_gate && now_gate->status != "waiting")
-      d.message = "gate '" + node + "' was decided meanwhile: " + now_gate->status + " by " +
-                  now_gate->decided_by;
+    if (now_run &&
+        (now_run->attempts != gate->run_attempt ||
+         (now_run->status != RunStatus::running &&
+          now_run->status != RunStatus::awaiting_approval && now_run->status != RunStatus::queued)))
+      d.message = "run " + run.id + " moved on meanwhile (now " + to_string(now_run->status) +
+                  ", attempt " + std::to_string(now_run->attempts) +
+                  "); the decision was not recorded";
+    else if (now_gate && now_gate->status != ApprovalStatus::waiting)
+      d.message = "gate '" + node + "' was decided meanwhile: " + to_string(now_gate->status) +
+                  " by " + now_gate->decided_by;
     else
       d.message = "gate '" + node + "' changed meanwhile; the decision was not recorded";
     return d;

@@ -10,7 +10,7 @@
 namespace orch {
 
 bool run_orphaned(const RunRow& r) {
-  if (r.status != "running" && r.status != "queued") return false;
+  if (r.status != RunStatus::running && r.status != RunStatus::queued) return false;
   if (r.owner_pid == getpid()) return false;  // this process runs it
   return !owner_alive(r.owner_pid, r.owner_start);
 }
@@ -74,7 +74,8 @@ json event_json(const Event& e) {
 std::vector<const NodeRunRow*> critical_path(const std::vector<NodeRunRow>& nodes) {
   std::vector<const NodeRunRow*> cand;
   for (auto& n : nodes)
-    if (n.status != "skipped" && n.kind != "decision" && n.finished_at > 0) cand.push_back(&n);
+    if (n.status != NodeStatus::skipped && n.kind != "decision" && n.finished_at > 0)
+      cand.push_back(&n);
   std::vector<const NodeRunRow*> path;
   const NodeRunRow* cur = nullptr;
   for (auto* n : cand)
@@ -94,10 +95,10 @@ std::vector<const NodeRunRow*> critical_path(const std::vector<NodeRunRow>& node
 }
 
 ApprovalRow gate_as_of(ApprovalRow a, int64_t now, bool* pending) {
-  const bool due = a.status == "waiting" && a.timeout_at > 0 && a.timeout_at <= now;
+  const bool due = a.status == ApprovalStatus::waiting && a.timeout_at > 0 && a.timeout_at <= now;
   if (pending) *pending = due;
   if (due) {
-    a.status = "timed_out";
+    a.status = ApprovalStatus::timed_out;
     a.decided_by = "timeout";
     a.decided_at = a.timeout_at;
   }

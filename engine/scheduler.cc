@@ -134,7 +134,7 @@ void Scheduler::begin_root(Run* r) {
   }
   auto slot = std::make_unique<RunSlot>(this, r, [this, r, go] {
     r->holds_slot = true;
-    store_->set_run_status(r->id, "running", wall_ms());
+    store_->set_run_status(r->id, RunStatus::running, wall_ms());
     emit(r, "run.dequeued", "", 0, dump_json(json{{"concurrency_key", r->p->concurrency_key}}));
     go();
   });
@@ -145,7 +145,7 @@ void Scheduler::begin_root(Run* r) {
     go();
     return;
   }
-  store_->set_run_status(r->id, "queued", wall_ms());
+  store_->set_run_status(r->id, RunStatus::queued, wall_ms());
   emit(r, "run.queued", "", 0,
        dump_json(json{{"concurrency_key", key},
                       {"limit", r->p->concurrency_limit},
@@ -205,7 +205,7 @@ void Scheduler::park_waiting() {
       json gates = json::array();
       for (auto& [run_id, node] : sum.waiting_gates)
         gates.push_back(run_id == r->id ? json(node) : json{{"run", run_id}, {"node", node}});
-      store_->set_run_status(r->id, "awaiting_approval", now);
+      store_->set_run_status(r->id, RunStatus::awaiting_approval, now);
       emit(r, "run.awaiting_approval", "", 0, dump_json(json{{"gates", gates}}));
       r->finished = true;
       sum.status = "awaiting_approval";
@@ -230,14 +230,14 @@ void Scheduler::poll_gates() {
 
 void Scheduler::gate_opened(Run* r) {
   if (!hold_gates || r->finished || r->waiting_gates != 1) return;
-  store_->set_run_status(r->id, "awaiting_approval", wall_ms());
+  store_->set_run_status(r->id, RunStatus::awaiting_approval, wall_ms());
   emit(r, "run.awaiting_approval", "", 0, "{}");
 }
 
 void Scheduler::gate_closed(Run* r) {
   if (!hold_gates || r->finished || r->waiting_gates != 0 || draining_ || !r->cancel_reason.empty())
     return;
-  store_->set_run_status(r->id, "running", wall_ms());
+  store_->set_run_status(r->id, RunStatus::running, wall_ms());
   emit(r, "run.continued", "", 0, "{}");
 }
 
@@ -689,7 +689,7 @@ std::string Scheduler::start_run(Pipeline* p, const RunOptions& opts, std::strin
   row.trace_id = r->trace_id;
   row.pipeline = p->name;
   row.version = r->version;
-  row.status = "running";
+  row.status = RunStatus::running;
   row.source = opts.source;
   row.environment = opts.environment;
   row.input = dump_json(input);
@@ -743,7 +743,7 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
   r->fingerprint = row.fingerprint;
   r->summary.child = !row.parent_run.empty();
   for (auto& n : store_->node_runs(row.id)) {
-    if (n.kind != "decision" && n.status != "skipped") r->summary.attempts++;
+    if (n.kind != "decision" && n.status != NodeStatus::skipped) r->summary.attempts++;
     r->history[n.node_id].push_back(std::move(n));
   }
   // The artifacts of the attempts that succeeded are there for the nodes still to run.
@@ -751,7 +751,7 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
     const auto* h = r->history_of(a.node_id);
     bool ok = false;
     if (h)
-      for (auto& n : *h) ok = ok || (n.attempt == a.attempt && n.status == "succeeded");
+      for (auto& n : *h) ok = ok || (n.attempt == a.attempt && n.status == NodeStatus::succeeded);
     if (!ok) continue;
     lua_State* L = r->L();
     r->artifacts.push(L);
@@ -760,7 +760,7 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
     lua_rawset(L, -3);
     lua_pop(L, 1);
   }
-  store_->set_run_status(row.id, "running", now);
+  store_->set_run_status(row.id, RunStatus::running, now);
   if (retry)
     emit(r, "run.retried", "", 0,
          dump_json(json{{"pid", getpid()}, {"run_attempt", r->run_attempt}}));

@@ -49,7 +49,8 @@ void api_decide_gate(ApiCall& call) {
   if (c.sched->is_active(root.id) || c.sched->is_active(r->id)) {
     c.sched->poll_gates();
     continued = "here";
-  } else if (root.status == "awaiting_approval" && !owner_alive(root) && !c.shutting_down) {
+  } else if (root.status == RunStatus::awaiting_approval && !owner_alive(root) &&
+             !c.shutting_down) {
     std::string err;
     Pipeline* p = c.registry->for_run(root, &err);
     if (p && c.store->claim_run(root.id, root.owner_pid, getpid()) &&

@@ -98,7 +98,7 @@ void list_runs(ApiCall& call, bool csv) {
       std::string dur =
           r.finished_at && r.started_at ? std::to_string(r.finished_at - r.started_at) : "";
       for (const std::string& v :
-           {r.id, r.pipeline, std::to_string(r.version), r.status, r.source,
+           {r.id, r.pipeline, std::to_string(r.version), r.status.str(), r.source,
             iso8601_ms(r.created_at), r.started_at ? iso8601_ms(r.started_at) : "",
             r.finished_at ? iso8601_ms(r.finished_at) : "", dur, std::to_string(r.attempts),
             r.trace_id, r.error_type, r.error_node})
@@ -184,8 +184,9 @@ void api_cancel_run(ApiCall& call) {
   if (!call.string_field(body, "reason", &reason, false)) return;
   auto r = call.find_run(id);
   if (!r) return;
-  if (r->status == "succeeded" || r->status == "failed" || r->status == "cancelled")
-    return call.fail(409, "conflict", "run " + r->id + " is already " + r->status);
+  if (r->status == RunStatus::succeeded || r->status == RunStatus::failed ||
+      r->status == RunStatus::cancelled)
+    return call.fail(409, "conflict", "run " + r->id + " is already " + to_string(r->status));
   if (c.sched->is_active(r->id)) {
     c.sched->cancel_run(r->id, reason);
     c.store->commit();
@@ -219,10 +220,10 @@ void api_retry_run(ApiCall& call) {
   if (call.store_full()) return;
   auto r = call.find_run(id);
   if (!r) return;
-  if (r->status != "failed" && r->status != "cancelled")
-    return call.fail(
-        409, "conflict",
-        "run " + r->id + " is " + r->status + "; only a failed or cancelled run can be retried");
+  if (r->status != RunStatus::failed && r->status != RunStatus::cancelled)
+    return call.fail(409, "conflict",
+                     "run " + r->id + " is " + to_string(r->status) +
+                         "; only a failed or cancelled run can be retried");
   if (!r->parent_run.empty())
     return call.fail(409, "conflict",
                      "run " + r->id + " is a child run of " + r->parent_run + "; retry the parent");

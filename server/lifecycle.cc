@@ -58,8 +58,8 @@ void resume_unfinished(ServerContext& c) {
     if (!r.parent_run.empty()) {
       // A child run continues with its parent, unless the parent is over.
       auto parent = c.store->find_run(r.parent_run, nullptr);
-      if (parent && (parent->status == "running" || parent->status == "queued" ||
-                     parent->status == "awaiting_approval"))
+      if (parent && (parent->status == RunStatus::running || parent->status == RunStatus::queued ||
+                     parent->status == RunStatus::awaiting_approval))
         continue;
     }
     todo.push_back(r);

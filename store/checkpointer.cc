@@ -2,13 +2,16 @@
 
 #include <sqlite3.h>
 
+#include "store/sqlite/sqlite_store.h"
+
 namespace orch {
 
 struct Checkpointer::State {
   std::string path;
-  sqlite3* db = nullptr;  // used by one job at a time, on a pool thread
-  bool busy = false;      // a job is queued or running
-  bool alive = true;      // the Checkpointer still exists
+  sqlite3* db = nullptr;        // used by one job at a time, on a pool thread
+  sqlite3* store_db = nullptr;  // the store's own connection (nullptr: not a SQLite store)
+  bool busy = false;            // a job is queued or running
+  bool alive = true;            // the Checkpointer still exists
   uint64_t done = 0;
   uint64_t last_commits = 0;
 };
@@ -25,7 +28,11 @@ struct Job {
 Checkpointer::Checkpointer(uv_loop_t* loop, Store* store, int64_t interval_ms)
     : loop_(loop), store_(store), st_(std::make_shared<State>()) {
   st_->path = store->path();
-  sqlite3_wal_autocheckpoint(store->db(), 0);
+  // Only a SQLite store has a WAL to checkpoint.
+  auto* sqlite = dynamic_cast<SqliteStore*>(store);
+  if (!sqlite) return;
+  st_->store_db = sqlite->db().handle();
+  sqlite3_wal_autocheckpoint(st_->store_db, 0);
   timer_ = std::make_unique<Timer>(loop);
   timer_->start(
       static_cast<uint64_t>(interval_ms), [this] { tick(); }, static_cast<uint64_t>(interval_ms));
@@ -40,7 +47,7 @@ Checkpointer::~Checkpointer() {
     st_->db = nullptr;
   }
   // A job in flight closes the connection in its after_work callback.
-  sqlite3_wal_autocheckpoint(store_->db(), 1000);
+  if (st_->store_db) sqlite3_wal_autocheckpoint(st_->store_db, 1000);
 }
 
 uint64_t Checkpointer::checkpoints() const {

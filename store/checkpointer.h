@@ -2,7 +2,7 @@
 // the commit that crosses the WAL size threshold, with an fsync of the database: the loop stops
 // for milliseconds while requests wait. Here the store's connection does not checkpoint; a
 // second connection on libuv's thread pool does (PASSIVE: it never blocks the writer), every
-// `interval_ms` while the WAL has grown.
+// `interval_ms` while the WAL has grown. A store that is not SQLite's has none: nothing to do.
 #pragma once
 #include <uv.h>
 

@@ -26,7 +26,7 @@ void GateAttempt::begin(const GateSpec& spec, int last_attempt) {
   // A row left open by the process that stopped while this gate waited.
   if (const auto* h = run_->history_of(path_))
     for (const auto& r : *h)
-      if (r.attempt == last_attempt && r.kind == "approval" && r.status == "running" &&
+      if (r.attempt == last_attempt && r.kind == "approval" && r.status == NodeStatus::running &&
           r.run_attempt == run_->run_attempt) {
         row_open_ = true;
         started_ms_ = r.started_at;
@@ -60,7 +60,7 @@ void GateAttempt::begin(const GateSpec& spec, int last_attempt) {
     wait(row.timeout_at);
     return;
   }
-  if (a->status == "waiting") {
+  if (a->status == ApprovalStatus::waiting) {
     if (a->timeout_at && now >= a->timeout_at) {
       time_out();
       return;
@@ -77,7 +77,7 @@ void GateAttempt::begin(const GateSpec& spec, int last_attempt) {
 void GateAttempt::poll() {
   if (!waiting_) return;
   auto a = s_->store()->approval(run_->id, path_);
-  if (a && a->status != "waiting") decided(*a);
+  if (a && a->status != ApprovalStatus::waiting) decided(*a);
 }
 
 void GateAttempt::wait(int64_t timeout_at) {
@@ -110,7 +110,8 @@ void GateAttempt::stop_waiting() {
 
 void GateAttempt::time_out() {
   Store* st = s_->store();
-  st->decide_approval(run_->id, path_, run_->run_attempt, "timed_out", "timeout", "", wall_ms());
+  st->decide_approval(run_->id, path_, run_->run_attempt, ApprovalStatus::timed_out, "timeout", "",
+                      wall_ms());
   auto a = st->approval(run_->id, path_);
   if (a) decided(*a);
 }
@@ -158,9 +159,9 @@ json GateAttempt::decision_json(const ApprovalRow& a) {
 }
 
 ErrorInfo GateAttempt::refuse(const ApprovalRow& a) {
-  std::string type = a.status == "timed_out" ? "approval_timeout" : "rejected";
+  std::string type = a.status == ApprovalStatus::timed_out ? "approval_timeout" : "rejected";
   std::string msg =
-      a.status == "timed_out"
+      a.status == ApprovalStatus::timed_out
           ? "no decision before the gate's timeout (on_timeout = reject)"
           : "rejected by " + a.decided_by + (a.comment.empty() ? "" : ": " + a.comment);
   finish_row("failed", "", type, msg);

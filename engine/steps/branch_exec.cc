@@ -12,7 +12,7 @@ class BranchExec : public Exec {
     // A resumed run takes the branch it took before: the decision is part of the record.
     if (const auto* h = run_->history_of(path_)) {
       for (const auto& r : *h) {
-        if (r.status != "succeeded") continue;
+        if (r.status != NodeStatus::succeeded) continue;
         json d = parse_json(r.output, nullptr);
         int chosen = -1;
         if (step_->kind() == StepKind::When && d.is_object() && d.contains("branch"))

@@ -25,7 +25,7 @@ class CallExec : public Exec, public Gate {
     if (const auto* h = run_->history_of(path_))
       for (const auto& r : *h) {
         last = std::max(last, r.attempt);
-        if (r.status == "succeeded") {  // the child finished and its output was taken
+        if (r.status == NodeStatus::succeeded) {  // the child finished and its output was taken
           reuse_success(r);
           return;
         }
@@ -44,8 +44,9 @@ class CallExec : public Exec, public Gate {
     if (prev && prev->created_at >= run_started_at()) {
       child_id_ = prev->id;
       open_row();
-      if (prev->status == "succeeded" || prev->status == "failed" || prev->status == "cancelled") {
-        settle(prev->status, prev->output, prev->error_type, prev->error_message);
+      if (prev->status == RunStatus::succeeded || prev->status == RunStatus::failed ||
+          prev->status == RunStatus::cancelled) {
+        settle(prev->status.str(), prev->output, prev->error_type, prev->error_message);
         return;
       }
       std::string err;

@@ -73,7 +73,7 @@ void Exec::record_skipped_subtree(Step* st, const std::string& prefix, const std
     r.run_id = run_->id;
     r.node_id = path;
     r.attempt = 1;
-    r.status = "skipped";
+    r.status = NodeStatus::skipped;
     r.run_attempt = run_->run_attempt;
     r.started_at = r.finished_at = now;
     r.error_message = reason;

@@ -301,7 +301,7 @@ class Exec {
   json stored_decision(const std::string& path) const {
     if (const auto* h = run_->history_of(path))
       for (auto it = h->rbegin(); it != h->rend(); ++it)
-        if (it->kind == "decision" && it->status == "succeeded")
+        if (it->kind == "decision" && it->status == NodeStatus::succeeded)
           return parse_json(it->output, nullptr);
     return json(json::value_t::discarded);
   }

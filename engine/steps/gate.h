@@ -55,7 +55,8 @@ class GateAttempt : public Gate {
   // The step output of an approved gate.
   static json decision_json(const ApprovalRow& a);
   static bool approved(const ApprovalRow& a) {
-    return a.status == "approved" || (a.status == "timed_out" && a.on_timeout == "approve");
+    return a.status == ApprovalStatus::approved ||
+           (a.status == ApprovalStatus::timed_out && a.on_timeout == "approve");
   }
   // Settles the approval row of a gate that was not approved (rejected, or timed out with
   // on_timeout = reject) and emits node.failed; returns the step's error.

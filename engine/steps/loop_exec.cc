@@ -17,7 +17,7 @@ class LoopExec : public Exec {
     if (const auto* h = run_->history_of(path_))
       for (const auto& r : *h) {
         if (r.kind != "approval" || r.run_attempt != run_->run_attempt) continue;
-        if (r.status == "succeeded") {
+        if (r.status == NodeStatus::succeeded) {
           output = stored_output(r.output);
           publish_output(output);
           run_->summary.nodes_reused++;
@@ -25,7 +25,7 @@ class LoopExec : public Exec {
           finish(Outcome::Succeeded);
           return;
         }
-        if (r.status == "failed") {
+        if (r.status == NodeStatus::failed) {
           err = {r.error_type, r.error_message, path_, "", false, ""};
           run_->summary.nodes_failed++;
           finish(Outcome::Failed);
@@ -84,7 +84,7 @@ class LoopExec : public Exec {
   json stored_iteration_decision(int k) const {
     if (const auto* h = run_->history_of(path_))
       for (const auto& r : *h)
-        if (r.kind == "decision" && r.status == "succeeded" && r.attempt == k)
+        if (r.kind == "decision" && r.status == NodeStatus::succeeded && r.attempt == k)
           return parse_json(r.output, nullptr);
     return json(json::value_t::discarded);
   }

@@ -301,12 +301,12 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     int max_attempt = 0;
     for (const auto& r : rows) {
       max_attempt = std::max(max_attempt, r.attempt);
-      if (r.status == "succeeded") {
+      if (r.status == NodeStatus::succeeded) {
         attempt_ = r.attempt;
         reuse_success(r);
         return true;
       }
-      if (r.status == "skipped") {
+      if (r.status == NodeStatus::skipped) {
         run_->summary.nodes_skipped++;
         s_->notify(run_, "node.skipped", path_, r.attempt,
                    R"({"reason":"skipped before the resume"})");
@@ -318,7 +318,8 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       if (r.run_attempt != run_->run_attempt) continue;
       last = &r;
       if (r.kind == "fallback") fallback_row = &r;
-      if (r.kind == "body" && r.status == "failed" && r.error_type != "interrupted") tries_++;
+      if (r.kind == "body" && r.status == NodeStatus::failed && r.error_type != "interrupted")
+        tries_++;
     }
     attempt_ = max_attempt;
     if (!last) {
@@ -334,7 +335,8 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     bool escalating = last->kind == "approval" ||
                       (last == verdict_row && (last->verdict == "needs_human_review" ||
                                                tries_ >= step_->node().retry.max_attempts));
-    if (last->kind == "approval" && last->status == "failed") {  // the escalation was refused
+    if (last->kind == "approval" &&
+        last->status == NodeStatus::failed) {  // the escalation was refused
       fail_final(e);
       return true;
     }
@@ -361,7 +363,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       return true;
     }
     bool exhausted = tries_ >= step_->node().retry.max_attempts ||
-                     (last->status == "failed" && last->error_type != "interrupted" &&
+                     (last->status == NodeStatus::failed && last->error_type != "interrupted" &&
                       last->error_type != "cancelled" && !last->retryable);
     if (exhausted) {
       if (!step_->node().fallback.empty()) {

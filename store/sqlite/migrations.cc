@@ -1,5 +1,5 @@
 // Schema history. Never edit a migration that has shipped; add a new one.
-#include "store/store.h"
+#include "store/sqlite/schema.h"
 
 namespace orch {
 

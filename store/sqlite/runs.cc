@@ -1,0 +1,226 @@
+#include <unistd.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "drivers/procs.h"
+#include "store/sqlite/sqlite_store.h"
+#include "store/sqlite/tables.h"
+
+namespace orch {
+
+RunRow read_run(const Stmt& st) {
+  RunRow r;
+  r.id = st.col_text(0);
+  r.trace_id = st.col_text(1);
+  r.pipeline = st.col_text(2);
+  r.version = st.col_int(3);
+  r.status = st.col_text(4);
+  r.source = st.col_text(5);
+  r.environment = st.col_text(6);
+  r.input = st.col_text(7);
+  r.output = st.col_text(8);
+  r.error_type = st.col_text(9);
+  r.error_message = st.col_text(10);
+  r.error_node = st.col_text(11);
+  r.retryable = st.col_bool(12);
+  r.attempts = st.col_int(13);
+  r.created_at = st.col_int64(14);
+  r.started_at = st.col_int64(15);
+  r.finished_at = st.col_int64(16);
+  r.parent_run = st.col_text(17);
+  r.idempotency_key = st.col_text(18);
+  r.owner_pid = st.col_int64(19);
+  r.cancel_requested_at = st.col_int64(20);
+  r.cancel_reason = st.col_text(21);
+  r.parent_node = st.col_text(22);
+  r.workspace = st.col_text(23);
+  r.incident_id = st.col_int64(24);
+  r.fingerprint = st.col_text(25);
+  r.owner_start = st.col_text(26);
+  return r;
+}
+
+void SqliteStore::insert_run(const RunRow& r, bool* duplicate) {
+  static const char* kSql =
+      "INSERT INTO runs(id, trace_id, pipeline, version, status, source, environment, input, "
+      "attempts, created_at, started_at, parent_run, idempotency_key, owner_pid, parent_node, "
+      "workspace, owner_start) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)";
+  if (!db_.allowed("insert run", r.id, "status", r.status.view(), status_names(RunStatus{})) ||
+      !begin())
+    return;
+  Stmt st = db_.prepare(kSql);
+  if (!st) return;
+  st.bind_text(1, r.id);
+  st.bind_text(2, r.trace_id);
+  st.bind_text(3, r.pipeline);
+  st.bind_int(4, r.version);
+  st.bind_text(5, r.status.view());
+  st.bind_text(6, r.source);
+  st.bind_text(7, r.environment);
+  st.bind_text(8, r.input);
+  st.bind_int(9, r.attempts);
+  st.bind_int(10, r.created_at);
+  st.bind_int(11, r.started_at, true);
+  st.bind_text(12, r.parent_run);
+  st.bind_text(13, r.idempotency_key);
+  st.bind_int(14, r.owner_pid, true);
+  st.bind_text(15, r.parent_node);
+  st.bind_text(16, r.workspace);
+  st.bind_text(17, r.owner_pid == getpid() ? self_identity() : r.owner_start);
+  int rc = st.step_write();
+  if (rc == SQLITE_CONSTRAINT_UNIQUE && duplicate && !r.idempotency_key.empty()) {
+    *duplicate = true;
+    return;
+  }
+  if (rc != SQLITE_DONE) fail("insert run " + r.id);
+}
+
+void SqliteStore::set_run_status(const std::string& run_id, const RunStatusValue& status,
+                                 int64_t ts) {
+  static const char* kSql =
+      "UPDATE runs SET status=?2, started_at=coalesce(started_at, ?3) WHERE id=?1";
+  if (!db_.allowed("set status of run", run_id, "status", status.view(),
+                   status_names(RunStatus{})) ||
+      !begin())
+    return;
+  Stmt st = db_.prepare(kSql);
+  if (!st) return;
+  st.bind_text(1, run_id);
+  st.bind_text(2, status.view());
+  st.bind_int(3, ts);
+  if (st.step_write() != SQLITE_DONE) fail("update run " + run_id);
+}
+
+void SqliteStore::finish_run(const std::string& run_id, const RunStatusValue& status,
+                             const std::string& output, const std::string& error_type,
+                             const std::string& error_message, const std::string& error_node,
+                             bool retryable, int64_t finished_at) {
+  static const char* kSql =
+      "UPDATE runs SET status=?2, output=?3, error_type=?4, error_message=?5, error_node=?6, "
+      "retryable=?7, finished_at=?8 WHERE id=?1";
+  if (!db_.allowed("finish run", run_id, "status", status.view(), status_names(RunStatus{})) ||
+      !begin())
+    return;
+  Stmt st = db_.prepare(kSql);
+  if (!st) return;
+  st.bind_text(1, run_id);
+  st.bind_text(2, status.view());
+  st.bind_text(3, output);
+  st.bind_text(4, error_type);
+  st.bind_text(5, error_message);
+  st.bind_text(6, error_node);
+  if (error_type.empty())
+    st.bind_null(7);
+  else
+    st.bind_int(7, retryable ? 1 : 0);
+  st.bind_int(8, finished_at);
+  if (st.step_write() != SQLITE_DONE) {
+    fail("finish run " + run_id);
+    return;
+  }
+  // A run that ends leaves no gate open: nothing can be decided for it any more.
+  static const char* kClose =
+      "UPDATE approvals SET status='cancelled', decided_by='run ended', decided_at=?2, "
+      "comment=?3 WHERE run_id=?1 AND status='waiting'";
+  Stmt cl = db_.prepare(kClose);
+  if (!cl) return;
+  cl.bind_text(1, run_id);
+  cl.bind_int(2, finished_at);
+  cl.bind_text(3, "the run was " + status.str());
+  if (cl.step_write() != SQLITE_DONE) fail("close gates of " + run_id);
+}
+
+std::vector<bool> SqliteStore::claim_runs(const std::vector<std::pair<std::string, int64_t>>& runs,
+                                          int64_t new_owner) {
+  std::vector<bool> out(runs.size(), false);
+  commit();  // the claims must not ride along with other writes
+  if (!begin()) return out;
+  static const char* kSql =
+      "UPDATE runs SET owner_pid=?3, owner_start=?4 WHERE id=?1 AND coalesce(owner_pid,0)=?2 "
+      "AND status IN ('queued','running','awaiting_approval')";
+  for (size_t i = 0; i < runs.size(); i++) {
+    Stmt st = db_.prepare(kSql);
+    if (!st) {
+      fail("claim run " + runs[i].first);
+      break;
+    }
+    st.bind_text(1, runs[i].first);
+    st.bind_int(2, runs[i].second);
+    st.bind_int(3, new_owner);
+    st.bind_text(4, new_owner == getpid() ? self_identity() : std::string());
+    out[i] = st.step_write() == SQLITE_DONE && db_.changes() == 1;
+  }
+  commit();
+  if (failed()) std::fill(out.begin(), out.end(), false);
+  return out;
+}
+
+bool SqliteStore::request_cancel(const std::string& run_id, const std::string& reason,
+                                 int64_t now) {
+  commit();
+  if (!begin()) return false;
+  Stmt st = db_.query(
+      "UPDATE runs SET cancel_requested_at=?2, cancel_reason=?3 WHERE id=?1 AND status IN "
+      "('queued','running','awaiting_approval')");
+  if (!st) return false;
+  st.bind_text(1, run_id);
+  st.bind_int(2, now);
+  st.bind_text(3, reason);
+  bool ok = st.step_write() == SQLITE_DONE && db_.changes() == 1;
+  commit();
+  return ok;
+}
+
+std::vector<std::pair<std::string, std::string>> SqliteStore::cancel_requests(int64_t pid) {
+  std::vector<std::pair<std::string, std::string>> out;
+  static const char* kSql =
+      "SELECT id, coalesce(cancel_reason, 'cancelled') FROM runs WHERE owner_pid=?1 AND "
+      "cancel_requested_at IS NOT NULL AND status IN ('queued','running','awaiting_approval')";
+  Stmt st = db_.prepare(kSql);
+  if (!st) return out;
+  st.bind_int(1, pid);
+  while (st.next()) out.emplace_back(st.col_text(0), st.col_text(1));
+  return out;
+}
+
+bool SqliteStore::cancel_orphan_run(const RunRow& run, const std::string& reason, int64_t now) {
+  commit();
+  if (!begin()) return false;
+  flush_attempts();
+  Stmt st = db_.query(
+      "UPDATE node_runs SET status='cancelled', error_type='cancelled', error_message=?2, "
+      "finished_at=?3, duration_ms=?3-started_at WHERE run_id=?1 AND status='running'");
+  if (!st) return false;
+  st.bind_text(1, run.id);
+  st.bind_text(2, reason);
+  st.bind_int(3, now);
+  if (st.step_write() != SQLITE_DONE) fail("cancel node attempts of " + run.id);
+  finish_run(run.id, "cancelled", "", "cancelled", reason, "", true, now);
+  insert_event(
+      run_event(run, "run.cancelled", now,
+                "{\"message\":" + nlohmann::json(reason).dump() + ",\"by\":\"orchrun cancel\"}"));
+  commit();
+  return !failed();
+}
+
+bool SqliteStore::begin_run_attempt(const std::string& run_id, int64_t owner, int64_t now) {
+  commit();
+  if (!begin()) return false;
+  Stmt st = db_.query(
+      "UPDATE runs SET status='running', attempts=attempts+1, owner_pid=?2, owner_start=?4, "
+      "error_type=NULL, "
+      "error_message=NULL, error_node=NULL, retryable=NULL, output=NULL, finished_at=NULL, "
+      "cancel_requested_at=NULL, cancel_reason=NULL, started_at=?3 "
+      "WHERE id=?1 AND status IN ('failed','cancelled')");
+  if (!st) return false;
+  st.bind_text(1, run_id);
+  st.bind_int(2, owner);
+  st.bind_int(3, now);
+  st.bind_text(4, owner == getpid() ? self_identity() : std::string());
+  bool ok = st.step_write() == SQLITE_DONE && db_.changes() == 1;
+  commit();
+  return ok;
+}
+
+}  // namespace orch
