@@ -52,10 +52,7 @@ const Options<Escalation>& Compiler::escalation_options() {
 }
 
 void Compiler::compile_approve(int v, int line, const std::string& prefix, Step* s) {
-  lua_getfield(L_, v, "id");
-  if (check_id(lua_gettop(L_), line, "approve", &s->id)) s->path = prefix + s->id;
-  lua_pop(L_, 1);
-  std::string what = "approve '" + s->id + "'";
+  std::string what = read_id(v, line, "approve", prefix, s);
   lua_getfield(L_, v, "opts");
   int o = lua_gettop(L_);
   if (lua_isnil(L_, o)) {

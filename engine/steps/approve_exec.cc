@@ -195,8 +195,7 @@ class ApproveExec : public Exec {
  public:
   using Exec::Exec;
 
-  void start(LuaRef in) override {
-    input = std::move(in);
+  void begin() override {
     int last = 0;
     if (const auto* h = run_->history_of(path_))
       for (const auto& r : *h) last = std::max(last, r.attempt);

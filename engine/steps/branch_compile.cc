@@ -6,14 +6,8 @@
 namespace orch {
 
 void Compiler::compile_when(int v, int line, const std::string& prefix, Step* s) {
-  lua_getfield(L_, v, "id");
-  if (check_id(lua_gettop(L_), line, "when", &s->id)) s->path = prefix + s->id;
-  lua_pop(L_, 1);
-  std::string what = "when '" + s->id + "'";
-  lua_getfield(L_, v, "__nargs");
-  if (lua_tointeger(L_, -1) > 4)
-    error(line, what + ": o.when takes (id, condition, then_step [, else_step])");
-  lua_pop(L_, 1);
+  std::string what = read_id(v, line, "when", prefix, s);
+  check_nargs(v, 4, line, what + ": o.when takes (id, condition, then_step [, else_step])");
   lua_getfield(L_, v, "cond");
   if (lua_type(L_, -1) != LUA_TFUNCTION && lua_type(L_, -1) != LUA_TBOOLEAN)
     error(line, what + ": the condition must be a function(ctx, input), got " + describe_value(-1));
@@ -36,10 +30,7 @@ void Compiler::compile_when(int v, int line, const std::string& prefix, Step* s)
 }
 
 void Compiler::compile_switch(int v, int line, const std::string& prefix, Step* s) {
-  lua_getfield(L_, v, "id");
-  if (check_id(lua_gettop(L_), line, "switch", &s->id)) s->path = prefix + s->id;
-  lua_pop(L_, 1);
-  std::string what = "switch '" + s->id + "'";
+  std::string what = read_id(v, line, "switch", prefix, s);
   lua_getfield(L_, v, "selector");
   if (lua_type(L_, -1) != LUA_TFUNCTION)
     error(line, what +

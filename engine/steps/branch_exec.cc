@@ -7,8 +7,7 @@ namespace {
 class BranchExec : public Exec {
  public:
   using Exec::Exec;
-  void start(LuaRef in) override {
-    input = std::move(in);
+  void begin() override {
     // A resumed run takes the branch it took before: the decision is part of the record.
     if (const auto* h = run_->history_of(path_)) {
       for (const auto& r : *h) {

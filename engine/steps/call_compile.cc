@@ -20,14 +20,8 @@ const Options<Step> kCallOptions = {
 }  // namespace
 
 void Compiler::compile_call(int v, int line, const std::string& prefix, Step* s) {
-  lua_getfield(L_, v, "id");
-  if (check_id(lua_gettop(L_), line, "call", &s->id)) s->path = prefix + s->id;
-  lua_pop(L_, 1);
-  std::string what = "call '" + s->id + "'";
-  lua_getfield(L_, v, "__nargs");
-  if (lua_tointeger(L_, -1) > 4)
-    error(line, what + ": o.call takes (id, pipeline, input, options)");
-  lua_pop(L_, 1);
+  std::string what = read_id(v, line, "call", prefix, s);
+  check_nargs(v, 4, line, what + ": o.call takes (id, pipeline, input, options)");
   s->call().target = str_field(v, "target");
   static const std::regex kTarget("^[A-Za-z0-9_.][A-Za-z0-9_./-]*$");
   if (s->call().target.empty() || !std::regex_match(s->call().target, kTarget) ||

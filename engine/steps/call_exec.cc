@@ -19,8 +19,7 @@ class CallExec : public Exec, public Gate {
     if (!child_id_.empty()) s_->forget_child(child_id_);
   }
 
-  void start(LuaRef in) override {
-    input = std::move(in);
+  void begin() override {
     int last = 0;
     if (const auto* h = run_->history_of(path_))
       for (const auto& r : *h) {

@@ -48,6 +48,20 @@ class Compiler {
   bool read_duration(int idx, int line, const std::string& what, int64_t* out);
   void read_retry(int idx, int line, const std::string& what, RetryPolicy* r);
   bool check_id(int idx, int line, const std::string& kind, std::string* out);
+  // The `id` field of the step table at `v`, checked as check_id does; sets the step's path
+  // under `prefix` and returns how messages name the step ("map 'fanout'").
+  std::string read_id(int v, int line, const char* kind, const std::string& prefix, Step* s) {
+    lua_getfield(L_, v, "id");
+    if (check_id(lua_gettop(L_), line, kind, &s->id)) s->path = prefix + s->id;
+    lua_pop(L_, 1);
+    return std::string(kind) + " '" + s->id + "'";
+  }
+  // A constructor called with more than `max` arguments (the DSL records how many in __nargs).
+  void check_nargs(int v, int max, int line, std::string msg) {
+    lua_getfield(L_, v, "__nargs");
+    if (lua_tointeger(L_, -1) > max) error(line, std::move(msg));
+    lua_pop(L_, 1);
+  }
   void compile_pipeline_table(int idx);
   void check_options(int line, const std::string& what, const json& spec,
                      std::initializer_list<const char*> known);

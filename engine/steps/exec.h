@@ -119,11 +119,17 @@ class Exec {
   virtual ~Exec() { s_->exec_destroyed(); }
   Exec(const Exec&) = delete;
   Exec& operator=(const Exec&) = delete;
-  virtual void start(LuaRef input) = 0;
+  // Runs the step on `in` (kept as `input` for the kind's begin()).
+  void start(LuaRef in) {
+    input = std::move(in);
+    begin();
+  }
   // Stops the step and everything under it, synchronously, recording what was cancelled. The
   // parent is not notified: whoever cancels knows.
   virtual void cancel(const std::string& reason) = 0;
   virtual void child_done(Exec* child) {}
+  // What the kind does when it starts (`input` is set).
+  virtual void begin() = 0;
 
   bool done = false;
   Outcome outcome = Outcome::Succeeded;

@@ -38,10 +38,7 @@ const Options<Step> kLoopOptions = {
 }  // namespace
 
 void Compiler::compile_loop(int v, int line, const std::string& prefix, Step* s) {
-  lua_getfield(L_, v, "id");
-  if (check_id(lua_gettop(L_), line, "loop", &s->id)) s->path = prefix + s->id;
-  lua_pop(L_, 1);
-  std::string what = "loop '" + s->id + "'";
+  std::string what = read_id(v, line, "loop", prefix, s);
   lua_getfield(L_, v, "opts");
   int o = lua_gettop(L_);
   lua_getfield(L_, v, "body");

@@ -11,8 +11,7 @@ class LoopExec : public Exec {
  public:
   using Exec::Exec;
 
-  void start(LuaRef in) override {
-    input = std::move(in);
+  void begin() override {
     // An escalation of this loop that was decided before the resume settles it.
     if (const auto* h = run_->history_of(path_))
       for (const auto& r : *h) {

@@ -20,13 +20,8 @@ const Options<Step> kMapOptions = {
 }  // namespace
 
 void Compiler::compile_map(int v, int line, const std::string& prefix, Step* s) {
-  lua_getfield(L_, v, "id");
-  if (check_id(lua_gettop(L_), line, "map", &s->id)) s->path = prefix + s->id;
-  lua_pop(L_, 1);
-  std::string what = "map '" + s->id + "'";
-  lua_getfield(L_, v, "__nargs");
-  if (lua_tointeger(L_, -1) > 4) error(line, what + ": o.map takes (id, items, step, options)");
-  lua_pop(L_, 1);
+  std::string what = read_id(v, line, "map", prefix, s);
+  check_nargs(v, 4, line, what + ": o.map takes (id, items, step, options)");
   lua_getfield(L_, v, "items");
   if (lua_type(L_, -1) == LUA_TFUNCTION || lua_istable(L_, -1))
     s->map().items = LuaRef::at(L_, -1);

@@ -11,8 +11,7 @@ class MapExec : public Exec {
  public:
   using Exec::Exec;
 
-  void start(LuaRef in) override {
-    input = std::move(in);
+  void begin() override {
     json d = stored_decision(path_);
     if (d.is_object() && d.contains("items") && d["items"].is_array()) {
       items_ = d["items"];

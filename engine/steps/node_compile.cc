@@ -4,15 +4,8 @@
 namespace orch {
 
 void Compiler::compile_node(int v, int line, const std::string& prefix, Step* s) {
-  lua_getfield(L_, v, "id");
-  bool id_ok = check_id(lua_gettop(L_), line, "node", &s->id);
-  lua_pop(L_, 1);
-  if (id_ok) s->path = prefix + s->id;
-  std::string what = "node '" + s->id + "'";
-  lua_getfield(L_, v, "__nargs");
-  if (lua_tointeger(L_, -1) > 3)
-    error(line, what + ": o.node takes (id, function, options); extra arguments given");
-  lua_pop(L_, 1);
+  std::string what = read_id(v, line, "node", prefix, s);
+  check_nargs(v, 3, line, what + ": o.node takes (id, function, options); extra arguments given");
   lua_getfield(L_, v, "fn");
   if (lua_type(L_, -1) != LUA_TFUNCTION)
     error(line, what + ": the body must be a function(ctx, input), got " + describe_value(-1));

@@ -30,8 +30,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     release_slot();
   }
 
-  void start(LuaRef in) override {
-    input = std::move(in);
+  void begin() override {
     if (const auto* h = run_->history_of(path_)) {
       if (replay(*h)) return;
     }

@@ -60,10 +60,7 @@ void Compiler::compile_seq(int v, int line, const std::string& prefix, Step* s) 
 }
 
 void Compiler::compile_parallel(int v, int line, const std::string& prefix, Step* s) {
-  lua_getfield(L_, v, "id");
-  if (check_id(lua_gettop(L_), line, "parallel", &s->id)) s->path = prefix + s->id;
-  lua_pop(L_, 1);
-  std::string what = "parallel '" + s->id + "'";
+  std::string what = read_id(v, line, "parallel", prefix, s);
   lua_getfield(L_, v, "children");
   int c = lua_gettop(L_);
   if (!lua_istable(L_, c) || count_array(c) == 0) {

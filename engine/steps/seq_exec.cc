@@ -10,8 +10,7 @@ namespace {
 class SeqExec : public Exec {
  public:
   using Exec::Exec;
-  void start(LuaRef in) override {
-    input = std::move(in);
+  void begin() override {
     if (step_->children.empty()) {
       output = dup(run_->L(), input);
       finish(Outcome::Succeeded);
@@ -60,8 +59,7 @@ class SeqExec : public Exec {
 class ParallelExec : public Exec {
  public:
   using Exec::Exec;
-  void start(LuaRef in) override {
-    input = std::move(in);
+  void begin() override {
     size_t n = step_->children.size();
     need_ = step_->parallel().join == 0  ? static_cast<int>(n)
             : step_->parallel().join < 0 ? 1
