@@ -1,5 +1,6 @@
 // A compiled pipeline: a tree of steps with stable ids, validated, holding references to the
-// Lua functions it runs. Built by engine/compile.cc; executed by the scheduler.
+// Lua functions it runs. Built by engine/compile.cc with each kind's
+// engine/steps/<kind>_compile.cc; executed by the scheduler through engine/steps/<kind>_exec.cc.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -1,5 +1,6 @@
 // What happens in a run, as one record shape: stored in the events table, shown by the live
-// view, and (later) streamed to API clients. Every event carries the trace and run it belongs to.
+// view, streamed to API clients (GET /api/events, server/sse.*) and counted by the metrics.
+// Every event carries the trace and run it belongs to.
 #pragma once
 #include <cstdint>
 #include <string>
