@@ -318,6 +318,7 @@ ServeProcess::ServeProcess(const std::string& dir, const std::string& db,
   for (auto& e : env) envv.push_back(e);
   int logfd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   REQUIRE(logfd >= 0);
+  const ExecImage image(argv, envv, /*inherit=*/false);
   pid_t parent = getpid();
   pid_ = fork();
   REQUIRE(pid_ >= 0);
@@ -329,13 +330,7 @@ ServeProcess::ServeProcess(const std::string& dir, const std::string& db,
     dup2(null, 0);
     dup2(logfd, 1);
     dup2(logfd, 2);
-    std::vector<char*> a, e;
-    for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    for (auto& s : envv) e.push_back(const_cast<char*>(s.c_str()));
-    e.push_back(nullptr);
-    execve(a[0], a.data(), e.data());
-    _exit(127);
+    image.exec();
   }
   close(logfd);
   static const std::regex kListening(R"(listening on http://(\[[^\]]*\]|[0-9.]+):(\d+))");
@@ -441,6 +436,7 @@ BackgroundCmd::BackgroundCmd(const std::vector<std::string>& argv,
   int err = open((out_path + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   REQUIRE(out >= 0);
   REQUIRE(err >= 0);
+  const ExecImage image(argv, env);
   pid_t parent = getpid();
   pid_ = fork();
   REQUIRE(pid_ >= 0);
@@ -451,12 +447,7 @@ BackgroundCmd::BackgroundCmd(const std::vector<std::string>& argv,
     dup2(null, 0);
     dup2(out, 1);
     dup2(err, 2);
-    for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
-    std::vector<char*> a;
-    for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-    a.push_back(nullptr);
-    execvp(a[0], a.data());
-    _exit(127);
+    image.exec();
   }
   close(out);
   close(err);

@@ -54,12 +54,36 @@ std::string source_dir() {
   return ORCHRUN_SOURCE_DIR;
 }
 
+ExecImage::ExecImage(std::vector<std::string> argv, const std::vector<std::string>& env,
+                     bool inherit)
+    : argv_(std::move(argv)) {
+  auto key_of = [](const std::string& kv) { return kv.substr(0, kv.find('=') + 1); };
+  if (inherit)
+    for (char** e = environ; *e; e++) env_.emplace_back(*e);
+  for (const auto& kv : env) {
+    std::string key = key_of(kv);
+    std::erase_if(env_,
+                  [&](const std::string& have) { return have.compare(0, key.size(), key) == 0; });
+    env_.push_back(kv);
+  }
+  for (auto& s : argv_) a_.push_back(s.data());
+  a_.push_back(nullptr);
+  for (auto& s : env_) e_.push_back(s.data());
+  e_.push_back(nullptr);
+}
+
+void ExecImage::exec() const {
+  execvpe(a_[0], a_.data(), e_.data());
+  _exit(127);
+}
+
 CmdResult run_cmd(const std::vector<std::string>& argv, const std::vector<std::string>& env,
                   const std::string& cwd, int timeout_s) {
   CmdResult r;
   int outp[2], errp[2];
   REQUIRE(pipe2(outp, O_CLOEXEC) == 0);
   REQUIRE(pipe2(errp, O_CLOEXEC) == 0);
+  const ExecImage image(argv, env);
   auto start = std::chrono::steady_clock::now();
   pid_t pid = fork();
   REQUIRE(pid >= 0);
@@ -69,12 +93,7 @@ CmdResult run_cmd(const std::vector<std::string>& argv, const std::vector<std::s
     int devnull = open("/dev/null", O_RDONLY);
     dup2(devnull, 0);
     if (!cwd.empty() && chdir(cwd.c_str()) != 0) _exit(126);
-    for (const auto& e : env) putenv(const_cast<char*>(e.c_str()));
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execvp(args[0], args.data());
-    _exit(127);
+    image.exec();
   }
   close(outp[1]);
   close(errp[1]);
@@ -120,6 +139,7 @@ CmdResult run_cmd(const std::vector<std::string>& argv, const std::vector<std::s
 }
 
 pid_t spawn_quiet(const std::vector<std::string>& argv) {
+  const ExecImage image(argv);
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
@@ -127,11 +147,7 @@ pid_t spawn_quiet(const std::vector<std::string>& argv) {
     dup2(null, 0);
     dup2(null, 1);
     dup2(null, 2);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
+    image.exec();
   }
   return pid;
 }

@@ -4,24 +4,26 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <exception>
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include "engine/pipeline_loader.h"
-#include "store/events.h"
 #include "drivers/loop.h"
+#include "engine/pipeline_loader.h"
 #include "engine/scheduler.h"
+#include "store/events.h"
 #include "store/store.h"
 
 // Skips the rest of a test, visibly: the line is printed, and ctest (tests/CMakeLists.txt sets
 // SKIP_REGULAR_EXPRESSION) reports the test as skipped, not passed. Catch2 2.x has no SKIP().
-#define ORCH_SKIP(why)                                  \
-  do {                                                  \
-    std::cout << "ORCHRUN_SKIP: " << why << std::endl;  \
-    SUCCEED("skipped");                                 \
-    return;                                             \
+#define ORCH_SKIP(why)                                 \
+  do {                                                 \
+    std::cout << "ORCHRUN_SKIP: " << why << std::endl; \
+    SUCCEED("skipped");                                \
+    return;                                            \
   } while (0)
 
 namespace orch::test {
@@ -46,6 +48,49 @@ struct CmdResult {
   std::string out, err;
   double seconds = 0;
 };
+// What a forked child executes, built before fork(): the child of a process with other threads
+// running may only call async-signal-safe functions until it execs (an allocation can wait
+// forever for a lock another thread held at the fork, as ASan's allocator does).
+class ExecImage {
+ public:
+  // argv[0] is a path or found in PATH. The environment is ours (or only `env` when
+  // `inherit` is false), with each KEY=VALUE of `env` replacing or adding KEY.
+  ExecImage(std::vector<std::string> argv, const std::vector<std::string>& env = {},
+            bool inherit = true);
+  // In the child: execs, or _exit(127). Allocates nothing.
+  [[noreturn]] void exec() const;
+
+ private:
+  std::vector<std::string> argv_, env_;
+  std::vector<char*> a_, e_;
+};
+
+// A thread of a test: what it throws (a failed REQUIRE) is rethrown by join() on the test's own
+// thread, where Catch reports it, instead of ending the whole test program in std::terminate.
+class TestThread {
+ public:
+  template <class F>
+  explicit TestThread(F fn)
+      : thread_([this, fn = std::move(fn)]() mutable {
+          try {
+            fn();
+          } catch (...) {
+            error_ = std::current_exception();
+          }
+        }) {}
+  ~TestThread() {
+    if (thread_.joinable()) thread_.join();
+  }
+  void join() {
+    thread_.join();
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  std::exception_ptr error_;
+  std::thread thread_;
+};
+
 // Runs argv (argv[0] is a path or found in PATH) with extra environment entries (KEY=VALUE),
 // in `cwd` if given, killing it after timeout_s.
 CmdResult run_cmd(const std::vector<std::string>& argv, const std::vector<std::string>& env = {},

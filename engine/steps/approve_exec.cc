@@ -224,12 +224,7 @@ class ApproveExec : public Exec {
       std::string oj = dump_json(out);
       gate_->finish_row("succeeded", oj, "", "");
       s_->emit(run_, "node.succeeded", path_, attempt, oj);
-      lua_State* L = run_->L();
-      push_json(L, out);
-      output = LuaRef::pop(L);
-      publish_output(output);
-      run_->summary.nodes_succeeded++;
-      finish(Outcome::Succeeded);
+      succeed(out);
       return;
     }
     err = gate_->refuse(a);

@@ -170,12 +170,7 @@ class CallExec : public Exec, public Gate {
       finish_row("succeeded", dump_json(row), {});
       s_->emit(run_, "node.succeeded", path_, attempt_,
                dump_json(json{{"child_run", child_id_}, {"duration_ms", wall_ms() - started_ms_}}));
-      lua_State* L = run_->L();
-      push_json(L, j);
-      output = LuaRef::pop(L);
-      publish_output(output);
-      run_->summary.nodes_succeeded++;
-      finish(Outcome::Succeeded);
+      succeed(j);
       return;
     }
     fail({status == "cancelled" ? "cancelled" : "child_failed",

@@ -211,14 +211,23 @@ class Exec {
     push_json(L, j.is_discarded() ? json::object() : j);
     return LuaRef::pop(L);
   }
-  // Settles the step with the success it has on record (a resumed run): no work is redone.
-  void reuse_success(const NodeRunRow& r) {
-    output = stored_output(r.output);
+  // Settles a node-like step (node, gate, loop, call) as succeeded: `out` is its output, seen
+  // by later steps as ctx.outputs[id]; counted in the run's summary.
+  void succeed(LuaRef out) {
+    output = std::move(out);
     publish_output(output);
     run_->summary.nodes_succeeded++;
+    finish(Outcome::Succeeded);
+  }
+  void succeed(const json& out) {
+    push_json(run_->L(), out);
+    succeed(LuaRef::pop(run_->L()));
+  }
+  // Settles the step with the success it has on record (a resumed run): no work is redone.
+  void reuse_success(const NodeRunRow& r) {
     run_->summary.nodes_reused++;
     s_->notify(run_, "node.reused", path_, r.attempt, "{}");
-    finish(Outcome::Succeeded);
+    succeed(stored_output(r.output));
   }
 
   // Adds the record (JSON) of an artifact to ctx.artifacts under its name.
@@ -339,23 +348,11 @@ class Exec {
 // `prefix`: see Exec::Exec. Children of a step get its path() as their prefix.
 std::unique_ptr<Exec> make_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                 const std::string& prefix);
-// Factories of the concrete kinds (engine/steps/<kind>_exec.cc).
-using ExecFactory = std::unique_ptr<Exec> (*)(StepHost*, Run*, Step*, Exec*, const std::string&);
-std::unique_ptr<Exec> make_node_exec(StepHost* s, Run* run, Step* step, Exec* parent,
-                                     const std::string& prefix);
-std::unique_ptr<Exec> make_seq_exec(StepHost* s, Run* run, Step* step, Exec* parent,
-                                    const std::string& prefix);
-std::unique_ptr<Exec> make_parallel_exec(StepHost* s, Run* run, Step* step, Exec* parent,
-                                         const std::string& prefix);
-std::unique_ptr<Exec> make_branch_exec(StepHost* s, Run* run, Step* step, Exec* parent,
-                                       const std::string& prefix);
-std::unique_ptr<Exec> make_approve_exec(StepHost* s, Run* run, Step* step, Exec* parent,
-                                        const std::string& prefix);
-std::unique_ptr<Exec> make_map_exec(StepHost* s, Run* run, Step* step, Exec* parent,
-                                    const std::string& prefix);
-std::unique_ptr<Exec> make_loop_exec(StepHost* s, Run* run, Step* step, Exec* parent,
-                                     const std::string& prefix);
-std::unique_ptr<Exec> make_call_exec(StepHost* s, Run* run, Step* step, Exec* parent,
-                                     const std::string& prefix);
+// Factories of the concrete kinds (engine/steps/<kind>_exec.cc), all of this one type.
+using ExecFactoryFn = std::unique_ptr<Exec>(StepHost* s, Run* run, Step* step, Exec* parent,
+                                            const std::string& prefix);
+using ExecFactory = ExecFactoryFn*;
+ExecFactoryFn make_node_exec, make_seq_exec, make_parallel_exec, make_branch_exec,
+    make_approve_exec, make_map_exec, make_loop_exec, make_call_exec;
 
 }  // namespace orch

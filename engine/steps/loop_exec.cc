@@ -191,10 +191,7 @@ class LoopExec : public Exec {
       finish(Outcome::Failed);
       return;
     }
-    output = gate_->accept(a, last_);
-    publish_output(output);
-    run_->summary.nodes_succeeded++;
-    finish(Outcome::Succeeded);
+    succeed(gate_->accept(a, last_));
   }
 
   int k_ = 0;

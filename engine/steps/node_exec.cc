@@ -465,12 +465,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     if (!verdict.empty()) d["verdict"] = verdict;
     if (!reason.empty()) d["reason"] = reason;
     s_->emit(run_, "node.succeeded", path_, attempt_, dump_json(d));
-    publish_output(out);
-    output = std::move(out);
-    for (auto& rec : artifacts_) publish_artifact(rec);
-    run_->summary.nodes_succeeded++;
-    release_slot();
-    finish(Outcome::Succeeded);
+    settle_success(std::move(out));
   }
 
   // A verdict of retryable or needs_human_review: the attempt failed, with its output kept.
@@ -590,13 +585,14 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
       return;
     }
     // The accepted output: the last one the node produced, with the review that accepted it.
-    LuaRef out = gate_->accept(a, escalated_.output);
-    publish_output(out);
-    output = std::move(out);
+    settle_success(gate_->accept(a, escalated_.output));
+  }
+
+  // The node's artifacts join ctx.artifacts, its slot is given back, and it succeeds with `out`.
+  void settle_success(LuaRef out) {
     for (auto& rec : artifacts_) publish_artifact(rec);
-    run_->summary.nodes_succeeded++;
     release_slot();
-    finish(Outcome::Succeeded);
+    succeed(std::move(out));
   }
 
   // Reads output.verdict / output.reason (raw: no metamethods) of the table at `idx`.

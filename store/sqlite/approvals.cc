@@ -10,19 +10,8 @@ namespace {
 
 ApprovalRow read_approval(const Stmt& st) {
   ApprovalRow a;
-  a.run_id = st.col_text(0);
-  a.node_id = st.col_text(1);
-  a.status = st.col_text(2);
-  a.message = st.col_text(3);
-  a.approvers = st.col_text(4);
-  a.requested_at = st.col_int64(5);
-  a.timeout_at = st.col_int64(6);
-  a.on_timeout = st.col_text(7);
-  a.decided_by = st.col_text(8);
-  a.decided_at = st.col_int64(9);
-  a.comment = st.col_text(10);
-  a.run_attempt = st.col_int(11);
-  a.kind = st.col_text(12);
+  st.read_all(a.run_id, a.node_id, a.status, a.message, a.approvers, a.requested_at, a.timeout_at,
+              a.on_timeout, a.decided_by, a.decided_at, a.comment, a.run_attempt, a.kind);
   return a;
 }
 
@@ -36,15 +25,8 @@ void SqliteStore::insert_approval(const ApprovalRow& a) {
   if (!begin()) return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, a.run_id);
-  st.bind_text(2, a.node_id);
-  st.bind_text(3, a.message);
-  st.bind_text(4, a.approvers);
-  st.bind_int(5, a.requested_at);
-  st.bind_int(6, a.timeout_at, true);
-  st.bind_text(7, a.on_timeout);
-  st.bind_int(8, a.run_attempt);
-  st.bind_text(9, a.kind);
+  st.bind_all(a.run_id, a.node_id, a.message, a.approvers, a.requested_at, or_null(a.timeout_at),
+              a.on_timeout, a.run_attempt, a.kind);
   if (st.step_write() != SQLITE_DONE) fail("insert approval " + a.node_id);
 }
 
@@ -88,13 +70,7 @@ bool SqliteStore::decide_approval(const std::string& run_id, const std::string& 
       "(SELECT 1 FROM runs WHERE id=?1 AND attempts=?7 AND "
       "status IN ('queued','running','awaiting_approval'))");
   if (!st) return false;
-  st.bind_text(1, run_id);
-  st.bind_text(2, node_id);
-  st.bind_text(3, status.view());
-  st.bind_text(4, by);
-  st.bind_text(5, comment);
-  st.bind_int(6, now);
-  st.bind_int(7, run_attempt);
+  st.bind_all(run_id, node_id, status.view(), by, comment, now, run_attempt);
   bool ok = st.step_write() == SQLITE_DONE && db_.changes() == 1;
   commit();
   return ok;

@@ -10,14 +10,7 @@ int64_t SqliteStore::insert_artifact(const ArtifactRow& a) {
   if (!begin()) return 0;
   Stmt st = db_.prepare(kSql);
   if (!st) return 0;
-  st.bind_text(1, a.run_id);
-  st.bind_text(2, a.node_id);
-  st.bind_int(3, a.attempt);
-  st.bind_text(4, a.path);
-  st.bind_text(5, a.kind);
-  st.bind_int(6, a.size);
-  st.bind_text(7, a.sha256);
-  st.bind_int(8, a.created_at);
+  st.bind_all(a.run_id, a.node_id, a.attempt, a.path, a.kind, a.size, a.sha256, a.created_at);
   if (st.step_write() != SQLITE_DONE) {
     fail("insert artifact " + a.path);
     return 0;
@@ -33,11 +26,7 @@ void SqliteStore::insert_artifact_use(int64_t artifact_id, const std::string& ru
   if (!begin()) return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_int(1, artifact_id);
-  st.bind_text(2, run_id);
-  st.bind_text(3, node_id);
-  st.bind_int(4, attempt);
-  st.bind_int(5, now);
+  st.bind_all(artifact_id, run_id, node_id, attempt, now);
   if (st.step_write() != SQLITE_DONE) fail("insert artifact use " + node_id);
 }
 
@@ -52,15 +41,8 @@ std::vector<ArtifactRow> SqliteStore::artifacts(const std::string& run_id) {
   st.bind_text(1, run_id);
   while (st.next()) {
     ArtifactRow a;
-    a.id = st.col_int64(0);
-    a.run_id = st.col_text(1);
-    a.node_id = st.col_text(2);
-    a.attempt = st.col_int(3);
-    a.path = st.col_text(4);
-    a.kind = st.col_text(5);
-    a.size = st.col_int64(6);
-    a.sha256 = st.col_text(7);
-    a.created_at = st.col_int64(8);
+    st.read_all(a.id, a.run_id, a.node_id, a.attempt, a.path, a.kind, a.size, a.sha256,
+                a.created_at);
     std::string uses = st.col_text(9);
     for (size_t i = 0; i < uses.size();) {
       size_t j = uses.find(' ', i);

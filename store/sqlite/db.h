@@ -5,7 +5,9 @@
 #pragma once
 #include <sqlite3.h>
 
+#include <concepts>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -16,6 +18,31 @@ namespace orch {
 
 struct StoreOptions;
 class Db;
+
+// Markers for Stmt::bind_all: a number bound as NULL when it is 0 (a time not set yet, an
+// optional id), and text bound as '' when it is empty (text is NULL when empty otherwise).
+struct NullIfZero {
+  int64_t v;
+};
+inline NullIfZero or_null(int64_t v) {
+  return {v};
+}
+struct KeepEmpty {
+  std::string_view s;
+};
+inline KeepEmpty keep_empty(std::string_view s) {
+  return {s};
+}
+// For Stmt::bind_all: NULL when `cond` holds, else v.
+template <class T>
+std::optional<T> null_if(bool cond, T v) {
+  return cond ? std::nullopt : std::optional<T>(std::move(v));
+}
+// A status (StatusOf<E>): bound and read as its name.
+template <class T>
+concept NamedValue = requires(const T& t) {
+  { t.view() } -> std::convertible_to<std::string_view>;
+};
 
 // A statement from the cache, reset (and its bindings cleared) when it goes out of scope, so
 // that no read transaction stays open behind a half-read result. The binds of a write keep
@@ -33,6 +60,14 @@ class Stmt {
   void bind_text(int i, std::string_view s, bool null_if_empty = true);
   void bind_int(int i, int64_t v, bool null_if_zero = false);
   void bind_null(int i);
+  // Binds ?1, ?2, ... in this order, each by its type: text (NULL when empty), a number, a bool
+  // (0/1), a status (its name), an optional (NULL when empty), or_null(n), keep_empty(s),
+  // nullptr (NULL). The columns of a write are listed once, in the SQL, and once here.
+  template <class... Ts>
+  void bind_all(const Ts&... values) {
+    int i = 1;
+    (bind_value(i++, values), ...);
+  }
 
   // A read: SQLITE_ROW, SQLITE_DONE or an error code.
   int step() { return sqlite3_step(st_); }
@@ -45,6 +80,45 @@ class Stmt {
   int64_t col_int64(int i) const { return sqlite3_column_int64(st_, i); }
   int col_int(int i) const { return sqlite3_column_int(st_, i); }
   bool col_bool(int i) const { return sqlite3_column_int(st_, i) != 0; }
+  // Reads columns 0, 1, ... of the current row into these fields, each by its type (NULL reads
+  // as "" or 0).
+  template <class... Ts>
+  void read_all(Ts&... fields) const {
+    int i = 0;
+    (read_value(i++, fields), ...);
+  }
+
+ private:
+  void bind_value(int i, std::string_view s) { bind_text(i, s); }
+  void bind_value(int i, KeepEmpty v) { bind_text(i, v.s, false); }
+  void bind_value(int i, NullIfZero v) { bind_int(i, v.v, true); }
+  void bind_value(int i, bool v) { bind_int(i, v ? 1 : 0); }
+  void bind_value(int i, std::nullptr_t) { bind_null(i); }
+  template <std::integral T>
+  void bind_value(int i, T v) {
+    bind_int(i, static_cast<int64_t>(v));
+  }
+  template <NamedValue T>
+  void bind_value(int i, const T& v) {
+    bind_text(i, v.view());
+  }
+  template <class T>
+  void bind_value(int i, const std::optional<T>& v) {
+    if (v)
+      bind_value(i, *v);
+    else
+      bind_null(i);
+  }
+  void read_value(int i, std::string& out) const { out = col_text(i); }
+  void read_value(int i, bool& out) const { out = col_bool(i); }
+  template <std::integral T>
+  void read_value(int i, T& out) const {
+    out = static_cast<T>(col_int64(i));
+  }
+  template <NamedValue T>
+  void read_value(int i, T& out) const {
+    out = col_text(i);
+  }
 
  private:
   Db* db_;

@@ -36,10 +36,7 @@ std::optional<std::string> SqliteStore::claim_delivery(const std::string& pipeli
     *err = db_.error();
     return std::nullopt;
   }
-  st.bind_text(1, pipeline, false);
-  st.bind_text(2, delivery_id, false);
-  st.bind_text(3, run_id, false);
-  st.bind_int(4, now);
+  st.bind_all(keep_empty(pipeline), keep_empty(delivery_id), keep_empty(run_id), now);
   int rc = st.step_write();
   if (rc == SQLITE_ROW) {
     std::string recorded = st.col_text(0);
@@ -65,9 +62,7 @@ void SqliteStore::release_delivery(const std::string& pipeline, const std::strin
   if (!begin()) return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, pipeline, false);
-  st.bind_text(2, delivery_id, false);
-  st.bind_text(3, run_id, false);
+  st.bind_all(keep_empty(pipeline), keep_empty(delivery_id), keep_empty(run_id));
   if (st.step_write() != SQLITE_DONE) fail("release webhook delivery");
 }
 
@@ -79,9 +74,7 @@ void SqliteStore::count_duplicate_delivery(const std::string& pipeline,
   if (!begin()) return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, pipeline, false);
-  st.bind_text(2, delivery_id, false);
-  st.bind_int(3, now);
+  st.bind_all(keep_empty(pipeline), keep_empty(delivery_id), now);
   if (st.step_write() != SQLITE_DONE) fail("count duplicate delivery");
 }
 

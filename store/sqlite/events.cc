@@ -10,20 +10,8 @@ int64_t SqliteStore::insert_event(const Event& e) {
   if (!begin()) return 0;
   Stmt st = db_.prepare(kSql);
   if (!st) return 0;
-  st.bind_text(1, e.run_id);
-  st.bind_text(2, e.trace_id);
-  st.bind_int(3, e.ts);
-  st.bind_text(4, e.kind);
-  st.bind_text(5, e.pipeline);
-  st.bind_int(6, e.version);
-  st.bind_text(7, e.node);
-  if (e.node.empty())
-    st.bind_null(8);
-  else
-    st.bind_int(8, e.attempt);
-  st.bind_text(9, e.data);
-  st.bind_int(10, e.incident_id, true);
-  st.bind_text(11, e.fingerprint);
+  st.bind_all(e.run_id, e.trace_id, e.ts, e.kind, e.pipeline, e.version, e.node,
+              null_if(e.node.empty(), e.attempt), e.data, or_null(e.incident_id), e.fingerprint);
   if (st.step_write() != SQLITE_DONE) {
     fail("insert event " + e.kind);
     return 0;
@@ -53,18 +41,8 @@ std::vector<Event> SqliteStore::events_after(int64_t after_id, const std::string
   st.bind_int(4, limit > 0 ? limit : -1);
   while (st.next()) {
     Event e;
-    e.id = st.col_int64(0);
-    e.ts = st.col_int64(1);
-    e.kind = st.col_text(2);
-    e.run_id = st.col_text(3);
-    e.trace_id = st.col_text(4);
-    e.pipeline = st.col_text(5);
-    e.version = st.col_int(6);
-    e.node = st.col_text(7);
-    e.attempt = st.col_int(8);
-    e.data = st.col_text(9);
-    e.incident_id = st.col_int64(10);
-    e.fingerprint = st.col_text(11);
+    st.read_all(e.id, e.ts, e.kind, e.run_id, e.trace_id, e.pipeline, e.version, e.node, e.attempt,
+                e.data, e.incident_id, e.fingerprint);
     out.push_back(std::move(e));
   }
   return out;

@@ -12,21 +12,9 @@ constexpr const char* kIncidentStatuses[] = {"firing", "resolved"};
 
 IncidentRow read_incident(const Stmt& st) {
   IncidentRow r;
-  r.id = st.col_int64(0);
-  r.fingerprint = st.col_text(1);
-  r.title = st.col_text(2);
-  r.severity = st.col_text(3);
-  r.status = st.col_text(4);
-  r.source = st.col_text(5);
-  r.labels = st.col_text(6);
-  r.annotations = st.col_text(7);
-  r.starts_at = st.col_text(8);
-  r.ends_at = st.col_text(9);
-  r.first_seen = st.col_int64(10);
-  r.last_seen = st.col_int64(11);
-  r.count = st.col_int64(12);
-  r.resolved_at = st.col_int64(13);
-  r.last_run_id = st.col_text(14);
+  st.read_all(r.id, r.fingerprint, r.title, r.severity, r.status, r.source, r.labels, r.annotations,
+              r.starts_at, r.ends_at, r.first_seen, r.last_seen, r.count, r.resolved_at,
+              r.last_run_id);
   return r;
 }
 
@@ -87,16 +75,8 @@ std::vector<IncidentRow> SqliteStore::record_incidents(const std::vector<Inciden
           "ELSE NULL END, last_run_id=?12 WHERE id=?1";
       Stmt st = db_.prepare(kUpd);
       if (!st) return {};
-      st.bind_int(1, cur->id);
-      st.bind_text(2, a.title);
-      st.bind_text(3, a.severity);
-      st.bind_text(4, a.status);
-      st.bind_text(5, a.source);
-      st.bind_text(6, a.labels);
-      st.bind_text(7, a.annotations);
-      st.bind_text(8, a.starts_at);
-      st.bind_text(9, a.ends_at);
-      st.bind_int(10, now);
+      st.bind_all(cur->id, a.title, a.severity, a.status, a.source, a.labels, a.annotations,
+                  a.starts_at, a.ends_at, now);
       st.bind_int(11, resolved ? 0 : 1);  // a resolution closes; it is not another firing
       st.bind_text(12, run_id);
       ok = step(st);
@@ -107,18 +87,8 @@ std::vector<IncidentRow> SqliteStore::record_incidents(const std::vector<Inciden
           "last_run_id) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?10,1,?11,?12)";
       Stmt st = db_.prepare(kIns);
       if (!st) return {};
-      st.bind_text(1, a.fingerprint);
-      st.bind_text(2, a.title);
-      st.bind_text(3, a.severity);
-      st.bind_text(4, a.status);
-      st.bind_text(5, a.source);
-      st.bind_text(6, a.labels);
-      st.bind_text(7, a.annotations);
-      st.bind_text(8, a.starts_at);
-      st.bind_text(9, a.ends_at);
-      st.bind_int(10, now);
-      st.bind_int(11, resolved ? now : 0, true);
-      st.bind_text(12, run_id);
+      st.bind_all(a.fingerprint, a.title, a.severity, a.status, a.source, a.labels, a.annotations,
+                  a.starts_at, a.ends_at, now, or_null(resolved ? now : 0), run_id);
       ok = step(st);
     }
     std::optional<IncidentRow> row = ok ? incident(a.fingerprint) : std::nullopt;
@@ -132,13 +102,7 @@ std::vector<IncidentRow> SqliteStore::record_incidents(const std::vector<Inciden
         "recorded_at) VALUES(?1,?2,?3,?4,?5,?6,?7)";
     Stmt st = db_.prepare(kLink);
     if (!st) return {};
-    st.bind_int(1, row->id);
-    st.bind_text(2, run_id);
-    st.bind_text(3, node_id);
-    st.bind_int(4, attempt);
-    st.bind_text(5, a.status);
-    st.bind_int(6, row->is_new ? 1 : 0);
-    st.bind_int(7, now);
+    st.bind_all(row->id, run_id, node_id, attempt, a.status, row->is_new ? 1 : 0, now);
     if (!(ok = step(st))) break;
     out.push_back(std::move(*row));
   }
@@ -159,9 +123,7 @@ void SqliteStore::set_run_incident(const std::string& run_id, int64_t incident_i
   if (!begin()) return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, run_id);
-  st.bind_int(2, incident_id);
-  st.bind_text(3, fingerprint);
+  st.bind_all(run_id, incident_id, fingerprint);
   if (st.step_write() != SQLITE_DONE) fail("set run incident " + run_id);
 }
 

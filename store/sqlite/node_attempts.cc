@@ -16,22 +16,9 @@ std::string attempt_key(const std::string& run_id, const std::string& node_id, i
 }
 
 void bind_node_end(Stmt& st, const NodeRunRow& r) {
-  st.bind_text(1, r.run_id);
-  st.bind_text(2, r.node_id);
-  st.bind_int(3, r.attempt);
-  st.bind_text(4, r.status.view());
-  st.bind_int(5, r.finished_at);
-  st.bind_int(6, r.duration_ms);
-  st.bind_text(7, r.output);
-  st.bind_text(8, r.error_type);
-  st.bind_text(9, r.error_message);
-  st.bind_text(10, r.traceback);
-  if (r.error_type.empty())
-    st.bind_null(11);
-  else
-    st.bind_int(11, r.retryable ? 1 : 0);
-  st.bind_text(12, r.verdict);
-  st.bind_text(13, r.verdict_reason);
+  st.bind_all(r.run_id, r.node_id, r.attempt, r.status.view(), r.finished_at, r.duration_ms,
+              r.output, r.error_type, r.error_message, r.traceback,
+              null_if(r.error_type.empty(), r.retryable ? 1 : 0), r.verdict, r.verdict_reason);
 }
 
 }  // namespace
@@ -53,13 +40,7 @@ void SqliteStore::write_attempt(const PendingAttempt& a) {
       "run_attempt) VALUES(?1,?2,?3,?4,'running',?5,?6,?7)";
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, a.run_id);
-  st.bind_text(2, a.node_id);
-  st.bind_int(3, a.attempt);
-  st.bind_text(4, a.kind);
-  st.bind_int(5, a.started_at);
-  st.bind_int(6, a.seq);
-  st.bind_int(7, a.run_attempt);
+  st.bind_all(a.run_id, a.node_id, a.attempt, a.kind, a.started_at, a.seq, a.run_attempt);
   if (st.step_write() != SQLITE_DONE) fail("insert node attempt " + a.node_id);
 }
 
@@ -120,19 +101,9 @@ void SqliteStore::insert_node_final(const NodeRunRow& r) {
     return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, r.run_id);
-  st.bind_text(2, r.node_id);
-  st.bind_int(3, r.attempt);
-  st.bind_text(4, r.kind.empty() ? std::string("body") : r.kind);
-  st.bind_text(5, r.status.view());
-  st.bind_int(6, r.started_at);
-  st.bind_int(7, r.finished_at);
-  st.bind_int(8, r.duration_ms);
-  st.bind_text(9, r.output);
-  st.bind_text(10, r.error_type);
-  st.bind_text(11, r.error_message);
-  st.bind_int(12, static_cast<int64_t>(++node_seq_));
-  st.bind_int(13, r.run_attempt);
+  st.bind_all(r.run_id, r.node_id, r.attempt, r.kind.empty() ? std::string("body") : r.kind,
+              r.status.view(), r.started_at, r.finished_at, r.duration_ms, r.output, r.error_type,
+              r.error_message, static_cast<int64_t>(++node_seq_), r.run_attempt);
   if (st.step_write() != SQLITE_DONE) fail("insert node row " + r.node_id);
 }
 
@@ -167,22 +138,9 @@ std::vector<NodeRunRow> SqliteStore::node_runs(const std::string& run_id) {
   st.bind_text(1, run_id);
   while (st.next()) {
     NodeRunRow r;
-    r.run_id = st.col_text(0);
-    r.node_id = st.col_text(1);
-    r.attempt = st.col_int(2);
-    r.kind = st.col_text(3);
-    r.status = st.col_text(4);
-    r.started_at = st.col_int64(5);
-    r.finished_at = st.col_int64(6);
-    r.duration_ms = st.col_int64(7);
-    r.output = st.col_text(8);
-    r.error_type = st.col_text(9);
-    r.error_message = st.col_text(10);
-    r.traceback = st.col_text(11);
-    r.retryable = st.col_bool(12);
-    r.run_attempt = st.col_int(13);
-    r.verdict = st.col_text(14);
-    r.verdict_reason = st.col_text(15);
+    st.read_all(r.run_id, r.node_id, r.attempt, r.kind, r.status, r.started_at, r.finished_at,
+                r.duration_ms, r.output, r.error_type, r.error_message, r.traceback, r.retryable,
+                r.run_attempt, r.verdict, r.verdict_reason);
     out.push_back(std::move(r));
   }
   return out;

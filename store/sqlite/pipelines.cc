@@ -33,20 +33,14 @@ std::optional<DefinitionRow> SqliteStore::upsert_definition(const std::string& n
     find.bind_text(1, name);
     find.bind_text(2, sha256);
     if (find.step() == SQLITE_ROW) {
-      d.id = find.col_int64(0);
-      d.version = find.col_int(1);
-      d.loaded_at = find.col_int64(2);
+      find.read_all(d.id, d.version, d.loaded_at);
       definitions_seen_[key] = d;
       return d;
     }
   }
   Stmt st = db_.prepare(kIns);
   if (!st) return std::nullopt;
-  st.bind_text(1, name);
-  st.bind_text(2, sha256);
-  st.bind_text(3, source, false);
-  st.bind_text(4, path);
-  st.bind_int(5, now);
+  st.bind_all(name, sha256, keep_empty(source), path, now);
   if (st.step_write() != SQLITE_ROW) {
     fail("insert definition");
     return std::nullopt;
@@ -78,12 +72,7 @@ std::vector<DefinitionRow> SqliteStore::definitions(const std::string& name) {
   st.bind_text(1, name, false);
   while (st.next()) {
     DefinitionRow d;
-    d.id = st.col_int64(0);
-    d.name = st.col_text(1);
-    d.version = st.col_int(2);
-    d.sha256 = st.col_text(3);
-    d.path = st.col_text(4);
-    d.loaded_at = st.col_int64(5);
+    st.read_all(d.id, d.name, d.version, d.sha256, d.path, d.loaded_at);
     out.push_back(std::move(d));
   }
   return out;
@@ -97,13 +86,8 @@ void SqliteStore::insert_load(const LoadRow& l) {
     return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, l.name);
-  st.bind_text(2, l.path, false);
-  st.bind_int(3, l.at);
-  st.bind_text(4, l.outcome, false);
-  st.bind_int(5, l.version, true);
-  st.bind_text(6, l.sha256);
-  st.bind_text(7, l.error);
+  st.bind_all(l.name, keep_empty(l.path), l.at, keep_empty(l.outcome), or_null(l.version), l.sha256,
+              l.error);
   if (st.step_write() != SQLITE_DONE) fail("insert pipeline load");
 }
 
@@ -123,14 +107,7 @@ std::vector<LoadRow> SqliteStore::loads(const std::string& name, const std::stri
   st.bind_int(3, limit > 0 ? limit : -1);
   while (st.next()) {
     LoadRow l;
-    l.id = st.col_int64(0);
-    l.name = st.col_text(1);
-    l.path = st.col_text(2);
-    l.at = st.col_int64(3);
-    l.outcome = st.col_text(4);
-    l.version = st.col_int(5);
-    l.sha256 = st.col_text(6);
-    l.error = st.col_text(7);
+    st.read_all(l.id, l.name, l.path, l.at, l.outcome, l.version, l.sha256, l.error);
     out.push_back(std::move(l));
   }
   return out;
@@ -155,9 +132,7 @@ void SqliteStore::set_schedule_fire(const std::string& pipeline, const std::stri
   if (!begin()) return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, pipeline, false);
-  st.bind_text(2, schedule, false);
-  st.bind_int(3, at);
+  st.bind_all(keep_empty(pipeline), keep_empty(schedule), at);
   if (st.step_write() != SQLITE_DONE) fail("record schedule fire");
 }
 

@@ -10,15 +10,8 @@ void SqliteStore::insert_process(const ProcessRow& p) {
   if (!begin()) return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, p.run_id);
-  st.bind_text(2, p.node_id);
-  st.bind_int(3, p.attempt);
-  st.bind_int(4, p.run_attempt);
-  st.bind_int(5, p.pgid);
-  st.bind_text(6, p.identity);
-  st.bind_text(7, p.command);
-  st.bind_int(8, p.owner_pid);
-  st.bind_int(9, p.started_at);
+  st.bind_all(p.run_id, p.node_id, p.attempt, p.run_attempt, p.pgid, p.identity, p.command,
+              p.owner_pid, p.started_at);
   if (st.step_write() != SQLITE_DONE) fail("record process group " + std::to_string(p.pgid));
 }
 
@@ -30,11 +23,7 @@ void SqliteStore::end_process(const std::string& run_id, int64_t pgid, const std
   if (!begin()) return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, run_id);
-  st.bind_int(2, pgid);
-  st.bind_text(3, identity);
-  st.bind_int(4, now);
-  st.bind_text(5, how);
+  st.bind_all(run_id, pgid, identity, now, how);
   if (st.step_write() != SQLITE_DONE) fail("end process group " + std::to_string(pgid));
 }
 
@@ -48,15 +37,8 @@ std::vector<ProcessRow> SqliteStore::open_processes(const std::string& run_id) {
   st.bind_text(1, run_id);
   while (st.next()) {
     ProcessRow p;
-    p.run_id = st.col_text(0);
-    p.node_id = st.col_text(1);
-    p.attempt = st.col_int(2);
-    p.run_attempt = st.col_int(3);
-    p.pgid = st.col_int64(4);
-    p.identity = st.col_text(5);
-    p.command = st.col_text(6);
-    p.owner_pid = st.col_int64(7);
-    p.started_at = st.col_int64(8);
+    st.read_all(p.run_id, p.node_id, p.attempt, p.run_attempt, p.pgid, p.identity, p.command,
+                p.owner_pid, p.started_at);
     out.push_back(std::move(p));
   }
   return out;

@@ -11,33 +11,11 @@ namespace orch {
 
 RunRow read_run(const Stmt& st) {
   RunRow r;
-  r.id = st.col_text(0);
-  r.trace_id = st.col_text(1);
-  r.pipeline = st.col_text(2);
-  r.version = st.col_int(3);
-  r.status = st.col_text(4);
-  r.source = st.col_text(5);
-  r.environment = st.col_text(6);
-  r.input = st.col_text(7);
-  r.output = st.col_text(8);
-  r.error_type = st.col_text(9);
-  r.error_message = st.col_text(10);
-  r.error_node = st.col_text(11);
-  r.retryable = st.col_bool(12);
-  r.attempts = st.col_int(13);
-  r.created_at = st.col_int64(14);
-  r.started_at = st.col_int64(15);
-  r.finished_at = st.col_int64(16);
-  r.parent_run = st.col_text(17);
-  r.idempotency_key = st.col_text(18);
-  r.owner_pid = st.col_int64(19);
-  r.cancel_requested_at = st.col_int64(20);
-  r.cancel_reason = st.col_text(21);
-  r.parent_node = st.col_text(22);
-  r.workspace = st.col_text(23);
-  r.incident_id = st.col_int64(24);
-  r.fingerprint = st.col_text(25);
-  r.owner_start = st.col_text(26);
+  st.read_all(r.id, r.trace_id, r.pipeline, r.version, r.status, r.source, r.environment, r.input,
+              r.output, r.error_type, r.error_message, r.error_node, r.retryable, r.attempts,
+              r.created_at, r.started_at, r.finished_at, r.parent_run, r.idempotency_key,
+              r.owner_pid, r.cancel_requested_at, r.cancel_reason, r.parent_node, r.workspace,
+              r.incident_id, r.fingerprint, r.owner_start);
   return r;
 }
 
@@ -51,23 +29,10 @@ void SqliteStore::insert_run(const RunRow& r, bool* duplicate) {
     return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, r.id);
-  st.bind_text(2, r.trace_id);
-  st.bind_text(3, r.pipeline);
-  st.bind_int(4, r.version);
-  st.bind_text(5, r.status.view());
-  st.bind_text(6, r.source);
-  st.bind_text(7, r.environment);
-  st.bind_text(8, r.input);
-  st.bind_int(9, r.attempts);
-  st.bind_int(10, r.created_at);
-  st.bind_int(11, r.started_at, true);
-  st.bind_text(12, r.parent_run);
-  st.bind_text(13, r.idempotency_key);
-  st.bind_int(14, r.owner_pid, true);
-  st.bind_text(15, r.parent_node);
-  st.bind_text(16, r.workspace);
-  st.bind_text(17, r.owner_pid == getpid() ? self_identity() : r.owner_start);
+  st.bind_all(r.id, r.trace_id, r.pipeline, r.version, r.status.view(), r.source, r.environment,
+              r.input, r.attempts, r.created_at, or_null(r.started_at), r.parent_run,
+              r.idempotency_key, or_null(r.owner_pid), r.parent_node, r.workspace,
+              r.owner_pid == getpid() ? self_identity() : r.owner_start);
   int rc = st.step_write();
   if (rc == SQLITE_CONSTRAINT_UNIQUE && duplicate && !r.idempotency_key.empty()) {
     *duplicate = true;
@@ -86,9 +51,7 @@ void SqliteStore::set_run_status(const std::string& run_id, const RunStatusValue
     return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, run_id);
-  st.bind_text(2, status.view());
-  st.bind_int(3, ts);
+  st.bind_all(run_id, status.view(), ts);
   if (st.step_write() != SQLITE_DONE) fail("update run " + run_id);
 }
 
@@ -104,17 +67,8 @@ void SqliteStore::finish_run(const std::string& run_id, const RunStatusValue& st
     return;
   Stmt st = db_.prepare(kSql);
   if (!st) return;
-  st.bind_text(1, run_id);
-  st.bind_text(2, status.view());
-  st.bind_text(3, output);
-  st.bind_text(4, error_type);
-  st.bind_text(5, error_message);
-  st.bind_text(6, error_node);
-  if (error_type.empty())
-    st.bind_null(7);
-  else
-    st.bind_int(7, retryable ? 1 : 0);
-  st.bind_int(8, finished_at);
+  st.bind_all(run_id, status.view(), output, error_type, error_message, error_node,
+              null_if(error_type.empty(), retryable ? 1 : 0), finished_at);
   if (st.step_write() != SQLITE_DONE) {
     fail("finish run " + run_id);
     return;
@@ -125,9 +79,7 @@ void SqliteStore::finish_run(const std::string& run_id, const RunStatusValue& st
       "comment=?3 WHERE run_id=?1 AND status='waiting'";
   Stmt cl = db_.prepare(kClose);
   if (!cl) return;
-  cl.bind_text(1, run_id);
-  cl.bind_int(2, finished_at);
-  cl.bind_text(3, "the run was " + status.str());
+  cl.bind_all(run_id, finished_at, "the run was " + status.str());
   if (cl.step_write() != SQLITE_DONE) fail("close gates of " + run_id);
 }
 
@@ -145,10 +97,8 @@ std::vector<bool> SqliteStore::claim_runs(const std::vector<std::pair<std::strin
       fail("claim run " + runs[i].first);
       break;
     }
-    st.bind_text(1, runs[i].first);
-    st.bind_int(2, runs[i].second);
-    st.bind_int(3, new_owner);
-    st.bind_text(4, new_owner == getpid() ? self_identity() : std::string());
+    st.bind_all(runs[i].first, runs[i].second, new_owner,
+                new_owner == getpid() ? self_identity() : std::string());
     out[i] = st.step_write() == SQLITE_DONE && db_.changes() == 1;
   }
   commit();
@@ -164,9 +114,7 @@ bool SqliteStore::request_cancel(const std::string& run_id, const std::string& r
       "UPDATE runs SET cancel_requested_at=?2, cancel_reason=?3 WHERE id=?1 AND status IN "
       "('queued','running','awaiting_approval')");
   if (!st) return false;
-  st.bind_text(1, run_id);
-  st.bind_int(2, now);
-  st.bind_text(3, reason);
+  st.bind_all(run_id, now, reason);
   bool ok = st.step_write() == SQLITE_DONE && db_.changes() == 1;
   commit();
   return ok;
@@ -192,9 +140,7 @@ bool SqliteStore::cancel_orphan_run(const RunRow& run, const std::string& reason
       "UPDATE node_runs SET status='cancelled', error_type='cancelled', error_message=?2, "
       "finished_at=?3, duration_ms=?3-started_at WHERE run_id=?1 AND status='running'");
   if (!st) return false;
-  st.bind_text(1, run.id);
-  st.bind_text(2, reason);
-  st.bind_int(3, now);
+  st.bind_all(run.id, reason, now);
   if (st.step_write() != SQLITE_DONE) fail("cancel node attempts of " + run.id);
   finish_run(run.id, "cancelled", "", "cancelled", reason, "", true, now);
   insert_event(
@@ -214,10 +160,7 @@ bool SqliteStore::begin_run_attempt(const std::string& run_id, int64_t owner, in
       "cancel_requested_at=NULL, cancel_reason=NULL, started_at=?3 "
       "WHERE id=?1 AND status IN ('failed','cancelled')");
   if (!st) return false;
-  st.bind_text(1, run_id);
-  st.bind_int(2, owner);
-  st.bind_int(3, now);
-  st.bind_text(4, owner == getpid() ? self_identity() : std::string());
+  st.bind_all(run_id, owner, now, owner == getpid() ? self_identity() : std::string());
   bool ok = st.step_write() == SQLITE_DONE && db_.changes() == 1;
   commit();
   return ok;

@@ -45,9 +45,7 @@ bool SqliteStore::try_acquire_slot(const std::string& key, int limit, const std:
     fail("read concurrency key " + key);
     return false;
   }
-  q.bind_text(1, key);
-  q.bind_text(2, run_id);
-  q.bind_text(3, node_id, false);
+  q.bind_all(key, run_id, keep_empty(node_id));
   bool got = false;
   if (q.step() == SQLITE_ROW) {
     int held = q.col_int(0);
@@ -60,10 +58,7 @@ bool SqliteStore::try_acquire_slot(const std::string& key, int limit, const std:
           "UPDATE concurrency_slots SET acquired_at=?3, owner_pid=?4 WHERE run_id=?1 AND "
           "node_id=?2");
       if (up) {
-        up.bind_text(1, run_id);
-        up.bind_text(2, node_id, false);
-        up.bind_int(3, now);
-        up.bind_int(4, owner_pid);
+        up.bind_all(run_id, keep_empty(node_id), now, owner_pid);
         got = up.step_write() == SQLITE_DONE;
       }
     }

@@ -846,6 +846,7 @@ return o.pipeline "slow" {
 }
 )");
   std::string out = tmp.file("out.txt"), err = tmp.file("err.txt");
+  const ExecImage image({orchrun_bin(), file, "--db", db, "--progress", "plain"}, {"NO_COLOR=1"});
   auto start = std::chrono::steady_clock::now();
   pid_t pid = fork();
   REQUIRE(pid >= 0);
@@ -856,11 +857,7 @@ return o.pipeline "slow" {
     dup2(n, 0);
     dup2(o, 1);
     dup2(e, 2);
-    putenv(const_cast<char*>("NO_COLOR=1"));
-    std::string bin = orchrun_bin();
-    execl(bin.c_str(), bin.c_str(), file.c_str(), "--db", db.c_str(), "--progress", "plain",
-          static_cast<char*>(nullptr));
-    _exit(127);
+    image.exec();
   }
   // Whatever happens below, do not leave the child behind.
   struct Reaper {

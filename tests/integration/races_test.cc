@@ -55,8 +55,8 @@ TEST_CASE("approve racing retry of a cancelled gate run: landed on the live atte
     HttpReply retry, approve;
     CmdResult cli;
     bool by_cli = round % 2 == 1;
-    std::thread t1([&] { retry = srv.post("/api/runs/" + id + "/retry"); });
-    std::thread t2([&] {
+    TestThread t1([&] { retry = srv.post("/api/runs/" + id + "/retry"); });
+    TestThread t2([&] {
       if (by_cli)
         cli = orchrun({"approve", id, "deploy", "--as", "alice"}, db);
       else

@@ -165,15 +165,12 @@ return o.pipeline 'stuck' {
   std::vector<std::string> argv{
       orchrun_bin(), d.file("stuck.lua"), "--db", d.file("s.db"), "--allow",
       "ffi",         "--progress",        "none"};
+  const ExecImage image(argv);
   pid_t pid = fork();
   REQUIRE(pid >= 0);
   if (pid == 0) {
     if (chdir(d.path().c_str()) != 0) _exit(127);
-    std::vector<char*> av;
-    for (auto& a : argv) av.push_back(a.data());
-    av.push_back(nullptr);
-    execv(av[0], av.data());
-    _exit(127);
+    image.exec();
   }
   REQUIRE(eventually([&] { return !read_file(d.file("child.pid")).empty(); }, 10000));
   std::this_thread::sleep_for(std::chrono::milliseconds(800));  // block is in read(2) now

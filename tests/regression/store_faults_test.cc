@@ -113,10 +113,10 @@ return o.pipeline "x" {
   for (int i = 0; i < kDeliveries; i++) {
     std::string id = "d-" + std::to_string(i);
     std::string body = R"({"n":)" + std::to_string(i) + "}";
-    std::thread ta([&, id, body, i] {
+    TestThread ta([&, id, body, i] {
       from_a[i] = http_request(a.port(), "POST", "/hooks/x", body, {{"X-Delivery", id}}, 15000);
     });
-    std::thread tb([&, id, body, i] {
+    TestThread tb([&, id, body, i] {
       from_b[i] = http_request(b.port(), "POST", "/hooks/x", body, {{"X-Delivery", id}}, 15000);
     });
     ta.join();
