@@ -113,6 +113,13 @@ std::string default_db_path() {
   return ".orchrun/orchrun.db";
 }
 
+bool load_options(const Args& a, LoadOptions* lo) {
+  std::string err;
+  if (sandbox_from(a, &lo->sandbox, &err)) return true;
+  fprintf(stderr, "orchrun: %s\n", err.c_str());
+  return false;
+}
+
 bool sandbox_from(const Args& a, SandboxOptions* sb, std::string* err) {
   std::string allow = a.get("--allow");
   if (allow.empty()) {

@@ -11,6 +11,7 @@
 #include "cli/format.h"
 #include "engine/control.h"
 #include "engine/graph.h"
+#include "engine/pipeline_loader.h"
 #include "store/store.h"
 
 namespace orch::cli {
@@ -37,6 +38,9 @@ struct Args {
 Args parse_args(int argc, char** argv);
 std::string default_db_path();
 bool sandbox_from(const Args& a, SandboxOptions* sb, std::string* err);
+// The options pipelines load with (--allow, or ORCHRUN_ALLOW); false after printing what is
+// wrong with them.
+bool load_options(const Args& a, LoadOptions* lo);
 std::unique_ptr<Store> open_store(const Args& a, bool read_only, std::string* err);
 // Opens the store and finds the run `id` names (a unique prefix is enough). On failure prints
 // why and returns the exit code (kExitInternal: the store; kExitUsage: no such run); else 0.

@@ -38,11 +38,8 @@ int cmd_validate(const Args& a) {
     return kExitUsage;
   }
   LoadOptions lo;
+  if (!load_options(a, &lo)) return kExitUsage;
   std::string err;
-  if (!sandbox_from(a, &lo.sandbox, &err)) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
   bool json_out = a.has("--json");
   json report = json::array();
   int bad = 0;
@@ -206,11 +203,8 @@ int cmd_graph(const Args& a) {
     return kExitUsage;
   }
   LoadOptions lo;
+  if (!load_options(a, &lo)) return kExitUsage;
   std::string err;
-  if (!sandbox_from(a, &lo.sandbox, &err)) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
   std::vector<Diagnostic> diags;
   auto p = load_pipeline_file(a.positional[0], lo, &diags);
   if (!p) {

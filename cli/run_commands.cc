@@ -297,11 +297,8 @@ int cmd_run(const Args& a) {
   std::string input = read_input(a, &code);
   if (code) return code;
   LoadOptions lo;
+  if (!load_options(a, &lo)) return kExitUsage;
   std::string err;
-  if (!sandbox_from(a, &lo.sandbox, &err)) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
   std::vector<Diagnostic> diags;
   auto pipeline = load_pipeline_file(a.positional[0], lo, &diags);
   if (!pipeline) {
@@ -375,12 +372,9 @@ int cmd_resume(const Args& a) {
     fprintf(stderr, "usage: orchrun resume RUN_ID | orchrun resume --all\n");
     return kExitUsage;
   }
-  std::string err;
   LoadOptions lo;
-  if (!sandbox_from(a, &lo.sandbox, &err)) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
+  if (!load_options(a, &lo)) return kExitUsage;
+  std::string err;
   std::string path = a.get("--db", default_db_path());
   if (access(path.c_str(), F_OK) != 0) {
     fprintf(stderr, "orchrun: no database at %s (nothing to resume)\n", path.c_str());
@@ -581,12 +575,9 @@ int cmd_retry(const Args& a) {
     fprintf(stderr, "usage: orchrun retry RUN_ID\n");
     return kExitUsage;
   }
-  std::string err;
   LoadOptions lo;
-  if (!sandbox_from(a, &lo.sandbox, &err)) {
-    fprintf(stderr, "orchrun: %s\n", err.c_str());
-    return kExitUsage;
-  }
+  if (!load_options(a, &lo)) return kExitUsage;
+  std::string err;
   std::unique_ptr<Store> store;
   std::optional<RunRow> run;
   if (int rc = open_run(a, false, a.positional[0], &store, &run)) return rc;

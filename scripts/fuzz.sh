@@ -30,7 +30,10 @@ if ((${#missing[@]})); then
 fi
 
 BUILD_DIR="${FUZZ_BUILD_DIR:-build-fuzz}"
+# -O1 with line tables only: OSS-Fuzz's flags (findings keep file:line; the build is twice
+# as fast as -O2 -g). FUZZ_CXXFLAGS overrides it.
 CC=clang-14 CXX=clang++-14 cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="${FUZZ_CXXFLAGS:--O1 -gline-tables-only -DNDEBUG}" \
   -DORCHRUN_FUZZ=ON -DORCHRUN_TESTS=OFF >&2
 cmake --build "$BUILD_DIR" --target fuzz_targets >&2
 

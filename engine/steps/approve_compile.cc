@@ -53,19 +53,8 @@ const Options<Escalation>& Compiler::escalation_options() {
 
 void Compiler::compile_approve(int v, int line, const std::string& prefix, Step* s) {
   std::string what = read_id(v, line, "approve", prefix, s);
-  lua_getfield(L_, v, "opts");
-  int o = lua_gettop(L_);
-  if (lua_isnil(L_, o)) {
-    lua_pop(L_, 1);
-    return;
-  }
-  if (!lua_istable(L_, o)) {
-    error(line, what + ": options must be a table {message=, approvers=, timeout=, on_timeout=}");
-    lua_pop(L_, 1);
-    return;
-  }
-  read_options(o, kApproveOptions, line, what, s);
-  lua_pop(L_, 1);
+  read_step_options(v, kApproveOptions, line, what, s,
+                    "{message=, approvers=, timeout=, on_timeout=}");
 }
 
 void Compiler::read_gate_message(int v, int line, const std::string& what, std::string* message) {

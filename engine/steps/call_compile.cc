@@ -36,14 +36,7 @@ void Compiler::compile_call(int v, int line, const std::string& prefix, Step* s)
     error(line,
           what + ": input must be a table or a function(ctx, input), got " + describe_value(-1));
   lua_pop(L_, 1);
-  lua_getfield(L_, v, "opts");
-  int o = lua_gettop(L_);
-  if (lua_istable(L_, o)) {
-    read_options(o, kCallOptions, line, what, s);
-  } else if (!lua_isnil(L_, o)) {
-    error(line, what + ": options must be a table {timeout=}");
-  }
-  lua_pop(L_, 1);
+  read_step_options(v, kCallOptions, line, what, s, "{timeout=}");
 }
 
 }  // namespace orch

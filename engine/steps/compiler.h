@@ -107,6 +107,21 @@ class Compiler {
     check_keys(o, known, line, what);
     read_option_values(o, table, line, what, out);
   }
+  // Reads the options table of step table `v` (its `opts` field), if it has one, through
+  // `table`; anything else there is an error that shows `shape`, the options the kind takes
+  // (may be "").
+  template <class T>
+  void read_step_options(int v, const Options<T>& table, int line, const std::string& what,
+                         T* out, const char* shape) {
+    lua_getfield(L_, v, "opts");
+    int o = lua_gettop(L_);
+    if (lua_istable(L_, o))
+      read_options(o, table, line, what, out);
+    else if (!lua_isnil(L_, o))
+      error(line, what + ": options must be a table" + (*shape ? std::string(" ") + shape : "") +
+                      ", got " + describe_value(o));
+    lua_pop(L_, 1);
+  }
   // The values only (the keys were checked already).
   template <class T>
   void read_option_values(int o, const Options<T>& table, int line, const std::string& what,

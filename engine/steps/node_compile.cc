@@ -15,19 +15,7 @@ void Compiler::compile_node(int v, int line, const std::string& prefix, Step* s)
   p_->node_count++;
   s->node().retry = default_retry_;
   s->node().timeout_ms = default_timeout_;
-  lua_getfield(L_, v, "opts");
-  int o = lua_gettop(L_);
-  if (lua_isnil(L_, o)) {
-    lua_pop(L_, 1);
-    return;
-  }
-  if (!lua_istable(L_, o)) {
-    error(line, what + ": options must be a table, got " + describe_value(o));
-    lua_pop(L_, 1);
-    return;
-  }
-  read_options(o, node_options(), line, what, s);
-  lua_pop(L_, 1);
+  read_step_options(v, node_options(), line, what, s, "");
 }
 
 // The options of a node body (o.node, or a function given to o.map / o.loop).

@@ -74,14 +74,7 @@ void Compiler::compile_parallel(int v, int line, const std::string& prefix, Step
                         "o.seq(\"name\", { ... })");
   }
   lua_pop(L_, 1);
-  lua_getfield(L_, v, "opts");
-  int o = lua_gettop(L_);
-  if (lua_istable(L_, o)) {
-    read_options(o, kParallelOptions, line, what, s);
-  } else if (!lua_isnil(L_, o)) {
-    error(line, what + ": options must be a table {join=, max=}");
-  }
-  lua_pop(L_, 1);
+  read_step_options(v, kParallelOptions, line, what, s, "{join=, max=}");
 }
 
 }  // namespace orch

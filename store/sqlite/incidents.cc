@@ -75,10 +75,9 @@ std::vector<IncidentRow> SqliteStore::record_incidents(const std::vector<Inciden
           "ELSE NULL END, last_run_id=?12 WHERE id=?1";
       Stmt st = db_.prepare(kUpd);
       if (!st) return {};
+      // ?11: a resolution closes the incident; it is not another firing.
       st.bind_all(cur->id, a.title, a.severity, a.status, a.source, a.labels, a.annotations,
-                  a.starts_at, a.ends_at, now);
-      st.bind_int(11, resolved ? 0 : 1);  // a resolution closes; it is not another firing
-      st.bind_text(12, run_id);
+                  a.starts_at, a.ends_at, now, resolved ? 0 : 1, run_id);
       ok = step(st);
     } else {
       static const char* kIns =
