@@ -7,6 +7,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <unordered_map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -76,8 +77,54 @@ int cmd_validate(const Args& a) {
 
 // --- graph --------------------------------------------------------------------------------
 
+// Where each step drawn so far is entered and left, for the edges of `after` (drawn last:
+// a step may depend on one drawn after it).
+using Ends = std::unordered_map<const Step*, std::pair<std::vector<std::string>,
+                                                       std::vector<std::string>>>;
+Ends* g_ends = nullptr;
+
+void graph_mermaid_kind(const Step* s, std::string* out, std::vector<std::string>* entry,
+                        std::vector<std::string>* exit, int* anon);
+
 void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* entry,
                    std::vector<std::string>* exit, int* anon) {
+  graph_mermaid_kind(s, out, entry, exit, anon);
+  if (g_ends) (*g_ends)[s] = {*entry, *exit};
+}
+
+// Children of a graph list that nothing in the list follows: where the list is left.
+std::vector<bool> followed(const Step* s) {
+  std::vector<bool> f(s->children.size(), false);
+  for (size_t i = 0; i < s->children.size(); i++) {
+    const Step* c = s->children[i].get();
+    if (!c->has_after) {
+      if (s->kind() == StepKind::Seq && i > 0) f[i - 1] = true;
+      continue;
+    }
+    for (const Step* d : c->deps)
+      for (size_t j = 0; j < s->children.size(); j++)
+        if (s->children[j].get() == d) f[j] = true;
+  }
+  return f;
+}
+
+// The edges of `after`, labelled with their rule unless it is "success".
+void graph_dependencies(const Step* s, std::string* out) {
+  for (const Step* d : s->deps) {
+    const auto& from = (*g_ends)[d].second;
+    const auto& to = (*g_ends)[s].first;
+    std::string arrow = s->trigger == TriggerRule::Success
+                            ? " --> "
+                            : std::string(" -- ") + trigger_rule_name(s->trigger) + " --> ";
+    for (const auto& f : from)
+      for (const auto& t : to) *out += "  " + f + arrow + t + "\n";
+  }
+  for (const auto& c : s->children)
+    if (c) graph_dependencies(c.get(), out);
+}
+
+void graph_mermaid_kind(const Step* s, std::string* out, std::vector<std::string>* entry,
+                        std::vector<std::string>* exit, int* anon) {
   auto nid = [](const std::string& path) {
     std::string r = "n_";
     for (char c : path) r += isalnum(static_cast<unsigned char>(c)) ? c : '_';
@@ -101,16 +148,20 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
     case StepKind::Seq: {
       std::vector<std::string> prev;
       bool first = true;
-      for (auto& c : s->children) {
+      std::vector<bool> f = followed(s);
+      for (size_t i = 0; i < s->children.size(); i++) {
+        const Step* c = s->children[i].get();
         std::vector<std::string> en, ex;
-        graph_mermaid(c.get(), out, &en, &ex, anon);
-        if (first) *entry = en;
-        for (auto& p : prev)
-          for (auto& e : en) *out += "  " + p + " --> " + e + "\n";
+        graph_mermaid(c, out, &en, &ex, anon);
+        if (first || (c->has_after && c->deps.empty())) entry->insert(entry->end(), en.begin(), en.end());
+        if (!c->has_after)
+          for (auto& p : prev)
+            for (auto& e : en) *out += "  " + p + " --> " + e + "\n";
         prev = ex;
         first = false;
+        if (s->graph_list && !f[i]) exit->insert(exit->end(), ex.begin(), ex.end());
       }
-      *exit = prev;
+      if (!s->graph_list) *exit = prev;
       return;
     }
     case StepKind::Parallel: {
@@ -120,11 +171,15 @@ void graph_mermaid(const Step* s, std::string* out, std::vector<std::string>* en
                                                  : std::to_string(s->parallel().join);
       *out += "  " + fork + "{{\"" + s->id + "\"}}\n";
       *out += "  " + join + "((\"join " + how + "\"))\n";
-      for (auto& c : s->children) {
+      std::vector<bool> f = followed(s);
+      for (size_t i = 0; i < s->children.size(); i++) {
+        const Step* c = s->children[i].get();
         std::vector<std::string> en, ex;
-        graph_mermaid(c.get(), out, &en, &ex, anon);
-        for (auto& e : en) *out += "  " + fork + " --> " + e + "\n";
-        for (auto& e : ex) *out += "  " + e + " --> " + join + "\n";
+        graph_mermaid(c, out, &en, &ex, anon);
+        if (!c->has_after || c->deps.empty())
+          for (auto& e : en) *out += "  " + fork + " --> " + e + "\n";
+        if (!f[i])
+          for (auto& e : ex) *out += "  " + e + " --> " + join + "\n";
       }
       *entry = {fork};
       *exit = {join};
@@ -214,7 +269,19 @@ int cmd_graph(const Args& a) {
   std::string body;
   std::vector<std::string> en, ex;
   int anon = 0;
+  Ends ends;
+  g_ends = &ends;
   graph_mermaid(p->root.get(), &body, &en, &ex, &anon);
+  graph_dependencies(p->root.get(), &body);
+  // The hooks, each on its own: they run when the run reaches their state.
+  for (const auto& h : p->hooks) {
+    std::string head = "hook_" + h.event;
+    body += "  " + head + "([\"on " + h.event + "\"])\n";
+    std::vector<std::string> hen, hex;
+    graph_mermaid(h.step.get(), &body, &hen, &hex, &anon);
+    for (auto& e : hen) body += "  " + head + " --> " + e + "\n";
+  }
+  g_ends = nullptr;
   if (fmt == "mermaid") {
     printf("flowchart TD\n  start([\"%s\"])\n%s", p->name.c_str(), body.c_str());
     for (auto& e : en) printf("  start --> %s\n", e.c_str());

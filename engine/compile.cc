@@ -131,7 +131,9 @@ void Compiler::compile_pipeline_table(int idx) {
   }
   lua_pop(L_, 1);
   std::string what = "pipeline '" + p_->name + "'";
-  check_keys(idx, {"description", "triggers", "defaults", "tags", "concurrency_key", "concurrency"},
+  check_keys(idx,
+             {"description", "triggers", "defaults", "tags", "concurrency_key", "concurrency",
+              "finally", "on"},
              line, what, true);
   p_->description = str_field(idx, "description");
   read_concurrency(idx, line, what, &p_->concurrency_key, &p_->concurrency_limit);
@@ -183,6 +185,38 @@ void Compiler::compile_pipeline_table(int idx) {
   if (root->children.empty() && count_array(idx) == 0)
     error(line, what + " has no steps; add at least one o.node(...)");
   p_->root = std::move(root);
+  compile_hooks(idx, line, what);
+  std::vector<Step*> hooks;
+  for (auto& h : p_->hooks) hooks.push_back(h.step.get());
+  link_graph(p_->root.get(), hooks);
+}
+
+void Compiler::compile_hooks(int idx, int line, const std::string& what) {
+  auto one = [&](int v, const char* event, const std::string& where) {
+    if (lua_type(L_, v) == LUA_TFUNCTION) {
+      error(line, where + ": a hook is a step, e.g. o.node(\"notify\", function(ctx) ... end)");
+      return;
+    }
+    auto st = compile_step(v, line, "", where);
+    if (st) p_->hooks.push_back({event, std::move(st)});
+  };
+  lua_getfield(L_, idx, "finally");
+  if (!lua_isnil(L_, -1)) one(lua_gettop(L_), "finally", what + " finally");
+  lua_pop(L_, 1);
+  lua_getfield(L_, idx, "on");
+  int on = lua_gettop(L_);
+  if (lua_istable(L_, on) && kind_of(on).empty()) {
+    check_keys(on, {std::begin(kHookEvents), std::end(kHookEvents)}, line, what + " on");
+    for (const char* ev : kHookEvents) {
+      lua_getfield(L_, on, ev);
+      if (!lua_isnil(L_, -1)) one(lua_gettop(L_), ev, what + " on." + ev);
+      lua_pop(L_, 1);
+    }
+  } else if (!lua_isnil(L_, on)) {
+    error(line, what + ": on must be a table { awaiting_approval = step, failed = step, " +
+                    "succeeded = step, cancelled = step }, got " + describe_value(on));
+  }
+  lua_pop(L_, 1);
 }
 
 void Compiler::check_options(int line, const std::string& what, const json& spec,
@@ -334,6 +368,7 @@ std::unique_ptr<Step> Compiler::compile_step(int v, int parent_line, const std::
   }
   set_kind(&s->spec, k, std::make_index_sequence<kKinds>());
   (this->*kCompile[k])(v, line, prefix, s.get());
+  read_flow_options(v, line, s.get());
   if (!s->path.empty()) p_->by_path[s->path] = s.get();
   return s;
 }

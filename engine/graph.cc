@@ -11,6 +11,7 @@ Pipeline::Pipeline() = default;
 
 Pipeline::~Pipeline() {
   root.reset();
+  hooks.clear();
   engine.reset();
 }
 
@@ -36,6 +37,32 @@ const char* step_kind_name(StepKind k) {
       return "call";
   }
   return "?";
+}
+
+const char* trigger_rule_name(TriggerRule r) {
+  switch (r) {
+    case TriggerRule::Success:
+      return "success";
+    case TriggerRule::Failure:
+      return "failure";
+    case TriggerRule::Always:
+      return "always";
+    case TriggerRule::OneFailed:
+      return "one_failed";
+    case TriggerRule::OneSuccess:
+      return "one_success";
+  }
+  return "?";
+}
+
+bool parse_trigger_rule(const std::string& s, TriggerRule* out) {
+  for (auto r : {TriggerRule::Success, TriggerRule::Failure, TriggerRule::Always,
+                 TriggerRule::OneFailed, TriggerRule::OneSuccess})
+    if (s == trigger_rule_name(r)) {
+      *out = r;
+      return true;
+    }
+  return false;
 }
 
 int64_t Step::timeout_ms() const {

@@ -105,11 +105,37 @@ struct CallSpec {
 using StepSpec = std::variant<NodeSpec, SeqSpec, ParallelSpec, WhenSpec, SwitchSpec, ApproveSpec,
                               MapSpec, LoopSpec, CallSpec>;
 
+// When a step with `after` runs, given how its dependencies settled (Airflow's names):
+// success: all succeeded (or skipped themselves); failure: all failed; always: once all
+// settled; one_failed / one_success: as soon as one failed / succeeded. A step whose rule
+// cannot be met is recorded as skipped (upstream_failed or upstream_succeeded).
+enum class TriggerRule { Success, Failure, Always, OneFailed, OneSuccess };
+const char* trigger_rule_name(TriggerRule r);
+bool parse_trigger_rule(const std::string& s, TriggerRule* out);
+
 struct Step {
   std::string id;    // as written; empty for an anonymous seq
   std::string path;  // stable id: parent ids joined with '/' ("gather/metrics")
   int line = 0;
   std::string description;
+  Step* parent = nullptr;  // null for the root (and for the pipeline's hooks)
+  // Dependencies (`after = {...}`): the steps this one waits for, and its rule. A list (seq,
+  // parallel) with a child that has `after` runs as a graph: a child without `after` follows
+  // the child written before it in a seq (nothing in a parallel); `after = {}` starts at once.
+  bool has_after = false;
+  std::vector<std::string> after;  // ids, as written
+  std::vector<Step*> deps;         // resolved by the compiler
+  TriggerRule trigger = TriggerRule::Success;
+  int trigger_line = 0;       // where `trigger` was written (0: not written)
+  bool depended_on = false;   // some step's `after` names this one
+  bool graph_list = false;    // a seq/parallel whose children run as a graph
+  std::string stage;          // the stage the run moves into when this step starts
+  // A hook: a step whose rule is failure, always or one_failed. Its outcome is recorded and
+  // shown; it does not decide the status of the list (or run) it is in.
+  bool is_hook() const {
+    return has_after && (trigger == TriggerRule::Failure || trigger == TriggerRule::Always ||
+                         trigger == TriggerRule::OneFailed);
+  }
   // Seq/Parallel: the steps; the others: see their spec.
   std::vector<std::unique_ptr<Step>> children;
   StepSpec spec;
@@ -136,6 +162,14 @@ struct Step {
   int64_t timeout_ms() const;
 };
 
+// The events a pipeline's hooks run on (`on = { ... }`), and `finally`.
+inline constexpr const char* kHookEvents[] = {"awaiting_approval", "failed", "succeeded",
+                                              "cancelled"};
+struct PipelineHook {
+  std::string event;  // one of kHookEvents, or "finally"
+  std::unique_ptr<Step> step;
+};
+
 struct Pipeline {
   // Declared first so that it is destroyed last: every LuaRef below needs the state.
   std::unique_ptr<LuaEngine> engine;
@@ -145,6 +179,13 @@ struct Pipeline {
   int concurrency_limit = 1;
   std::vector<Trigger> triggers;
   std::unique_ptr<Step> root;  // a Seq
+  // Run when the run enters a state (on = {...}), in that order, and then `finally`.
+  std::vector<PipelineHook> hooks;
+  const Step* hook(const std::string& event) const {
+    for (const auto& h : hooks)
+      if (h.event == event) return h.step.get();
+    return nullptr;
+  }
   std::unordered_map<std::string, Step*> by_path;
   int node_count = 0;  // leaf nodes
 

@@ -315,6 +315,19 @@ void Scheduler::defer(std::function<void()> fn) {
     uv_idle_start(idle_, [](uv_idle_t*) {});  // keeps poll from blocking until the pump runs
 }
 
+void Scheduler::defer_child_done(ExecRef child) {
+  queue_.emplace_back(std::move(child));
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_)))
+    uv_idle_start(idle_, [](uv_idle_t*) {});
+}
+
+void Scheduler::Deferred::operator()() {
+  if (fn)
+    fn();
+  else
+    Exec::notify_parent(child);
+}
+
 void Scheduler::after_commit(std::function<void()> fn) {
   after_commit_.push_back(std::move(fn));
   if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_))) uv_idle_start(idle_, [](uv_idle_t*) {});
@@ -354,7 +367,7 @@ void Scheduler::pump() {
       if (queue_.empty() || store_->failed() || store_->full() || uv_hrtime() - start > kSliceNs)
         break;
     }
-    std::vector<std::function<void()>> batch;
+    std::vector<Deferred> batch;
     batch.swap(queue_);
     for (size_t i = 0; i < batch.size(); i++) {
       batch[i]();

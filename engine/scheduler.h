@@ -117,6 +117,7 @@ class Scheduler : public TaskHost, public NodeServices, public StepHost {
   // does not wait for a commit: the pump commits once per loop turn (group commit), when it has
   // run for a time slice, and before any effect outside the process (before_effect()).
   void defer(std::function<void()> fn) override;
+  void defer_child_done(ExecRef child) override;
   // Runs fn from the pump once everything written so far is committed (e.g. answering 202 for a
   // run: the answer promises that the run is durable).
   void after_commit(std::function<void()> fn);
@@ -176,7 +177,15 @@ class Scheduler : public TaskHost, public NodeServices, public StepHost {
   std::vector<EventSink*> sinks_;
   std::unordered_map<std::string, std::unique_ptr<Run>> runs_;
   std::vector<std::unique_ptr<Run>> finished_runs_;  // freed at the end of the pump
-  std::vector<std::function<void()>> queue_;
+  // Deferred work: a closure, or (without one) a finished step whose parent is to be told.
+  struct Deferred {
+    Deferred(std::function<void()> f) : fn(std::move(f)) {}  // NOLINT: implicit on purpose
+    explicit Deferred(ExecRef c) : child(std::move(c)) {}
+    std::function<void()> fn;
+    ExecRef child;
+    void operator()();
+  };
+  std::vector<Deferred> queue_;
   std::vector<std::function<void()>> after_commit_;
   std::unordered_map<uint64_t, Task*> tasks_;
   std::vector<Gate*> gates_;

@@ -23,6 +23,11 @@ json graph_json(const Step* s) {
     if (s->node().optional) j["optional"] = true;
   }
   if (s->kind() == StepKind::Call) j["call"] = s->call().target;
+  if (s->has_after) {
+    j["after"] = s->after;
+    j["trigger"] = trigger_rule_name(s->trigger);
+  }
+  if (!s->stage.empty()) j["stage"] = s->stage;
   if (s->kind() == StepKind::Switch && !s->switch_().case_keys.empty())
     j["cases"] = s->switch_().case_keys;
   json kids = json::array();
@@ -112,7 +117,12 @@ void api_get_pipeline(ApiCall& call) {
     loads.push_back(x);
   }
   j["loads"] = loads;
-  if (e->active) j["graph"] = graph_json(e->active->root.get());
+  if (e->active) {
+    j["graph"] = graph_json(e->active->root.get());
+    json hooks = json::object();
+    for (const auto& h : e->active->hooks) hooks[h.event] = graph_json(h.step.get());
+    if (!hooks.empty()) j["hooks"] = hooks;
+  }
   call.ok(200, j);
 }
 

@@ -212,8 +212,7 @@ class ApproveExec : public Exec {
   void cancel(const std::string& reason) override {
     if (done) return;
     if (gate_) gate_->cancel(reason);
-    done = true;
-    outcome = Outcome::Cancelled;
+    mark_cancelled();
   }
 
  private:

@@ -104,8 +104,7 @@ class BranchExec : public Exec {
   void cancel(const std::string& reason) override {
     if (done) return;
     if (child_) child_->cancel(reason);
-    done = true;
-    outcome = Outcome::Cancelled;
+    mark_cancelled();
   }
 
  private:

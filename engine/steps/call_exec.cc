@@ -124,8 +124,7 @@ class CallExec : public Exec, public Gate {
     if (row_open_) finish_row("cancelled", "", {"cancelled", reason, path_, "", false, ""});
     s_->emit(run_, "node.cancelled", path_, attempt_, dump_json(json{{"reason", reason}}));
     run_->summary.nodes_cancelled++;
-    done = true;
-    outcome = Outcome::Cancelled;
+    mark_cancelled();
   }
 
   // Gate: the parent waits while its child waits for a person. The decision is the child's;

@@ -2,7 +2,9 @@
 // (engine/steps/<kind>_compile.cc): reading the table a pipeline file returns, the options
 // tables every kind reads its options through, and the diagnostics. Internal to the engine.
 #pragma once
+#include <algorithm>
 #include <lua.hpp>
+#include <type_traits>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -63,6 +65,8 @@ class Compiler {
     lua_pop(L_, 1);
   }
   void compile_pipeline_table(int idx);
+  // finally = step, on = { <event> = step, ... } of the pipeline table at idx.
+  void compile_hooks(int idx, int line, const std::string& what);
   void check_options(int line, const std::string& what, const json& spec,
                      std::initializer_list<const char*> known);
   void compile_triggers(int t, int line);
@@ -104,6 +108,10 @@ class Compiler {
                     const std::vector<std::string>& also = {}) {
     std::vector<std::string> known = option_keys(table);
     known.insert(known.end(), also.begin(), also.end());
+    // Every step takes the options of its place in the graph (read by read_flow_options).
+    if constexpr (std::is_same_v<T, Step>)
+      for (const char* k : kFlowKeys)
+        if (std::find(known.begin(), known.end(), k) == known.end()) known.emplace_back(k);
     check_keys(o, known, line, what);
     read_option_values(o, table, line, what, out);
   }
@@ -157,6 +165,14 @@ class Compiler {
   void compile_when(int v, int line, const std::string& prefix, Step* s);
   void compile_approve(int v, int line, const std::string& prefix, Step* s);
   void compile_switch(int v, int line, const std::string& prefix, Step* s);
+  // The options every step takes, whatever its kind: after, trigger, stage. They are read from
+  // the step's options table, or for a seq from its list of steps (engine/steps/graph_compile.cc).
+  static constexpr const char* kFlowKeys[] = {"after", "trigger", "stage"};
+  void read_flow_options(int v, int line, Step* s);
+  // Once every step is compiled: parents, the dependencies resolved and checked (unknown ids,
+  // steps that may not have run, cycles), the lists that run as graphs.
+  void link_graph(Step* root, const std::vector<Step*>& hooks);
+
   lua_State* L_;
   std::string file_;
   Pipeline* p_;

@@ -2,6 +2,33 @@
 
 namespace orch {
 
+namespace {
+// Free tokens of this thread; freed with it.
+struct TokenPool {
+  ExecRef::Token* free = nullptr;
+  ~TokenPool() {
+    while (free) delete std::exchange(free, free->next_free);
+  }
+};
+thread_local TokenPool tokens;
+}  // namespace
+
+ExecRef ExecRef::make(Exec* e) {
+  ExecRef r;
+  if (tokens.free)
+    r.t_ = std::exchange(tokens.free, tokens.free->next_free);
+  else
+    r.t_ = new Token;
+  *r.t_ = {e, 1, nullptr};
+  return r;
+}
+
+void ExecRef::release() {
+  if (!t_ || --t_->refs > 0) return;
+  t_->next_free = tokens.free;
+  tokens.free = std::exchange(t_, nullptr);
+}
+
 LuaRef dup(lua_State* L, const LuaRef& r) {
   r.push(L);
   return LuaRef::pop(L);
@@ -62,6 +89,7 @@ ErrorInfo error_from(lua_State* L, lua_State* co, bool timed_out) {
 void Exec::record_skipped_subtree(Step* st, const std::string& prefix, const std::string& reason) {
   if (!st) return;
   std::string path = st->id.empty() ? prefix : prefix.empty() ? st->id : prefix + "/" + st->id;
+  if (st->depended_on) settled(Outcome::Skipped, reason == "upstream_failed", path);
   // A node, or a step whose inner ids exist only at run time (map items, loop iterations,
   // child runs): one row for the step itself.
   bool leaf = st->kind() == StepKind::Node || st->kind() == StepKind::Map ||
@@ -83,6 +111,17 @@ void Exec::record_skipped_subtree(Step* st, const std::string& prefix, const std
     return;
   }
   for (auto& c : st->children) record_skipped_subtree(c.get(), path, reason);
+}
+
+void Exec::settled(Outcome o, bool upstream_failed, const std::string& path) {
+  run_->settled[path.empty() ? path_ : path] = {o, path.empty() && optional_failure,
+                                                upstream_failed};
+  if (run_->graph_waiters.empty()) return;
+  // Told from the pump, like a parent: what the step wrote is committed first.
+  s_->defer([waiters = run_->graph_waiters] {
+    for (const auto& w : waiters)
+      if (Exec* e = deref(w); e && !e->done) e->deps_changed();
+  });
 }
 
 std::unique_ptr<Exec> make_exec(StepHost* s, Run* run, Step* step, Exec* parent,

@@ -15,6 +15,7 @@
 #include "base/json_util.h"
 #include "bindings/convert.h"
 #include "engine/graph.h"
+#include "engine/steps/exec_ref.h"
 #include "engine/steps/step_host.h"
 
 namespace orch {
@@ -86,6 +87,15 @@ class Run {
   // The first incident the run ingested (o.ingest): carried by every later event.
   int64_t incident_id = 0;
   std::string fingerprint;
+  // How the steps that others depend on (`after`) settled, by instance path; and the graph
+  // lists waiting for steps outside them (told when one settles).
+  struct Settled {
+    Outcome outcome = Outcome::Succeeded;
+    bool optional_failure = false;  // failed, but optional
+    bool upstream_failed = false;   // skipped because what it depended on failed
+  };
+  std::unordered_map<std::string, Settled> settled;
+  std::vector<ExecRef> graph_waiters;
   // Resumed runs: what the store already says about each node (attempt rows, in order).
   std::unordered_map<std::string, std::vector<NodeRunRow>> history;
   const std::vector<NodeRunRow>* history_of(const std::string& path) const {
@@ -116,7 +126,10 @@ class Exec {
     if (parent) scope_ = parent->scope_;
     s_->exec_created();
   }
-  virtual ~Exec() { s_->exec_destroyed(); }
+  virtual ~Exec() {
+    self_.clear();
+    s_->exec_destroyed();
+  }
   Exec(const Exec&) = delete;
   Exec& operator=(const Exec&) = delete;
   // Runs the step on `in` (kept as `input` for the kind's begin()).
@@ -128,6 +141,8 @@ class Exec {
   // parent is not notified: whoever cancels knows.
   virtual void cancel(const std::string& reason) = 0;
   virtual void child_done(Exec* child) {}
+  // A step that a child of this one depends on, outside this step, has settled.
+  virtual void deps_changed() {}
   // What the kind does when it starts (`input` is set).
   virtual void begin() = 0;
 
@@ -138,6 +153,7 @@ class Exec {
   ErrorInfo err;
   LuaRef input;
   Step* step() const { return step_; }
+  Exec* parent() const { return parent_; }
   // Where this step runs: its stable id in this run (the node_id of its rows and events).
   const std::string& path() const { return path_; }
 
@@ -152,25 +168,38 @@ class Exec {
   void finish(Outcome o) {
     done = true;
     outcome = o;
+    if (step_->depended_on) settled(o, false);
     Run* run = run_;
     StepHost* s = s_;
     if (parent_)
-      s->defer([parent = parent_->ref(), child = ref()] {
-        Exec* p = deref(parent);
-        Exec* c = deref(child);
-        if (p && c && !p->done) p->child_done(c);
-      });
+      s->defer_child_done(ref());  // see notify_parent
     else
       s->defer([s, run] { s->run_finished(run); });
   }
+
+ public:
+  // From the pump, after a step finished: its parent moves on (if both are still there; a
+  // parent owns its children, so a child that exists has its parent).
+  static void notify_parent(const ExecRef& child) {
+    Exec* c = child.get();
+    if (c && c->parent_ && !c->parent_->done) c->parent_->child_done(c);
+  }
+
+ protected:
+  // Settles the step as cancelled (by its cancel(): no one is told).
+  void mark_cancelled() {
+    done = true;
+    outcome = Outcome::Cancelled;
+    if (step_->depended_on) settled(outcome, false);
+  }
+  // Records how a step others depend on settled (at `path`, this step's by default) and tells
+  // the graph lists waiting for such steps.
+  void settled(Outcome o, bool upstream_failed, const std::string& path = "");
   // A weak token for this step: callbacks for later hold it instead of the pointer, so that a
   // step that is gone (an earlier loop iteration, a cancelled branch) is not called back.
-  using Ref = std::weak_ptr<Exec* const>;
+  using Ref = ExecRef;
   Ref ref() const { return self_; }
-  static Exec* deref(const Ref& r) {
-    auto p = r.lock();
-    return p ? *p : nullptr;
-  }
+  static Exec* deref(const Ref& r) { return r.get(); }
   // fn, to be run later only if this step still exists then.
   std::function<void()> guarded(std::function<void()> fn) const {
     return [alive = ref(), fn = std::move(fn)] {
@@ -342,7 +371,7 @@ class Exec {
   std::string prefix_, path_;
 
  private:
-  std::shared_ptr<Exec* const> self_ = std::make_shared<Exec* const>(this);
+  ExecRef self_ = ExecRef::make(this);
 };
 
 // `prefix`: see Exec::Exec. Children of a step get its path() as their prefix.
@@ -353,6 +382,7 @@ using ExecFactoryFn = std::unique_ptr<Exec>(StepHost* s, Run* run, Step* step, E
                                             const std::string& prefix);
 using ExecFactory = ExecFactoryFn*;
 ExecFactoryFn make_node_exec, make_seq_exec, make_parallel_exec, make_branch_exec,
-    make_approve_exec, make_map_exec, make_loop_exec, make_call_exec;
+    make_approve_exec, make_map_exec, make_loop_exec, make_call_exec,
+    make_graph_list_exec;  // a seq or parallel with `after` inside (engine/steps/graph_exec.cc)
 
 }  // namespace orch

@@ -73,8 +73,7 @@ class LoopExec : public Exec {
     if (done) return;
     if (child_ && !child_->done) child_->cancel(reason);
     if (gate_) gate_->cancel(reason);
-    done = true;
-    outcome = Outcome::Cancelled;
+    mark_cancelled();
   }
 
  private:

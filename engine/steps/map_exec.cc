@@ -75,8 +75,7 @@ class MapExec : public Exec {
   void cancel(const std::string& reason) override {
     if (done) return;
     cancel_rest(reason);
-    done = true;
-    outcome = Outcome::Cancelled;
+    mark_cancelled();
   }
 
  private:

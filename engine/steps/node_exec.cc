@@ -67,8 +67,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     if (gate_ && gate_->waiting()) {
       gate_->cancel(reason);
       release_slot();
-      done = true;
-      outcome = Outcome::Cancelled;
+      mark_cancelled();
       return;
     }
     release_slot();
@@ -79,8 +78,7 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
     }
     s_->emit(run_, "node.cancelled", path_, attempt_, dump_json(json{{"reason", reason}}));
     run_->summary.nodes_cancelled++;
-    done = true;
-    outcome = Outcome::Cancelled;
+    mark_cancelled();
   }
 
   void task_log(std::string_view level, std::string_view message,

@@ -39,8 +39,7 @@ class SeqExec : public Exec {
   void cancel(const std::string& reason) override {
     if (done) return;
     if (current_ && !current_->done) current_->cancel(reason);
-    done = true;
-    outcome = Outcome::Cancelled;
+    mark_cancelled();
   }
 
  private:
@@ -124,8 +123,7 @@ class ParallelExec : public Exec {
   void cancel(const std::string& reason) override {
     if (done) return;
     cancel_rest(reason, false);
-    done = true;
-    outcome = Outcome::Cancelled;
+    mark_cancelled();
   }
 
  private:
@@ -160,10 +158,12 @@ class ParallelExec : public Exec {
 
 std::unique_ptr<Exec> make_seq_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                     const std::string& prefix) {
+  if (step->graph_list) return make_graph_list_exec(s, run, step, parent, prefix);
   return std::make_unique<SeqExec>(s, run, step, parent, prefix);
 }
 std::unique_ptr<Exec> make_parallel_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                          const std::string& prefix) {
+  if (step->graph_list) return make_graph_list_exec(s, run, step, parent, prefix);
   return std::make_unique<ParallelExec>(s, run, step, parent, prefix);
 }
 

@@ -13,6 +13,7 @@
 
 #include "bindings/lua_state.h"
 #include "engine/graph.h"
+#include "engine/steps/exec_ref.h"
 #include "store/store.h"
 
 namespace orch {
@@ -83,6 +84,9 @@ class StepHost {
   virtual uv_loop_t* loop() = 0;
   // Runs fn from the pump, later (see Scheduler::defer).
   virtual void defer(std::function<void()> fn) = 0;
+  // Tells the step's parent, from the pump, that it finished (Exec::notify_parent): the
+  // commonest deferred work, queued without a closure.
+  virtual void defer_child_done(ExecRef child) = 0;
   // Stores an event and tells the sinks; notify only tells them.
   virtual void emit(Run* run, const char* kind, const std::string& node, int attempt,
                     std::string data) = 0;
