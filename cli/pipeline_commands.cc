@@ -7,9 +7,9 @@
 #include <fstream>
 #include <functional>
 #include <map>
-#include <unordered_map>
 #include <sstream>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "base/duration.h"
@@ -79,8 +79,8 @@ int cmd_validate(const Args& a) {
 
 // Where each step drawn so far is entered and left, for the edges of `after` (drawn last:
 // a step may depend on one drawn after it).
-using Ends = std::unordered_map<const Step*, std::pair<std::vector<std::string>,
-                                                       std::vector<std::string>>>;
+using Ends =
+    std::unordered_map<const Step*, std::pair<std::vector<std::string>, std::vector<std::string>>>;
 Ends* g_ends = nullptr;
 
 void graph_mermaid_kind(const Step* s, std::string* out, std::vector<std::string>* entry,
@@ -153,7 +153,8 @@ void graph_mermaid_kind(const Step* s, std::string* out, std::vector<std::string
         const Step* c = s->children[i].get();
         std::vector<std::string> en, ex;
         graph_mermaid(c, out, &en, &ex, anon);
-        if (first || (c->has_after && c->deps.empty())) entry->insert(entry->end(), en.begin(), en.end());
+        if (first || (c->has_after && c->deps.empty()))
+          entry->insert(entry->end(), en.begin(), en.end());
         if (!c->has_after)
           for (auto& p : prev)
             for (auto& e : en) *out += "  " + p + " --> " + e + "\n";

@@ -69,6 +69,12 @@ void print_summary(FILE* human, const RunSummary& summary, const Args& a) {
             st.red(summary.error_node.empty() ? "error:" : "error in " + summary.error_node + ":")
                 .c_str(),
             first_line(summary.error_message, 400).c_str());
+  if (!summary.hooks.empty()) {
+    std::string hooks;
+    for (const auto& [step, outcome] : summary.hooks)
+      hooks += (hooks.empty() ? "" : ", ") + step + " " + outcome;
+    fprintf(human, "  hooks: %s (they do not change the run's status)\n", hooks.c_str());
+  }
   fprintf(human, "  run %s  trace %s\n  details: orchrun inspect %s%s\n", summary.run_id.c_str(),
           summary.trace_id.c_str(), summary.run_id.c_str(), db_hint(a).c_str());
 }
@@ -87,6 +93,11 @@ json summary_json(const RunSummary& summary, const Store& store) {
          {"attempts", summary.attempts},
          {"db", store.path()}};
   if (!summary.output_json.empty()) j["output"] = parse_json(summary.output_json, nullptr);
+  if (!summary.hooks.empty()) {
+    json hooks = json::object();
+    for (const auto& [step, outcome] : summary.hooks) hooks[step] = outcome;
+    j["hooks"] = hooks;
+  }
   if (!summary.error_type.empty())
     j["error"] = {{"type", summary.error_type},
                   {"message", summary.error_message},

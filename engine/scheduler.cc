@@ -229,7 +229,22 @@ void Scheduler::poll_gates() {
 }
 
 void Scheduler::gate_opened(Run* r) {
-  if (!hold_gates || r->finished || r->waiting_gates != 1) return;
+  if (r->finished) return;
+  if (Step* h = const_cast<Step*>(r->p->hook("awaiting_approval")))
+    for (Gate* g : gates_) {
+      if (g->gate_run() != r) continue;
+      const std::string& node = g->gate_node();
+      auto& seen = r->gates_announced;
+      if (std::find(seen.begin(), seen.end(), node) != seen.end()) continue;
+      seen.push_back(node);
+      set_ctx_run(r, "awaiting_approval", nullptr, node);
+      if (!r->hooks) r->hooks = std::make_unique<HookRunner>(this, r);
+      // Once per gate, as <gate>/<hook>: a resumed run does not announce a gate twice.
+      r->hooks->run(h, node, dup(r->L(), r->input), [r, id = h->id](Exec* e) {
+        r->summary.hooks.emplace_back(id, outcome_name(e->outcome));
+      });
+    }
+  if (!hold_gates || r->waiting_gates != 1) return;
   store_->set_run_status(r->id, RunStatus::awaiting_approval, wall_ms());
   emit(r, "run.awaiting_approval", "", 0, "{}");
 }
@@ -317,8 +332,7 @@ void Scheduler::defer(std::function<void()> fn) {
 
 void Scheduler::defer_child_done(ExecRef child) {
   queue_.emplace_back(std::move(child));
-  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_)))
-    uv_idle_start(idle_, [](uv_idle_t*) {});
+  if (!uv_is_active(reinterpret_cast<uv_handle_t*>(idle_))) uv_idle_start(idle_, [](uv_idle_t*) {});
 }
 
 void Scheduler::Deferred::operator()() {
@@ -799,13 +813,20 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
 
 void Scheduler::run_finished(Run* r) {
   if (r->finished) return;
-  r->finished = true;
   Exec* root = r->root.get();
   const char* status = "succeeded";
-  if (!r->cancel_reason.empty() || root->outcome == Outcome::Cancelled)
+  if (!r->end_status.empty())
+    status = r->end_status == "cancelled" ? "cancelled"
+             : r->end_status == "failed"  ? "failed"
+                                          : "succeeded";
+  else if (!r->cancel_reason.empty() || root->outcome == Outcome::Cancelled)
     status = "cancelled";
   else if (root->outcome == Outcome::Failed)
     status = "failed";
+  if (!r->hooks_done && end_hooks(r, status)) return;
+  r->finished = true;
+  // An awaiting_approval hook still at work when the run ends is stopped.
+  if (r->hooks && r->hooks->running()) r->hooks->cancel("the run ended");
   std::string out_json;
   if (std::string(status) == "succeeded" && !root->output.empty()) {
     lua_State* L = r->L();
@@ -852,11 +873,75 @@ void Scheduler::run_finished(Run* r) {
   }
 }
 
+bool Scheduler::end_hooks(Run* r, const std::string& status) {
+  std::vector<Step*> todo;
+  for (auto& h : r->p->hooks)
+    if (h.event == status) todo.push_back(h.step.get());
+  for (auto& h : r->p->hooks)
+    if (h.event == "finally") todo.push_back(h.step.get());
+  if (todo.empty()) {
+    r->hooks_done = true;
+    return false;
+  }
+  r->end_status = status;
+  ErrorInfo e = r->root->err;
+  if (status == "cancelled") e = {"cancelled", r->cancel_reason, "", "", true, ""};
+  set_ctx_run(r, status, status == "succeeded" ? nullptr : &e, "");
+  if (!r->hooks) r->hooks = std::make_unique<HookRunner>(this, r);
+  run_end_hook(r, std::move(todo), 0);
+  return true;
+}
+
+void Scheduler::run_end_hook(Run* r, std::vector<Step*> todo, size_t i) {
+  if (r->finished || r->hooks_done) return;  // cancelled meanwhile
+  if (i == todo.size()) {
+    r->hooks_done = true;
+    run_finished(r);
+    return;
+  }
+  Step* h = todo[i];
+  r->hooks->run(h, "", dup(r->L(), r->input), [this, r, todo, i](Exec* e) {
+    r->summary.hooks.emplace_back(e->path(), outcome_name(e->outcome));
+    run_end_hook(r, todo, i + 1);
+  });
+}
+
+void Scheduler::set_ctx_run(Run* r, const std::string& status, const ErrorInfo* e,
+                            const std::string& gate) {
+  json j{{"id", r->id}, {"pipeline", r->p->name}, {"status", status}};
+  if (e && !e->type.empty())
+    j["error"] = {{"type", e->type}, {"message", e->message}, {"node", e->node}};
+  if (!gate.empty()) {
+    json g{{"node", gate},
+           {"approve", "orchrun approve " + r->id + " " + gate + " --as NAME"},
+           {"reject", "orchrun reject " + r->id + " " + gate + " --as NAME"},
+           {"url", "/api/runs/" + r->id + "/approvals/" + gate}};
+    auto it = r->p->by_path.find(gate);
+    if (it != r->p->by_path.end() && it->second->kind() == StepKind::Approve)
+      g["message"] = it->second->approve().message;
+    j["gate"] = g;
+  }
+  std::string text = dump_json(j);
+  r->redact(&text);
+  lua_State* L = r->L();
+  r->ctx_mt.push(L);
+  lua_getfield(L, -1, "__index");
+  push_json(L, parse_json(text, nullptr));
+  lua_setfield(L, -2, "run");
+  lua_pop(L, 2);
+}
+
 void Scheduler::cancel_run(const std::string& run_id, const std::string& reason) {
   auto it = runs_.find(run_id);
   if (it == runs_.end()) return;
   Run* r = it->second.get();
   if (r->finished) return;
+  if (!r->end_status.empty()) {  // in its hooks: they stop, and the run ends as decided
+    if (r->hooks) r->hooks->cancel(reason);
+    r->hooks_done = true;
+    run_finished(r);
+    return;
+  }
   if (r->root->done && r->root->outcome != Outcome::Cancelled) return;  // finishing already
   r->cancel_reason = reason;
   r->root->cancel(reason);

@@ -27,6 +27,8 @@
 
 namespace orch {
 
+struct ErrorInfo;  // engine/steps/exec.h
+
 // How long the process groups a dead owner left get between SIGTERM and SIGKILL when their run
 // resumes (o.exec's default kill grace).
 inline constexpr int64_t kOrphanGraceMs = 2000;
@@ -167,6 +169,12 @@ class Scheduler : public TaskHost, public NodeServices, public StepHost {
   // Starts the root of `r` once it holds its pipeline's concurrency slot (if it has a key).
   void begin_root(Run* r);
   void finished_hooks(Run* r, const RunSummary& sum);
+  // The pipeline's hooks (on = {...}, finally). end_hooks starts those for the status the run
+  // ends with; true while they run (run_finished is called again once they have settled).
+  bool end_hooks(Run* r, const std::string& status);
+  void run_end_hook(Run* r, std::vector<Step*> todo, size_t i);
+  // Sets ctx.run for the hooks: the run's status, its error, the gate waiting.
+  void set_ctx_run(Run* r, const std::string& status, const ErrorInfo* e, const std::string& gate);
 
   Loop* loop_;
   Store* store_;

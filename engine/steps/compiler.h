@@ -165,9 +165,9 @@ class Compiler {
   void compile_when(int v, int line, const std::string& prefix, Step* s);
   void compile_approve(int v, int line, const std::string& prefix, Step* s);
   void compile_switch(int v, int line, const std::string& prefix, Step* s);
-  // The options every step takes, whatever its kind: after, trigger, stage. They are read from
+  // The options every step takes, whatever its kind: after, trigger. They are read from
   // the step's options table, or for a seq from its list of steps (engine/steps/graph_compile.cc).
-  static constexpr const char* kFlowKeys[] = {"after", "trigger", "stage"};
+  static constexpr const char* kFlowKeys[] = {"after", "trigger"};
   void read_flow_options(int v, int line, Step* s);
   // Once every step is compiled: parents, the dependencies resolved and checked (unknown ids,
   // steps that may not have run, cycles), the lists that run as graphs.

@@ -21,6 +21,19 @@
 namespace orch {
 
 enum class Outcome { Succeeded, Failed, Skipped, Cancelled };
+inline const char* outcome_name(Outcome o) {
+  switch (o) {
+    case Outcome::Succeeded:
+      return "succeeded";
+    case Outcome::Failed:
+      return "failed";
+    case Outcome::Skipped:
+      return "skipped";
+    case Outcome::Cancelled:
+      return "cancelled";
+  }
+  return "?";
+}
 
 struct ErrorInfo {
   std::string type, message, node, traceback;
@@ -64,6 +77,8 @@ ErrorInfo error_from(lua_State* L, lua_State* co, bool timed_out);
 
 // ---------------------------------------------------------------------------------------------
 // Run: the state of one run while it executes.
+class HookRunner;
+
 class Run {
  public:
   std::string id, trace_id;
@@ -96,6 +111,12 @@ class Run {
   };
   std::unordered_map<std::string, Settled> settled;
   std::vector<ExecRef> graph_waiters;
+  // The pipeline's hooks (on = {...}, finally) being run, and what has been decided: the
+  // status the run ends with is set when its steps have settled, before the hooks run.
+  std::unique_ptr<HookRunner> hooks;
+  std::string end_status;  // empty until the steps have settled
+  bool hooks_done = false;
+  std::vector<std::string> gates_announced;  // gates the awaiting_approval hook ran for
   // Resumed runs: what the store already says about each node (attempt rows, in order).
   std::unordered_map<std::string, std::vector<NodeRunRow>> history;
   const std::vector<NodeRunRow>* history_of(const std::string& path) const {
@@ -107,10 +128,7 @@ class Run {
   // goes to the store or a sink.
   void redact(std::string* text) const { p->engine->redactor().apply(text); }
   // The exec tree goes first: its steps still look at the run while they are destroyed.
-  ~Run() {
-    root.reset();
-    slot.reset();
-  }
+  ~Run();
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -373,6 +391,32 @@ class Exec {
  private:
   ExecRef self_ = ExecRef::make(this);
 };
+
+// Runs the pipeline's hooks of a run (engine/steps/hooks_exec.cc): each hook is a step whose
+// parent this is, so that it is recorded, retried and resumed like any step; when it has
+// settled, `done` is called (from the pump) with it. A hook's outcome changes nothing else.
+class HookRunner : public Exec {
+ public:
+  HookRunner(StepHost* s, Run* run);
+  void run(Step* hook, const std::string& prefix, LuaRef in, std::function<void(Exec*)> done);
+  bool running() const;
+  void begin() override {}
+  void child_done(Exec* c) override;
+  void cancel(const std::string& reason) override;
+
+ private:
+  struct Running {
+    std::unique_ptr<Exec> exec;
+    std::function<void(Exec*)> done;
+  };
+  std::vector<Running> hooks_;
+};
+
+inline Run::~Run() {
+  root.reset();
+  hooks.reset();
+  slot.reset();
+}
 
 // `prefix`: see Exec::Exec. Children of a step get its path() as their prefix.
 std::unique_ptr<Exec> make_exec(StepHost* s, Run* run, Step* step, Exec* parent,

@@ -1,5 +1,5 @@
-// The graph of a pipeline beyond its nesting: `after` (dependencies), `trigger` (when a step
-// with dependencies runs), `stage`; and the checks of the whole graph once every step is
+// The graph of a pipeline beyond its nesting: `after` (dependencies) and `trigger` (when a
+// step with dependencies runs); and the checks of the whole graph once every step is
 // compiled: unknown ids, dependencies on steps that may not have run, cycles.
 #include <functional>
 
@@ -60,7 +60,8 @@ void Compiler::read_flow_options(int v, int line, Step* s) {
         lua_pop(L_, 1);
       }
     } else {
-      error(line, what + ": after must be a list of step ids, e.g. after = { \"build\", \"test\" }" +
+      error(line, what +
+                      ": after must be a list of step ids, e.g. after = { \"build\", \"test\" }" +
                       ", got " + describe_value(a));
     }
   }
@@ -80,19 +81,7 @@ void Compiler::read_flow_options(int v, int line, Step* s) {
     }
   }
   lua_pop(L_, 1);
-  lua_getfield(L_, o, "stage");
-  if (!lua_isnil(L_, -1)) {
-    std::string st = lua_type(L_, -1) == LUA_TSTRING ? lua_tostring(L_, -1) : "";
-    bool ok = !st.empty() && st.size() <= 64;
-    for (char ch : st)
-      ok = ok && (isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.');
-    if (!ok)
-      error(line, what + ": stage must be a name (letters, digits, '_', '-', '.'; at most 64), " +
-                      "got " + (st.empty() ? describe_value(-1) : "'" + st + "'"));
-    else
-      s->stage = st;
-  }
-  lua_pop(L_, 2);
+  lua_pop(L_, 1);
 }
 
 void Compiler::link_graph(Step* root, const std::vector<Step*>& hooks) {

@@ -126,8 +126,7 @@ class GraphListExec : public Exec {
     for (const Step* p = d; p && p != e->step(); p = p->parent)
       if (!p->id.empty()) ids.push_back(&p->id);
     std::string path = e->path();
-    for (auto it = ids.rbegin(); it != ids.rend(); ++it)
-      path += (path.empty() ? "" : "/") + **it;
+    for (auto it = ids.rbegin(); it != ids.rend(); ++it) path += (path.empty() ? "" : "/") + **it;
     return path;
   }
 

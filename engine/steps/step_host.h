@@ -41,6 +41,8 @@ struct RunSummary {
   // awaiting_approval: the gates waiting, as (run id, node): a gate of a child run (o.call)
   // is decided on the child.
   std::vector<std::pair<std::string, std::string>> waiting_gates;
+  // The pipeline's hooks that ran, as (step, outcome): they do not change the status.
+  std::vector<std::pair<std::string, std::string>> hooks;
 };
 
 class Run;
