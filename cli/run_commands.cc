@@ -215,7 +215,8 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
   // Nothing left to do but runs waiting for a person: they stop here, awaiting approval.
   if (sched.fatal_error().empty()) sched.park_waiting();
   // Whatever is still active (a store failure stopped the loop) is cancelled while the view
-  // still listens; then the view goes.
+  // still listens, without its hooks (no loop would run them); then the view goes.
+  sched.run_hooks = false;
   sched.cancel_all("shutdown");
   if (view) view->finish();
 

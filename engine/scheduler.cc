@@ -230,7 +230,7 @@ void Scheduler::poll_gates() {
 
 void Scheduler::gate_opened(Run* r) {
   if (r->finished) return;
-  if (Step* h = const_cast<Step*>(r->p->hook("awaiting_approval")))
+  if (Step* h = const_cast<Step*>(r->p->hook("awaiting_approval")); h && run_hooks)
     for (Gate* g : gates_) {
       if (g->gate_run() != r) continue;
       const std::string& node = g->gate_node();
@@ -306,6 +306,7 @@ void Scheduler::poll_control() {
 
 Scheduler::~Scheduler() {
   processes_.on_gone = nullptr;  // what is killed from here on is ended by whoever resumes
+  run_hooks = false;             // no loop runs them any more
   cancel_all("shutdown");
   queue_.clear();
   runs_.clear();
@@ -874,6 +875,10 @@ void Scheduler::run_finished(Run* r) {
 }
 
 bool Scheduler::end_hooks(Run* r, const std::string& status) {
+  if (!run_hooks) {
+    r->hooks_done = true;
+    return false;
+  }
   std::vector<Step*> todo;
   for (auto& h : r->p->hooks)
     if (h.event == status) todo.push_back(h.step.get());

@@ -68,6 +68,9 @@ class Scheduler : public TaskHost, public NodeServices, public StepHost {
   // Runs wait at approval gates in this process instead of being parked: the run is
   // awaiting_approval while a gate waits, and continues as soon as someone decides.
   bool hold_gates = false;
+  // The pipeline's hooks run (on = {...}, finally). Turned off once no loop will run them
+  // (the one-shot's end, the destructor): a run cancelled then ends without them.
+  bool run_hooks = true;
   // Reads the store now for decisions on the gates waiting here (an API call just made one).
   void poll_gates();
   // Graceful shutdown, step 1: no node attempt starts from now on; those in flight go on.

@@ -190,6 +190,9 @@ void api_cancel_run(ApiCall& call) {
   if (c.sched->is_active(r->id)) {
     c.sched->cancel_run(r->id, reason);
     c.store->commit();
+    // Its hooks (on.cancelled, finally) run first; the run is cancelled once they have.
+    if (c.sched->is_active(r->id))
+      return call.ok(202, {{"run_id", r->id}, {"status", "cancelling"}});
   } else if (owner_alive(*r)) {
     if (!c.store->request_cancel(r->id, reason, wall_ms()))
       return call.fail(409, "conflict", "run " + r->id + " finished meanwhile");

@@ -257,6 +257,37 @@ return o.pipeline "f" {
 
 // --- 7. cancel and retry ----------------------------------------------------------------------
 
+TEST_CASE("serve: a cancel through the API runs the pipeline's hooks first (202 cancelling)",
+          "[serve]") {
+  TempDir tmp;
+  std::string dir = pipeline_dir(tmp, {{"hooked.lua", R"(local o = require "orch"
+return o.pipeline "hooked" {
+  o.node("a", function() o.sleep("30s") return {} end),
+  finally = o.node("tidy", function(ctx) o.sleep("100ms") return { status = ctx.run.status } end),
+}
+)"}});
+  std::string db = tmp.file("h.db");
+  ServeProcess srv(dir, db);
+  auto r = srv.post("/api/pipelines/hooked/runs", "{}");
+  REQUIRE(r.status == 202);
+  std::string id = r.json_body()["run_id"];
+  REQUIRE(eventually([&] {
+    return count(db, "select count(*) from node_runs where run_id=" + sql_literal(id) +
+                         " and node_id='a' and status='running'") == 1;
+  }));
+  r = srv.post("/api/runs/" + id + "/cancel", R"({"reason":"maintenance"})");
+  INFO(show(r));
+  REQUIRE(r.status == 202);
+  CHECK(r.json_body()["status"] == "cancelling");
+  json run = srv.wait_run(id, "cancelled");
+  CHECK(run.value("status", "") == "cancelled");
+  CHECK(query_str(db,
+                  "select status || '|' || output from node_runs where run_id=" + sql_literal(id) +
+                      " and node_id='tidy'") == R"(succeeded|{"status":"cancelled"})");
+  CHECK(query_str(db, "select error_message from runs where id=" + sql_literal(id)) ==
+        "maintenance");
+}
+
 TEST_CASE("serve: cancel and retry through the API", "[serve]") {
   TempDir tmp;
   std::string dir = pipeline_dir(tmp, {{"sleepy.lua", kSleepy}});
