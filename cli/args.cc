@@ -11,15 +11,20 @@ namespace orch::cli {
 
 Args parse_args(int argc, char** argv) {
   static const std::map<std::string, bool> kTakesValue = {
-      {"--input", true},      {"--db", true},       {"--json", false},
-      {"--allow", true},      {"--status", true},   {"--pipeline", true},
-      {"--since", true},      {"--limit", true},    {"--format", true},
-      {"--progress", true},   {"--sync", true},     {"--help", false},
-      {"--version", false},   {"--quiet", false},   {"--idempotency-key", true},
-      {"--all", false},       {"--reason", true},   {"--as", true},
-      {"--comment", true},    {"--secrets", true},  {"--listen", true},
-      {"--token-file", true}, {"--max-body", true}, {"--grace", true},
-      {"--follow", false},    {"--server", true}};
+      {"--input", true},      {"--db", true},
+      {"--json", false},      {"--allow", true},
+      {"--status", true},     {"--pipeline", true},
+      {"--stage", true},      {"--since", true},
+      {"--limit", true},      {"--format", true},
+      {"--progress", true},   {"--sync", true},
+      {"--help", false},      {"--version", false},
+      {"--quiet", false},     {"--idempotency-key", true},
+      {"--all", false},       {"--reason", true},
+      {"--as", true},         {"--comment", true},
+      {"--secrets", true},    {"--listen", true},
+      {"--token-file", true}, {"--max-body", true},
+      {"--grace", true},      {"--follow", false},
+      {"--server", true}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -86,7 +91,7 @@ Args parse_args(int argc, char** argv) {
       {"reject", {"--db", "--as", "--comment"}},
       {"validate", {"--json", "--allow", "--secrets"}},
       {"graph", {"--format", "--allow", "--secrets"}},
-      {"runs", {"--db", "--json", "--status", "--pipeline", "--since", "--limit"}},
+      {"runs", {"--db", "--json", "--status", "--pipeline", "--stage", "--since", "--limit"}},
       {"inspect", {"--db", "--json"}},
       {"serve",
        {"--listen", "--db", "--token-file", "--max-body", "--grace", "--allow", "--secrets",

@@ -29,7 +29,7 @@ Usage:
   orchrun validate FILE...           load and check pipelines without running them
   orchrun graph FILE [--format mermaid|dot]
                                      print the pipeline's graph
-  orchrun runs [--status S] [--pipeline P] [--since 24h|RFC3339|unix-ms] [--limit N] [--json]
+  orchrun runs [--status S] [--pipeline P] [--stage S] [--since 24h|RFC3339|unix-ms] [--limit N] [--json]
                                      list recent runs
   orchrun inspect RUN_ID [--json]    timeline of a run: nodes, attempts, durations, errors
   orchrun serve [DIR] [--listen 127.0.0.1:8080] [--db PATH] [--token-file FILE]

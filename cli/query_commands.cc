@@ -50,6 +50,7 @@ int cmd_runs(const Args& a) {
     return kExitUsage;
   }
   f.pipeline = a.get("--pipeline");
+  f.stage = a.get("--stage");
   if (a.has("--since")) {
     // The same forms as the API's ?since=: RFC 3339, unix ms, or a duration ago.
     if (!parse_time_ms(a.get("--since"), wall_ms(), &f.since_ms, &err)) {
@@ -91,13 +92,17 @@ int cmd_runs(const Args& a) {
   }
   Style st = style_for(stdout);
   if (runs.empty()) {
-    printf("no runs%s in %s\n",
-           (f.status.empty() && f.pipeline.empty() && !f.since_ms) ? "" : " match",
-           store->path().c_str());
+    printf(
+        "no runs%s in %s\n",
+        (f.status.empty() && f.pipeline.empty() && f.stage.empty() && !f.since_ms) ? "" : " match",
+        store->path().c_str());
     return kExitOk;
   }
+  const bool stages =
+      std::any_of(runs.begin(), runs.end(), [](const RunRow& r) { return !r.stage.empty(); });
   std::vector<std::vector<std::string>> rows = {
       {"RUN", "PIPELINE", "STATUS", "STARTED", "DURATION", "ERROR"}};
+  if (stages) rows[0].insert(rows[0].begin() + 3, "STAGE");
   for (auto& r : runs) {
     std::string dur = r.finished_at ? format_duration_ms(r.finished_at - r.started_at) : "-";
     std::string errs = r.error_type.empty() ? ""
@@ -122,6 +127,7 @@ int cmd_runs(const Args& a) {
     rows.push_back({r.id, r.pipeline + " v" + std::to_string(r.version),
                     std::string(status_symbol(status)) + " " + st.status(status),
                     local_time(r.created_at), dur, errs});
+    if (stages) rows.back().insert(rows.back().begin() + 3, r.stage.empty() ? "-" : r.stage);
   }
   print_table(stdout, rows, st);
   return kExitOk;

@@ -126,9 +126,10 @@ struct Step {
   std::vector<std::string> after;  // ids, as written
   std::vector<Step*> deps;         // resolved by the compiler
   TriggerRule trigger = TriggerRule::Success;
-  int trigger_line = 0;       // where `trigger` was written (0: not written)
-  bool depended_on = false;   // some step's `after` names this one
-  bool graph_list = false;    // a seq/parallel whose children run as a graph
+  int trigger_line = 0;      // where `trigger` was written (0: not written)
+  bool depended_on = false;  // some step's `after` names this one
+  bool graph_list = false;   // a seq/parallel whose children run as a graph
+  std::string stage;         // the stage the run moves into when this step starts
   // A hook: a step whose rule is failure, always or one_failed. Its outcome is recorded and
   // shown; it does not decide the status of the list (or run) it is in.
   bool is_hook() const {

@@ -38,6 +38,7 @@ json run_json(const RunRow& r) {
     j["parent_node"] = r.parent_node;
   }
   if (!r.idempotency_key.empty()) j["idempotency_key"] = r.idempotency_key;
+  if (!r.stage.empty()) j["stage"] = r.stage;
   if (r.incident_id) {
     j["incident_id"] = r.incident_id;
     j["fingerprint"] = r.fingerprint;
@@ -64,6 +65,7 @@ json event_json(const Event& e) {
     x["incident_id"] = e.incident_id;
     x["fingerprint"] = e.fingerprint;
   }
+  if (!e.stage.empty()) x["stage"] = e.stage;
   if (!e.data.empty()) x["data"] = parse_json(e.data, nullptr);
   return x;
 }

@@ -518,6 +518,7 @@ Event make_event(Run* run, const char* kind, const std::string& node, int attemp
   e.data = std::move(data);
   e.incident_id = run->incident_id;
   e.fingerprint = run->fingerprint;
+  e.stage = run->stage;
   run->redact(&e.data);
   return e;
 }
@@ -769,6 +770,7 @@ bool Scheduler::resume_run(Pipeline* p, const RunRow& row, std::string* err, boo
   r->parent_run = row.parent_run;
   r->incident_id = row.incident_id;
   r->fingerprint = row.fingerprint;
+  r->stage = row.stage;
   r->summary.child = !row.parent_run.empty();
   for (auto& n : store_->node_runs(row.id)) {
     if (n.kind != "decision" && n.status != NodeStatus::skipped) r->summary.attempts++;

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds orchrun and its tests with AddressSanitizer and UBSan (g++, -DORCHRUN_SANITIZE=ON) into
 # ./build-asan and runs the suites that exercise memory and lifetimes the most: the store, the
-# scheduler, run control, the crash test, the server and the hardening tests. Any report fails.
+# scheduler, run control, the crash test, the server, the hardening tests and the graph
+# (dependencies, hooks). Any report fails.
 #   scripts/sanitize.sh            build and run those suites
 #   scripts/sanitize.sh "[serve]"  build and run the tests matching a Catch2 filter
 # Installs nothing beyond scripts/setup.sh's packages (g++ ships the sanitizer runtimes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-FILTER="${1:-[store],[scheduler],[control],[crash],[serve],[hardening],[orphans],[races]}"
+FILTER="${1:-[store],[scheduler],[control],[crash],[serve],[hardening],[orphans],[races],[graph]}"
 BUILD_DIR="${ASAN_BUILD_DIR:-build-asan}"
 # -O1 with line tables only, as OSS-Fuzz builds: reports keep file:line, and the build takes
 # half the time of -O2 -g (the longest step of CI). SANITIZE_CXXFLAGS overrides it.

@@ -27,6 +27,7 @@ json graph_json(const Step* s) {
     j["after"] = s->after;
     j["trigger"] = trigger_rule_name(s->trigger);
   }
+  if (!s->stage.empty()) j["stage"] = s->stage;
   if (s->kind() == StepKind::Switch && !s->switch_().case_keys.empty())
     j["cases"] = s->switch_().case_keys;
   json kids = json::array();

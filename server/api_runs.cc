@@ -45,6 +45,7 @@ bool run_filter(ApiCall& call, RunFilter* f, int max_limit, int def_limit) {
   }
   f->pipeline = call.rq.param("pipeline");
   f->source = call.rq.param("source");
+  f->stage = call.rq.param("stage");
   int64_t now = wall_ms();
   for (auto [key, out] : {std::pair{"since", &f->since_ms}, std::pair{"until", &f->until_ms}}) {
     bool found = false;

@@ -21,6 +21,7 @@ struct Event {
   // The incident the run is about (o.ingest), on every event after the first ingest; 0/"".
   int64_t incident_id = 0;
   std::string fingerprint;
+  std::string stage;  // the run's stage when it happened; "" for none
 };
 
 class EventSink {

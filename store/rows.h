@@ -24,6 +24,7 @@ struct RunRow {
   std::string cancel_reason;
   int64_t incident_id = 0;  // the first incident the run ingested (o.ingest)
   std::string fingerprint;
+  std::string stage;  // the stage the run is in (`stage = "..."` on a step); "" for none
 };
 
 struct NodeRunRow {
@@ -85,7 +86,7 @@ struct IncidentRow {
 };
 
 struct RunFilter {
-  std::string status, pipeline, source;
+  std::string status, pipeline, source, stage;
   int64_t since_ms = 0;  // created_at >= since
   int64_t until_ms = 0;  // created_at < until (0: no bound)
   // Keyset pagination: only runs older than (before_created_at, before_id) in the listing

@@ -85,6 +85,8 @@ class Store {
   virtual void insert_run(const RunRow& r, bool* duplicate = nullptr) = 0;
   virtual void set_run_status(const std::string& run_id, const RunStatusValue& status,
                               int64_t ts) = 0;
+  // The stage the run has moved into (a step with `stage = "..."` started).
+  virtual void set_run_stage(const std::string& run_id, const std::string& stage) = 0;
   virtual void finish_run(const std::string& run_id, const RunStatusValue& status,
                           const std::string& output, const std::string& error_type,
                           const std::string& error_message, const std::string& error_node,

@@ -4,9 +4,9 @@
 #pragma once
 #include <algorithm>
 #include <lua.hpp>
-#include <type_traits>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <unordered_map>
 #include <vector>
 
@@ -119,8 +119,8 @@ class Compiler {
   // `table`; anything else there is an error that shows `shape`, the options the kind takes
   // (may be "").
   template <class T>
-  void read_step_options(int v, const Options<T>& table, int line, const std::string& what,
-                         T* out, const char* shape) {
+  void read_step_options(int v, const Options<T>& table, int line, const std::string& what, T* out,
+                         const char* shape) {
     lua_getfield(L_, v, "opts");
     int o = lua_gettop(L_);
     if (lua_istable(L_, o))
@@ -165,9 +165,9 @@ class Compiler {
   void compile_when(int v, int line, const std::string& prefix, Step* s);
   void compile_approve(int v, int line, const std::string& prefix, Step* s);
   void compile_switch(int v, int line, const std::string& prefix, Step* s);
-  // The options every step takes, whatever its kind: after, trigger. They are read from
+  // The options every step takes, whatever its kind: after, trigger, stage. They are read from
   // the step's options table, or for a seq from its list of steps (engine/steps/graph_compile.cc).
-  static constexpr const char* kFlowKeys[] = {"after", "trigger"};
+  static constexpr const char* kFlowKeys[] = {"after", "trigger", "stage"};
   void read_flow_options(int v, int line, Step* s);
   // Once every step is compiled: parents, the dependencies resolved and checked (unknown ids,
   // steps that may not have run, cycles), the lists that run as graphs.

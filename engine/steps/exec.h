@@ -102,6 +102,7 @@ class Run {
   // The first incident the run ingested (o.ingest): carried by every later event.
   int64_t incident_id = 0;
   std::string fingerprint;
+  std::string stage;  // the stage the run is in (`stage = "..."`), carried by its events
   // How the steps that others depend on (`after`) settled, by instance path; and the graph
   // lists waiting for steps outside them (told when one settles).
   struct Settled {
@@ -153,6 +154,7 @@ class Exec {
   // Runs the step on `in` (kept as `input` for the kind's begin()).
   void start(LuaRef in) {
     input = std::move(in);
+    if (!step_->stage.empty() && step_->stage != run_->stage) enter_stage();
     begin();
   }
   // Stops the step and everything under it, synchronously, recording what was cancelled. The
@@ -204,6 +206,14 @@ class Exec {
   }
 
  protected:
+  // The run moves into this step's stage: recorded on the run, and told (run.stage).
+  void enter_stage() {
+    std::string from = run_->stage;
+    run_->stage = step_->stage;
+    s_->store()->set_run_stage(run_->id, run_->stage);
+    s_->emit(run_, "run.stage", path_, 0,
+             dump_json(json{{"stage", run_->stage}, {"from", from}, {"node", path_}}));
+  }
   // Settles the step as cancelled (by its cancel(): no one is told).
   void mark_cancelled() {
     done = true;
@@ -223,6 +233,16 @@ class Exec {
     return [alive = ref(), fn = std::move(fn)] {
       if (deref(alive)) fn();
     };
+  }
+  // Sets table[c's id] = c's output (a parallel's output: its branches' outputs by id).
+  void set_output_of(const LuaRef& table, Exec* c) {
+    if (c->output.empty() || c->step()->id.empty()) return;
+    lua_State* L = run_->L();
+    table.push(L);
+    lua_pushlstring(L, c->step()->id.data(), c->step()->id.size());
+    c->output.push(L);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
   }
   // What a step passes on: its output, or its input when it has none (skipped, optional).
   LuaRef passthrough(Exec* c) { return dup(run_->L(), c->output.empty() ? c->input : c->output); }

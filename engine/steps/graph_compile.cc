@@ -66,6 +66,20 @@ void Compiler::read_flow_options(int v, int line, Step* s) {
     }
   }
   lua_pop(L_, 1);
+  lua_getfield(L_, o, "stage");
+  if (!lua_isnil(L_, -1)) {
+    std::string st = lua_type(L_, -1) == LUA_TSTRING ? lua_tostring(L_, -1) : "";
+    bool ok = !st.empty() && st.size() <= 64 && isalpha(static_cast<unsigned char>(st[0]));
+    for (char ch : st)
+      ok = ok && (isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-' || ch == '.');
+    if (!ok)
+      error(line, what + ": stage must be a name (a letter, then letters, digits, '_', '-', " +
+                      "'.'; at most 64), got " +
+                      (st.empty() ? describe_value(-1) : "'" + st + "'"));
+    else
+      s->stage = st;
+  }
+  lua_pop(L_, 1);
   lua_getfield(L_, o, "trigger");
   if (!lua_isnil(L_, -1)) {
     s->trigger_line = line;

@@ -66,15 +66,8 @@ class GraphListExec : public Exec {
       if (k.exec.get() == c) {
         k.state = State::Done;
         running_--;
-        if (!seq_ && (c->outcome == Outcome::Succeeded || c->outcome == Outcome::Skipped) &&
-            !c->output.empty() && !c->step()->id.empty()) {
-          lua_State* L = run_->L();
-          output.push(L);
-          lua_pushlstring(L, c->step()->id.data(), c->step()->id.size());
-          c->output.push(L);
-          lua_rawset(L, -3);
-          lua_pop(L, 1);
-        }
+        if (!seq_ && (c->outcome == Outcome::Succeeded || c->outcome == Outcome::Skipped))
+          set_output_of(output, c);
         if (c->outcome == Outcome::Failed && !c->optional_failure && !c->step()->is_hook() &&
             !failed_) {
           failed_ = true;

@@ -303,6 +303,11 @@ class NodeExec : public Exec, public TaskOwner, public SlotWaiter {
         reuse_success(r);
         return true;
       }
+      // A step a graph skipped because of its upstream, in an earlier attempt of the run: the
+      // graph decided again this time (after `orchrun retry`), and it is to run.
+      if (r.status == NodeStatus::skipped && r.run_attempt != run_->run_attempt &&
+          r.error_message.rfind("upstream_", 0) == 0)
+        continue;
       if (r.status == NodeStatus::skipped) {
         run_->summary.nodes_skipped++;
         s_->notify(run_, "node.skipped", path_, r.attempt,

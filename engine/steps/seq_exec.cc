@@ -76,14 +76,7 @@ class ParallelExec : public Exec {
     bool ok = c->outcome == Outcome::Succeeded || c->outcome == Outcome::Skipped;
     if (ok) {
       ok_++;
-      if (!c->output.empty()) {
-        lua_State* L = run_->L();
-        output.push(L);
-        lua_pushlstring(L, c->step()->id.data(), c->step()->id.size());
-        c->output.push(L);
-        lua_rawset(L, -3);
-        lua_pop(L, 1);
-      }
+      set_output_of(output, c);
     } else if (c->outcome == Outcome::Failed) {
       // An optional branch's failure is tolerated by join = all; otherwise remember the first.
       if (!(c->optional_failure && step_->parallel().join == 0) && first_err_.type.empty())

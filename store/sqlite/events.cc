@@ -6,12 +6,13 @@ namespace orch {
 int64_t SqliteStore::insert_event(const Event& e) {
   static const char* kSql =
       "INSERT INTO events(run_id, trace_id, ts, kind, pipeline, version, node_id, attempt, data, "
-      "incident_id, fingerprint) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)";
+      "incident_id, fingerprint, stage) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)";
   if (!begin()) return 0;
   Stmt st = db_.prepare(kSql);
   if (!st) return 0;
   st.bind_all(e.run_id, e.trace_id, e.ts, e.kind, e.pipeline, e.version, e.node,
-              null_if(e.node.empty(), e.attempt), e.data, or_null(e.incident_id), e.fingerprint);
+              null_if(e.node.empty(), e.attempt), e.data, or_null(e.incident_id), e.fingerprint,
+              e.stage);
   if (st.step_write() != SQLITE_DONE) {
     fail("insert event " + e.kind);
     return 0;
@@ -23,7 +24,7 @@ std::vector<Event> SqliteStore::events_after(int64_t after_id, const std::string
                                              const std::string& pipeline, int limit) {
 #define ORCH_EVENTS_AFTER                                                              \
   "SELECT id, ts, kind, run_id, trace_id, pipeline, version, node_id, attempt, data, " \
-  "incident_id, fingerprint FROM events WHERE id>?1"
+  "incident_id, fingerprint, stage FROM events WHERE id>?1"
   // Indexed by (run given) + 2 * (pipeline given).
   static const char* const kSql[] = {
       ORCH_EVENTS_AFTER " ORDER BY id LIMIT ?4",
@@ -42,7 +43,7 @@ std::vector<Event> SqliteStore::events_after(int64_t after_id, const std::string
   while (st.next()) {
     Event e;
     st.read_all(e.id, e.ts, e.kind, e.run_id, e.trace_id, e.pipeline, e.version, e.node, e.attempt,
-                e.data, e.incident_id, e.fingerprint);
+                e.data, e.incident_id, e.fingerprint, e.stage);
     out.push_back(std::move(e));
   }
   return out;

@@ -268,6 +268,13 @@ UPDATE approvals SET status='cancelled', decided_by='cancel', decided_at=coalesc
   WHERE status='waiting' AND EXISTS (SELECT 1 FROM runs WHERE runs.id=approvals.run_id AND
     (runs.status IN ('succeeded','failed','cancelled') OR runs.attempts > approvals.run_attempt));
 )sql",
+      // 8: stages. The stage a run is in (a step with `stage = "..."` moved it there), and the
+      // stage each event happened in.
+      R"sql(
+ALTER TABLE runs ADD COLUMN stage TEXT;
+ALTER TABLE events ADD COLUMN stage TEXT;
+CREATE INDEX runs_stage ON runs(stage, created_at DESC) WHERE stage IS NOT NULL;
+)sql",
   };
   return m;
 }

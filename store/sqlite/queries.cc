@@ -62,12 +62,13 @@ std::vector<RunRow> SqliteStore::list_runs(const RunFilter& f) {
                                        " AND created_at>=?4",
                                        " AND created_at<?5",
                                        " AND (created_at<?6 OR "
-                                       "(created_at=?6 AND id<?7))"};
-  static const std::array<std::string, 64> kVariants = [&] {
-    std::array<std::string, 64> v;
+                                       "(created_at=?6 AND id<?7))",
+                                       " AND stage=?9"};
+  static const std::array<std::string, 128> kVariants = [&] {
+    std::array<std::string, 128> v;
     for (size_t mask = 0; mask < v.size(); mask++) {
       v[mask] = "SELECT " ORCH_RUN_COLS " FROM runs WHERE 1=1";
-      for (size_t i = 0; i < 6; i++)
+      for (size_t i = 0; i < 7; i++)
         if (mask & (1u << i)) v[mask] += kConds[i];
       v[mask] += " ORDER BY created_at DESC, id DESC LIMIT ?8";
     }
@@ -75,7 +76,7 @@ std::vector<RunRow> SqliteStore::list_runs(const RunFilter& f) {
   }();
   size_t mask = (f.status.empty() ? 0 : 1) | (f.pipeline.empty() ? 0 : 2) |
                 (f.source.empty() ? 0 : 4) | (f.since_ms > 0 ? 8 : 0) | (f.until_ms > 0 ? 16 : 0) |
-                (f.before_created_at > 0 ? 32 : 0);
+                (f.before_created_at > 0 ? 32 : 0) | (f.stage.empty() ? 0 : 64);
   std::vector<RunRow> out;
   Stmt st = db_.query(kVariants[mask].c_str());
   if (!st) return out;
@@ -89,6 +90,7 @@ std::vector<RunRow> SqliteStore::list_runs(const RunFilter& f) {
     st.bind_text(7, f.before_id, false);
   }
   st.bind_int(8, f.limit > 0 ? f.limit : -1);
+  if (!f.stage.empty()) st.bind_text(9, f.stage);
   while (st.next()) out.push_back(read_run(st));
   return out;
 }

@@ -15,7 +15,7 @@ RunRow read_run(const Stmt& st) {
               r.output, r.error_type, r.error_message, r.error_node, r.retryable, r.attempts,
               r.created_at, r.started_at, r.finished_at, r.parent_run, r.idempotency_key,
               r.owner_pid, r.cancel_requested_at, r.cancel_reason, r.parent_node, r.workspace,
-              r.incident_id, r.fingerprint, r.owner_start);
+              r.incident_id, r.fingerprint, r.owner_start, r.stage);
   return r;
 }
 
@@ -53,6 +53,15 @@ void SqliteStore::set_run_status(const std::string& run_id, const RunStatusValue
   if (!st) return;
   st.bind_all(run_id, status.view(), ts);
   if (st.step_write() != SQLITE_DONE) fail("update run " + run_id);
+}
+
+void SqliteStore::set_run_stage(const std::string& run_id, const std::string& stage) {
+  static const char* kSql = "UPDATE runs SET stage=?2 WHERE id=?1";
+  if (!begin()) return;
+  Stmt st = db_.prepare(kSql);
+  if (!st) return;
+  st.bind_all(run_id, stage);
+  if (st.step_write() != SQLITE_DONE) fail("set the stage of run " + run_id);
 }
 
 void SqliteStore::finish_run(const std::string& run_id, const RunStatusValue& status,

@@ -38,6 +38,7 @@ class SqliteStore final : public Store {
                                                  int64_t now) override;
   void insert_run(const RunRow& r, bool* duplicate = nullptr) override;
   void set_run_status(const std::string& run_id, const RunStatusValue& status, int64_t ts) override;
+  void set_run_stage(const std::string& run_id, const std::string& stage) override;
   void finish_run(const std::string& run_id, const RunStatusValue& status,
                   const std::string& output, const std::string& error_type,
                   const std::string& error_message, const std::string& error_node, bool retryable,

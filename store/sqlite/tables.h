@@ -10,7 +10,7 @@ namespace orch {
   "id, trace_id, pipeline, version, status, source, environment, input, output, error_type, " \
   "error_message, error_node, retryable, attempts, created_at, started_at, finished_at, "     \
   "parent_run, idempotency_key, owner_pid, cancel_requested_at, cancel_reason, parent_node, " \
-  "workspace, incident_id, fingerprint, owner_start"
+  "workspace, incident_id, fingerprint, owner_start, stage"
 RunRow read_run(const Stmt& st);
 
 // The statuses a run may be in while it is not over.

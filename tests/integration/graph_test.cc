@@ -402,3 +402,86 @@ return o.pipeline "plan" {
   CHECK(query_str(db, "select status from runs") == "succeeded");
   CHECK(srv.requests().size() == 1);
 }
+
+TEST_CASE("orchrun retry of a failed graph runs what its upstream failure skipped", "[graph]") {
+  TempDir tmp;
+  std::string file = tmp.file("r.lua"), db = tmp.file("r.db"), flag = tmp.file("flag");
+  write_file(file, R"(local o = require "orch"
+return o.pipeline "again" {
+  o.node("build", function() return {} end),
+  o.node("lint", function(ctx)
+    if o.exec { "test", "-e", ctx.input.flag }.code ~= 0 then o.fail("no flag", { retryable = false }) end
+    return {}
+  end, { after = { "build" } }),
+  o.node("deploy", function() return { ok = true } end, { after = { "lint" } }),
+}
+)");
+  std::string input = R"({"flag":")" + flag + R"("})";
+  CHECK(orchrun({file, "--input", input}, db).exit_code == 1);
+  CHECK(nodes(db)["deploy"] == "skipped:upstream_failed");
+  std::string id = query_str(db, "select id from runs");
+  write_file(flag, "");
+  auto r = orchrun({"retry", id}, db);
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(query_str(db, "select status from runs") == "succeeded");
+  CHECK(query_str(db,
+                  "select group_concat(run_attempt || ':' || status, ' ') from node_runs "
+                  "where node_id='deploy' order by seq") == "1:skipped 2:succeeded");
+  CHECK(query_int(db, "select count(*) from node_runs where node_id='build'") == 1);
+}
+
+TEST_CASE(
+    "stages: a step moves the run into its stage; the run and its events record it, and "
+    "runs filter by it",
+    "[graph]") {
+  TempDir tmp;
+  std::string file = tmp.file("st.lua"), db = tmp.file("st.db");
+  write_file(file, R"(local o = require "orch"
+return o.pipeline "staged" {
+  o.node("ingest", function() return {} end, { stage = "ingested" }),
+  o.node("check", function() return {} end, { stage = "checked" }),
+  o.seq("analysis", {
+    o.node("analyze", function(ctx) if ctx.input.fail then error("model down") end return {} end),
+    stage = "analyzed",
+  }),
+  o.node("notify", function() return {} end, { stage = "notified" }),
+}
+)");
+  CHECK(orchrun({file}, db).exit_code == 0);
+  CHECK(orchrun({file, "--input", R"({"fail":true})"}, db).exit_code == 1);
+  auto runs = query(db, "select status, stage from runs order by created_at, id");
+  REQUIRE(runs.size() == 2);
+  CHECK(runs[0] == std::vector<std::string>{"succeeded", "notified"});
+  CHECK(runs[1] == std::vector<std::string>{"failed", "analyzed"});
+  // Each stage change is an event, and every event carries the stage it happened in.
+  CHECK(query_str(db,
+                  "select group_concat(json_extract(data, '$.stage'), ' ') from events "
+                  "where kind='run.stage' and run_id=(select id from runs where "
+                  "status='succeeded')") == "ingested checked analyzed notified");
+  CHECK(query_str(db, "select stage from events where kind='node.failed'") == "analyzed");
+  CHECK(query_str(db,
+                  "select stage from events where kind='node.succeeded' and "
+                  "node_id='check'") == "checked");
+  CHECK(query_int(db, "select count(*) from events where kind='run.started' and stage is null") ==
+        2);
+  auto l = orchrun({"runs", "--stage", "analyzed", "--json"}, db);
+  INFO(l.out << l.err);
+  json j = parse_json(l.out, nullptr);
+  REQUIRE(j.is_array());
+  REQUIRE(j.size() == 1);
+  CHECK(j[0].value("status", "") == "failed");
+  CHECK(j[0].value("stage", "") == "analyzed");
+  auto t = orchrun({"runs"}, db);
+  CHECK(has(t.out, "STAGE"));
+  CHECK(has(t.out, "notified"));
+  CHECK(has(orchrun({"runs", "--stage", "nowhere"}, db).out, "no runs match"));
+
+  std::string bad = tmp.file("bad.lua");
+  write_file(bad,
+             "local o = require 'orch'\nreturn o.pipeline 'b' {\n"
+             "  o.node('a', function() end, { stage = 'in review' }),\n}\n");
+  auto v = orchrun({"validate", bad}, "");
+  CHECK(v.exit_code == 2);
+  CHECK(has(v.err, "bad.lua:3: o.node 'a': stage must be a name"));
+}

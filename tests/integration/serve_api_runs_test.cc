@@ -257,6 +257,32 @@ return o.pipeline "f" {
 
 // --- 7. cancel and retry ----------------------------------------------------------------------
 
+TEST_CASE("serve: GET /api/runs?stage= lists the runs in a stage, with their stage", "[serve]") {
+  TempDir tmp;
+  std::string dir = pipeline_dir(tmp, {{"staged.lua", R"(local o = require "orch"
+return o.pipeline "staged" {
+  o.node("ingest", function() return {} end, { stage = "ingested" }),
+  o.node("analyze", function(ctx) if ctx.input.stop then error("stop") end return {} end,
+         { stage = "analyzed" }),
+}
+)"}});
+  std::string db = tmp.file("st.db");
+  ServeProcess srv(dir, db);
+  std::string ok = srv.post("/api/pipelines/staged/runs", "{}").json_body()["run_id"];
+  std::string bad =
+      srv.post("/api/pipelines/staged/runs", R"({"input":{"stop":true}})").json_body()["run_id"];
+  srv.wait_run(ok, "succeeded");
+  srv.wait_run(bad, "failed");
+  auto r = srv.get("/api/runs?stage=analyzed");
+  INFO(show(r));
+  REQUIRE(r.status == 200);
+  json runs = r.json_body()["runs"];
+  REQUIRE(runs.size() == 2);
+  for (auto& x : runs) CHECK(x.value("stage", "") == "analyzed");
+  CHECK(srv.get("/api/runs?stage=ingested").json_body()["runs"].size() == 0);
+  CHECK(srv.get("/api/runs/" + ok).json_body().value("stage", "") == "analyzed");
+}
+
 TEST_CASE("serve: a cancel through the API runs the pipeline's hooks first (202 cancelling)",
           "[serve]") {
   TempDir tmp;
