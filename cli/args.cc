@@ -24,7 +24,7 @@ Args parse_args(int argc, char** argv) {
       {"--secrets", true},    {"--listen", true},
       {"--token-file", true}, {"--max-body", true},
       {"--grace", true},      {"--follow", false},
-      {"--server", true}};
+      {"--server", true},     {"--data", true}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -55,9 +55,9 @@ Args parse_args(int argc, char** argv) {
       a.positional.push_back(w);
     }
   }
-  static const std::vector<std::string> kCommands = {"run",     "validate", "runs",   "inspect",
-                                                     "graph",   "resume",   "cancel", "retry",
-                                                     "approve", "reject",   "serve",  "logs"};
+  static const std::vector<std::string> kCommands = {
+      "run",    "validate", "runs",   "inspect", "graph", "resume", "cancel",
+      "retry",  "approve",  "reject", "signal",  "serve", "logs"};
   if (!a.positional.empty()) {
     for (const auto& c : kCommands)
       if (a.positional[0] == c) a.command = c;
@@ -89,6 +89,7 @@ Args parse_args(int argc, char** argv) {
       {"cancel", {"--db", "--reason"}},
       {"approve", {"--db", "--as", "--comment"}},
       {"reject", {"--db", "--as", "--comment"}},
+      {"signal", {"--db", "--as", "--data", "--json"}},
       {"validate", {"--json", "--allow", "--secrets"}},
       {"graph", {"--format", "--allow", "--secrets"}},
       {"runs", {"--db", "--json", "--status", "--pipeline", "--stage", "--since", "--limit"}},

@@ -26,6 +26,9 @@ Usage:
   orchrun approve RUN_ID NODE --as NAME [--comment TEXT]
   orchrun reject  RUN_ID NODE --as NAME [--comment TEXT]
                                      decide an approval gate (o.approve); then orchrun resume
+  orchrun signal RUN_ID NAME [--data JSON | --data @file.json] [--as NAME]
+                                     deliver a signal to a run waiting for it (o.wait); the
+                                     payload (default null) is the waiting step's output
   orchrun validate FILE...           load and check pipelines without running them
   orchrun graph FILE [--format mermaid|dot]
                                      print the pipeline's graph
@@ -56,7 +59,8 @@ Options:
                    required to listen beyond loopback. logs --follow sends $ORCHRUN_TOKEN
 
 Exit codes: 0 succeeded, 1 run failed, 2 usage error, invalid pipeline or unknown run,
-            3 store or internal error, 4 stopped at an approval gate (awaiting approval),
+            3 store or internal error, 4 stopped at an approval gate or a wait for a signal
+            (awaiting_approval, waiting),
             130/143 interrupted by SIGINT/SIGTERM (the runs are cancelled; the process
             exits within 10 s of the signal whatever the pipeline does).
 )";
@@ -101,6 +105,7 @@ int dispatch(int argc, char** argv) {
   if (a.command == "cancel") return cmd_cancel(a);
   if (a.command == "retry") return cmd_retry(a);
   if (a.command == "approve" || a.command == "reject") return cmd_decide(a);
+  if (a.command == "signal") return cmd_signal(a);
   if (a.command == "validate") return cmd_validate(a);
   if (a.command == "graph") return cmd_graph(a);
   if (a.command == "runs") return cmd_runs(a);

@@ -55,6 +55,7 @@ int cmd_resume(const Args& a);
 int cmd_cancel(const Args& a);
 int cmd_retry(const Args& a);
 int cmd_decide(const Args& a);  // approve | reject
+int cmd_signal(const Args& a);
 int cmd_validate(const Args& a);
 int cmd_graph(const Args& a);
 int cmd_runs(const Args& a);

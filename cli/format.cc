@@ -20,7 +20,7 @@ std::string Style::status(const std::string& st) const {
   if (st == "failed") return red(st);
   if (st == "cancelled" || st == "skipped") return yellow(st);
   if (st == "running") return cyan(st);
-  if (st == "awaiting_approval") return yellow(st);
+  if (st == "awaiting_approval" || st == "waiting") return yellow(st);
   if (st == "orphaned") return red(st);
   return st;
 }

@@ -110,8 +110,11 @@ void LiveView::on_event(const Event& e) {
   } else if (e.kind == "node.waiting") {
     l.status = "waiting";
     l.attempt = e.attempt;
-    l.note = "waiting for approval" +
-             (d.value("message", "").empty() ? std::string() : ": " + d.value("message", ""));
+    l.note = d.value("gate", "") == "signal"
+                 ? "waiting for the signal " + d.value("signal", "")
+                 : "waiting for approval" + (d.value("message", "").empty()
+                                                 ? std::string()
+                                                 : ": " + d.value("message", ""));
     plain = l.note;
   } else if (e.kind == "node.reused") {
     l.status = "succeeded";

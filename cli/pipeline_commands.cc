@@ -138,6 +138,14 @@ void graph_mermaid_kind(const Step* s, std::string* out, std::vector<std::string
       *exit = {id};
       return;
     }
+    case StepKind::Wait: {
+      std::string id = nid(s->path);
+      *out += "  " + id + "[/\"wait: " + s->id +
+              (s->wait().signal == s->id ? "" : " (signal " + s->wait().signal + ")") + "\"/]\n";
+      *entry = {id};
+      *exit = {id};
+      return;
+    }
     case StepKind::Node: {
       std::string id = nid(s->path);
       *out += "  " + id + "[\"" + s->id + "\"]\n";

@@ -2,6 +2,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -40,13 +41,10 @@ int cmd_runs(const Args& a) {
   }
   RunFilter f;
   f.status = a.get("--status");
-  static const std::vector<std::string> kStatuses = {"queued",    "running", "awaiting_approval",
-                                                     "succeeded", "failed",  "cancelled"};
-  if (!f.status.empty() &&
-      std::find(kStatuses.begin(), kStatuses.end(), f.status) == kStatuses.end()) {
-    fprintf(stderr,
-            "orchrun: --status must be one of queued, running, awaiting_approval, "
-            "succeeded, failed, cancelled\n");
+  if (!f.status.empty() && !parse_run_status(f.status)) {
+    std::string names;
+    for (const char* n : status_names(RunStatus{})) names += (names.empty() ? "" : ", ") + std::string(n);
+    fprintf(stderr, "orchrun: --status must be one of %s\n", names.c_str());
     return kExitUsage;
   }
   f.pipeline = a.get("--pipeline");
@@ -76,7 +74,7 @@ int cmd_runs(const Args& a) {
     json arr = json::array();
     for (auto& r : runs) {
       json j = run_json(r);
-      if (r.status == RunStatus::awaiting_approval) {
+      if (is_parked(r.status)) {
         json due = json::array();
         for (auto& ap : store->approvals(r.id)) {
           bool pending = false;
@@ -108,14 +106,19 @@ int cmd_runs(const Args& a) {
     std::string errs = r.error_type.empty() ? ""
                                             : (r.error_node.empty() ? "" : r.error_node + ": ") +
                                                   first_line(r.error_message, 60);
-    if (r.status == RunStatus::awaiting_approval && errs.empty()) {
+    if (is_parked(r.status) && errs.empty()) {
       // A gate whose timeout has passed is decided, even before a process applies it.
       for (auto& ap : store->approvals(r.id)) {
         bool pending = false;
         const ApprovalRow g = gate_as_of(ap, now, &pending);
         if (pending)
-          errs = g.node_id + ": gate timed out at " + local_time(g.timeout_at) +
-                 (g.on_timeout == "approve" ? " (approves)" : " (rejects)") + " on resume";
+          errs = g.node_id + (g.kind == "signal" ? ": wait for " + g.message : ": gate") +
+                 " timed out at " + local_time(g.timeout_at) + " (" +
+                 (g.on_timeout == "approve"    ? "approves"
+                  : g.on_timeout == "continue" ? "continues"
+                  : g.on_timeout == "fail"     ? "fails"
+                                               : "rejects") +
+                 ") on resume";
       }
     }
     std::string status = to_string(r.status);
@@ -233,11 +236,34 @@ int cmd_inspect(const Args& a) {
   }
   auto aps = store->approvals(run->id);
   if (!aps.empty()) {
-    printf("\n%s\n", st.bold("approvals").c_str());
+    bool signals = std::any_of(aps.begin(), aps.end(),
+                               [](const ApprovalRow& a) { return a.kind == "signal"; });
+    bool gates = std::any_of(aps.begin(), aps.end(),
+                             [](const ApprovalRow& a) { return a.kind != "signal"; });
+    printf("\n%s\n", st.bold(gates && signals ? "approvals and signals"
+                              : signals        ? "signals"
+                                               : "approvals")
+                          .c_str());
     const int64_t now = wall_ms();
     for (auto& stored : aps) {
       bool pending = false;
       const ApprovalRow ap = gate_as_of(stored, now, &pending);
+      if (ap.kind == "signal") {
+        std::string what =
+            ap.status == ApprovalStatus::approved
+                ? "received from " + ap.decided_by + " at " + local_time(ap.decided_at) + " (" +
+                      std::to_string(ap.comment.size()) + " bytes of payload)"
+            : ap.status == ApprovalStatus::waiting
+                ? "waiting since " + local_time(ap.requested_at) +
+                      (ap.timeout_at ? " until " + local_time(ap.timeout_at) : "")
+            : ap.status == ApprovalStatus::timed_out
+                ? "timed out at " + local_time(ap.timeout_at ? ap.timeout_at : ap.decided_at) +
+                      " (on_timeout = " + ap.on_timeout + ")"
+                : to_string(ap.status) + " at " + local_time(ap.decided_at);
+        if (pending) what += "; applied when the run resumes: orchrun resume " + run->id;
+        printf("  %-24s signal %s: %s\n", ap.node_id.c_str(), ap.message.c_str(), what.c_str());
+        continue;
+      }
       std::string who = ap.decided_at ? to_string(ap.status) + " by " + ap.decided_by + " at " +
                                             local_time(ap.decided_at) +
                                             (ap.comment.empty() ? "" : " — " + ap.comment)

@@ -39,10 +39,24 @@ void print_summary(FILE* human, const RunSummary& summary, const Args& a) {
   if (summary.nodes_skipped) counts += ", " + std::to_string(summary.nodes_skipped) + " skipped";
   if (summary.nodes_cancelled)
     counts += ", " + std::to_string(summary.nodes_cancelled) + " cancelled";
-  if (summary.status == "awaiting_approval") {
-    fprintf(human, "%s after %s  (%s v%d; run %s)\n", st.yellow("⏸ awaiting approval").c_str(),
+  if (summary.status == "awaiting_approval" || summary.status == "waiting") {
+    fprintf(human, "%s after %s  (%s v%d; run %s)\n",
+            st.yellow(summary.status == "waiting" ? "⏸ waiting for a signal" : "⏸ awaiting approval")
+                .c_str(),
             format_duration_ms(summary.duration_ms).c_str(), summary.pipeline.c_str(),
             summary.version, summary.run_id.c_str());
+    for (const auto& w : summary.waiting_signals) {
+      if (w.run_id == summary.run_id)
+        fprintf(human, "  step %s waits for the signal %s. To send it:\n", w.node.c_str(),
+                w.signal.c_str());
+      else
+        fprintf(human, "  step %s of child run %s waits for the signal %s. To send it:\n",
+                w.node.c_str(), w.run_id.c_str(), w.signal.c_str());
+      fprintf(human, "    orchrun signal %s %s --data JSON%s\n", w.run_id.c_str(), w.signal.c_str(),
+              db_hint(a).c_str());
+      fprintf(human, "    or POST /api/runs/%s/signals/%s with the JSON as the body\n",
+              w.run_id.c_str(), w.signal.c_str());
+    }
     for (const auto& [run_id, g] : summary.waiting_gates) {
       if (run_id == summary.run_id)
         fprintf(human, "  gate %s is waiting. To decide:\n", g.c_str());
@@ -102,6 +116,12 @@ json summary_json(const RunSummary& summary, const Store& store) {
     j["error"] = {{"type", summary.error_type},
                   {"message", summary.error_message},
                   {"node", summary.error_node}};
+  if (!summary.waiting_signals.empty()) {
+    json w = json::array();
+    for (const auto& s : summary.waiting_signals)
+      w.push_back({{"run_id", s.run_id}, {"node", s.node}, {"signal", s.signal}});
+    j["waiting_signals"] = w;
+  }
   return j;
 }
 
@@ -228,8 +248,9 @@ int drive(const Args& a, Store* store, const std::vector<Pipeline*>& pipelines,
     bool all_ok = static_cast<int>(done.size()) == started;
     bool any_waiting = false, any_failed = false;
     for (auto& sm : done) {
-      any_waiting = any_waiting || sm.status == "awaiting_approval";
-      any_failed = any_failed || (sm.status != "succeeded" && sm.status != "awaiting_approval");
+      bool parked = sm.status == "awaiting_approval" || sm.status == "waiting";
+      any_waiting = any_waiting || parked;
+      any_failed = any_failed || (sm.status != "succeeded" && !parked);
     }
     all_ok = all_ok && !any_waiting && !any_failed;
     for (auto& sm : done) {
@@ -407,16 +428,16 @@ int cmd_resume(const Args& a) {
         auto parent = store->find_run(r.parent_run, &err);
         if (parent &&
             (parent->status == RunStatus::running || parent->status == RunStatus::queued ||
-             parent->status == RunStatus::awaiting_approval))
+             is_parked(parent->status)))
           continue;
       }
-      if (r.status == RunStatus::awaiting_approval) {
+      if (is_parked(r.status)) {
         // Only once someone decided (or a gate's timeout passed): otherwise it would just
         // stop at the same gate again.
         bool ready = false;
         std::vector<std::string> gated = {r.id};  // its own gates, and its child runs' (o.call)
         for (auto& c : store->child_runs(r.id))
-          if (c.status == RunStatus::awaiting_approval) gated.push_back(c.id);
+          if (is_parked(c.status)) gated.push_back(c.id);
         for (auto& id : gated)
           for (auto& ap : store->approvals(id))
             ready = ready || ap.status != ApprovalStatus::waiting ||
@@ -436,7 +457,7 @@ int cmd_resume(const Args& a) {
       return kExitUsage;
     }
     if (r->status != RunStatus::running && r->status != RunStatus::queued &&
-        r->status != RunStatus::awaiting_approval) {
+        !is_parked(r->status)) {
       fprintf(stderr, "orchrun: run %s is %s; only unfinished runs can be resumed%s\n",
               r->id.c_str(), r->status.str().c_str(),
               r->status == RunStatus::failed ? " (a failed run is retried, not resumed)" : "");
@@ -445,7 +466,7 @@ int cmd_resume(const Args& a) {
     if (!r->parent_run.empty()) {
       auto parent = store->find_run(r->parent_run, &err);
       if (parent && (parent->status == RunStatus::running || parent->status == RunStatus::queued ||
-                     parent->status == RunStatus::awaiting_approval)) {
+                     is_parked(parent->status))) {
         fprintf(stderr,
                 "orchrun: run %s is a child run (o.call) of run %s, which resumes it: orchrun "
                 "resume %s%s\n",
@@ -550,7 +571,7 @@ int cmd_cancel(const Args& a) {
       fprintf(stderr, "orchrun: store error: %s\n", store->error().c_str());
       return kExitInternal;
     }
-    if (run->owner_pid > 0 && run->status != RunStatus::awaiting_approval)
+    if (run->owner_pid > 0 && !is_parked(run->status))
       printf("cancelled run %s (%s; its process %lld is gone; %d process group(s) it left ended)\n",
              run->id.c_str(), run->status.str().c_str(), static_cast<long long>(run->owner_pid),
              groups);
@@ -570,7 +591,7 @@ int cmd_cancel(const Args& a) {
     std::string err;
     auto now = store->find_run(run->id, &err);
     if (now && now->status != RunStatus::running && now->status != RunStatus::queued &&
-        now->status != RunStatus::awaiting_approval) {
+        !is_parked(now->status)) {
       printf("run %s is %s (process %lld)\n", run->id.c_str(), now->status.str().c_str(),
              static_cast<long long>(run->owner_pid));
       return now->status == RunStatus::cancelled ? kExitOk : kExitFailed;
@@ -653,6 +674,75 @@ int cmd_decide(const Args& a) {
   printf("%s gate '%s' of run %s as %s\n", approve ? "approved" : "rejected", node.c_str(),
          run->id.c_str(), who.c_str());
   if (run->status == RunStatus::running && owner_alive(*run))
+    printf("the process running it (%lld) continues it\n", static_cast<long long>(run->owner_pid));
+  else if (!run->parent_run.empty())
+    printf("continue it with its parent run: orchrun resume %s%s\n", run->parent_run.c_str(),
+           db_hint(a).c_str());
+  else
+    printf("continue the run with: orchrun resume %s%s\n", run->id.c_str(), db_hint(a).c_str());
+  return kExitOk;
+}
+
+int cmd_signal(const Args& a) {
+  if (a.positional.size() != 2) {
+    fprintf(stderr,
+            "usage: orchrun signal RUN_ID NAME [--data JSON | --data @file.json] [--as NAME]\n");
+    return kExitUsage;
+  }
+  std::string who = a.get("--as");
+  if (who.empty())
+    if (const char* u = getenv("USER")) who = u;
+  if (who.empty()) who = "cli";
+  // The payload: inline, or @file; any JSON value; null when not given.
+  std::string payload = "null";
+  if (a.has("--data")) {
+    std::string text = a.get("--data"), where = "--data";
+    if (!text.empty() && text[0] == '@') {
+      std::ifstream in(text.substr(1), std::ios::binary);
+      if (!in) {
+        fprintf(stderr, "orchrun: --data: cannot read %s: %s\n", text.substr(1).c_str(),
+                strerror(errno));
+        return kExitUsage;
+      }
+      where = text.substr(1);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      text = ss.str();
+    }
+    constexpr size_t kMaxPayload = 1 << 20;
+    if (text.size() > kMaxPayload) {
+      fprintf(stderr, "orchrun: %s: the payload is %zu bytes; a signal carries at most 1 MiB\n",
+              where.c_str(), text.size());
+      return kExitUsage;
+    }
+    std::string err;
+    json j = parse_json(text, &err, kMaxJsonDepth);
+    if (j.is_discarded()) {
+      fprintf(stderr, "orchrun: %s is not valid JSON: %s\n", where.c_str(), err.c_str());
+      return kExitUsage;
+    }
+    payload = dump_json(j);
+  }
+  std::unique_ptr<Store> store;
+  std::optional<RunRow> run;
+  if (int rc = open_run(a, false, a.positional[0], &store, &run)) return rc;
+  const std::string& name = a.positional[1];
+  Decision d = deliver_signal(*store, *run, name, payload, who, wall_ms());
+  if (!d.ok) {
+    fprintf(stderr, "orchrun: %s\n", d.message.c_str());
+    return d.code == "store" ? kExitInternal : kExitUsage;
+  }
+  if (a.has("--json")) {
+    printf("%s\n", dump_json(json{{"run_id", run->id},
+                                  {"signal", name},
+                                  {"node", d.event.node},
+                                  {"by", who}})
+                       .c_str());
+    return kExitOk;
+  }
+  printf("delivered signal '%s' to step %s of run %s as %s\n", name.c_str(), d.event.node.c_str(),
+         run->id.c_str(), who.c_str());
+  if (owner_alive(*run))
     printf("the process running it (%lld) continues it\n", static_cast<long long>(run->owner_pid));
   else if (!run->parent_run.empty())
     printf("continue it with its parent run: orchrun resume %s%s\n", run->parent_run.c_str(),

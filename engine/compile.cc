@@ -346,7 +346,7 @@ std::unique_ptr<Step> Compiler::compile_step(int v, int parent_line, const std::
                                           : "";
     error(parent_line, where +
                            ": expected a step (o.node, o.seq, o.parallel, o.when, "
-                           "o.switch, o.approve, o.map, o.loop, o.call), got " +
+                           "o.switch, o.approve, o.map, o.loop, o.call, o.wait), got " +
                            describe_value(v) + hint);
     return nullptr;
   }
@@ -358,7 +358,8 @@ std::unique_ptr<Step> Compiler::compile_step(int v, int parent_line, const std::
   static const CompileKind kCompile[] = {
       &Compiler::compile_node, &Compiler::compile_seq,    &Compiler::compile_parallel,
       &Compiler::compile_when, &Compiler::compile_switch, &Compiler::compile_approve,
-      &Compiler::compile_map,  &Compiler::compile_loop,   &Compiler::compile_call};
+      &Compiler::compile_map,  &Compiler::compile_loop,   &Compiler::compile_call,
+      &Compiler::compile_wait};
   constexpr size_t kKinds = std::variant_size_v<StepSpec>;
   size_t k = 0;
   while (k < kKinds && kind != step_kind_name(static_cast<StepKind>(k))) k++;

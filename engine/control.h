@@ -1,4 +1,4 @@
-// Run control shared by the CLI and the server: deciding an approval gate.
+// Run control shared by the CLI and the server: deciding an approval gate, delivering a signal.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -26,5 +26,13 @@ struct Decision {
 // event) and commits. Nothing is written unless it is ok.
 Decision decide_gate(Store& store, const RunRow& run, const std::string& node, bool approve,
                      const std::string& who, const std::string& comment, int64_t now);
+
+// Delivers the signal `name` to `run`, which must be waiting for it (o.wait) in its current
+// attempt: the wait's approvals row gets the payload (JSON text) and the sender, with a
+// signal.received event, and commits. When not ok, code is not_found (no such signal waited
+// for now, the run waits for others, or it is over: all "conflict" to a caller that asked for
+// a run that exists) or store. Decision::event is the event written.
+Decision deliver_signal(Store& store, const RunRow& run, const std::string& name,
+                        const std::string& payload, const std::string& who, int64_t now);
 
 }  // namespace orch

@@ -35,6 +35,8 @@ const char* step_kind_name(StepKind k) {
       return "loop";
     case StepKind::Call:
       return "call";
+    case StepKind::Wait:
+      return "wait";
   }
   return "?";
 }
@@ -69,6 +71,7 @@ int64_t Step::timeout_ms() const {
   if (const auto* n = std::get_if<NodeSpec>(&spec)) return n->timeout_ms;
   if (const auto* a = std::get_if<ApproveSpec>(&spec)) return a->timeout_ms;
   if (const auto* c = std::get_if<CallSpec>(&spec)) return c->timeout_ms;
+  if (const auto* w = std::get_if<WaitSpec>(&spec)) return w->timeout_ms;
   return 0;
 }
 

@@ -16,7 +16,7 @@ namespace orch {
 class LuaEngine;  // bindings/lua_state.h
 
 // The order matters: make_exec indexes its factories by it, and it is StepSpec's.
-enum class StepKind { Node, Seq, Parallel, When, Switch, Approve, Map, Loop, Call };
+enum class StepKind { Node, Seq, Parallel, When, Switch, Approve, Map, Loop, Call, Wait };
 const char* step_kind_name(StepKind k);
 
 struct RetryPolicy {
@@ -102,8 +102,15 @@ struct CallSpec {
   LuaRef input;
   int64_t timeout_ms = 0;
 };
+// o.wait: the run is parked until the signal `signal` is delivered to it (the API's
+// POST /api/runs/ID/signals/NAME, orchrun signal); its payload is the step's output.
+struct WaitSpec {
+  std::string signal;
+  int64_t timeout_ms = 0;             // 0: as long as it takes
+  bool continue_on_timeout = false;   // on_timeout = "continue" (default "fail")
+};
 using StepSpec = std::variant<NodeSpec, SeqSpec, ParallelSpec, WhenSpec, SwitchSpec, ApproveSpec,
-                              MapSpec, LoopSpec, CallSpec>;
+                              MapSpec, LoopSpec, CallSpec, WaitSpec>;
 
 // When a step with `after` runs, given how its dependencies settled (Airflow's names):
 // success: all succeeded (or skipped themselves); failure: all failed; always: once all
@@ -158,6 +165,8 @@ struct Step {
   const LoopSpec& loop() const { return std::get<LoopSpec>(spec); }
   CallSpec& call() { return std::get<CallSpec>(spec); }
   const CallSpec& call() const { return std::get<CallSpec>(spec); }
+  WaitSpec& wait() { return std::get<WaitSpec>(spec); }
+  const WaitSpec& wait() const { return std::get<WaitSpec>(spec); }
   // The timeout of a node attempt, an approval or a call; 0 for the other kinds.
   int64_t timeout_ms() const;
 };

@@ -173,10 +173,17 @@ json run_detail_json(Store& store, const RunRow& run) {
            {"requested_at", iso8601_ms(ap.requested_at)}};
     if (!ap.approvers.empty()) x["approvers"] = parse_json(ap.approvers, nullptr);
     if (ap.timeout_at) x["timeout_at"] = iso8601_ms(ap.timeout_at);
+    if (ap.kind == "signal") x["signal"] = ap.message;
     if (ap.decided_at) {
       x["decided_by"] = ap.decided_by;
       x["decided_at"] = iso8601_ms(ap.decided_at);
-      x["comment"] = ap.comment;
+      // A signal's comment is its payload, kept as the JSON it came as.
+      if (ap.kind == "signal" && ap.status == ApprovalStatus::approved) {
+        json payload = parse_json(ap.comment, nullptr);
+        x["payload"] = payload.is_discarded() ? json(ap.comment) : payload;
+      } else {
+        x["comment"] = ap.comment;
+      }
     }
     // Decided by its timeout, not yet applied by a process running the run.
     if (pending) x["pending"] = true;

@@ -198,17 +198,30 @@ void Scheduler::park_waiting() {
     for (Run* r : parked) {
       int64_t now = wall_ms();
       RunSummary sum = r->summary;
-      for (Gate* g : gates_)
-        if (g->gate_run() == r)
-          sum.waiting_gates.emplace_back(g->decided_on().empty() ? r->id : g->decided_on(),
-                                         g->gate_node());
-      json gates = json::array();
+      for (Gate* g : gates_) {
+        if (g->gate_run() != r) continue;
+        std::string on = g->decided_on().empty() ? r->id : g->decided_on();
+        if (g->is_signal())
+          sum.waiting_signals.push_back({on, g->gate_node(), g->signal_name()});
+        else
+          sum.waiting_gates.emplace_back(on, g->gate_node());
+      }
+      json gates = json::array(), signals = json::array();
       for (auto& [run_id, node] : sum.waiting_gates)
         gates.push_back(run_id == r->id ? json(node) : json{{"run", run_id}, {"node", node}});
-      store_->set_run_status(r->id, RunStatus::awaiting_approval, now);
-      emit(r, "run.awaiting_approval", "", 0, dump_json(json{{"gates", gates}}));
+      for (auto& w : sum.waiting_signals) {
+        json j{{"node", w.node}, {"signal", w.signal}};
+        if (w.run_id != r->id) j["run"] = w.run_id;
+        signals.push_back(j);
+      }
+      RunStatus st = parked_status(r);
+      store_->set_run_status(r->id, st, now);
+      json d{{"gates", gates}};
+      if (!signals.empty()) d["signals"] = signals;
+      emit(r, st == RunStatus::waiting ? "run.waiting" : "run.awaiting_approval", "", 0,
+           dump_json(d));
       r->finished = true;
-      sum.status = "awaiting_approval";
+      sum.status = to_string(st);
       sum.duration_ms = now - r->started_ms;
       auto it = runs_.find(r->id);
       finished_runs_.push_back(std::move(it->second));
@@ -228,11 +241,29 @@ void Scheduler::poll_gates() {
   store_->commit();
 }
 
+RunStatus Scheduler::parked_status(const Run* r) {
+  // A person's decision is what an operator must know about first: a run waiting for both is
+  // awaiting_approval.
+  return r->waiting_gates > r->waiting_signals ? RunStatus::awaiting_approval : RunStatus::waiting;
+}
+
+void Scheduler::set_parked(Run* r) {
+  RunStatus st = r->waiting_gates > 0 ? parked_status(r) : RunStatus::running;
+  if (st == r->parked_as) return;
+  r->parked_as = st;
+  store_->set_run_status(r->id, st, wall_ms());
+  emit(r,
+       st == RunStatus::running   ? "run.continued"
+       : st == RunStatus::waiting ? "run.waiting"
+                                  : "run.awaiting_approval",
+       "", 0, "{}");
+}
+
 void Scheduler::gate_opened(Run* r) {
   if (r->finished) return;
   if (Step* h = const_cast<Step*>(r->p->hook("awaiting_approval")); h && run_hooks)
     for (Gate* g : gates_) {
-      if (g->gate_run() != r) continue;
+      if (g->gate_run() != r || g->is_signal()) continue;
       const std::string& node = g->gate_node();
       auto& seen = r->gates_announced;
       if (std::find(seen.begin(), seen.end(), node) != seen.end()) continue;
@@ -244,16 +275,12 @@ void Scheduler::gate_opened(Run* r) {
         r->summary.hooks.emplace_back(id, outcome_name(e->outcome));
       });
     }
-  if (!hold_gates || r->waiting_gates != 1) return;
-  store_->set_run_status(r->id, RunStatus::awaiting_approval, wall_ms());
-  emit(r, "run.awaiting_approval", "", 0, "{}");
+  if (hold_gates) set_parked(r);
 }
 
 void Scheduler::gate_closed(Run* r) {
-  if (!hold_gates || r->finished || r->waiting_gates != 0 || draining_ || !r->cancel_reason.empty())
-    return;
-  store_->set_run_status(r->id, RunStatus::running, wall_ms());
-  emit(r, "run.continued", "", 0, "{}");
+  if (!hold_gates || r->finished || draining_ || !r->cancel_reason.empty()) return;
+  set_parked(r);
 }
 
 bool Scheduler::run_info(const std::string& run_id, std::string* trace_id, int* version) const {

@@ -142,6 +142,11 @@ class Scheduler : public TaskHost, public NodeServices, public StepHost {
   // A gate of `run` started or stopped waiting (hold_gates: the run's status follows).
   void gate_opened(Run* run) override;
   void gate_closed(Run* run) override;
+  // What a run with gates waiting is parked as: awaiting_approval while one waits for a person,
+  // else waiting (signals only).
+  static RunStatus parked_status(const Run* r);
+  // Serve (hold_gates): records the run's status as its gates make it, when it changes.
+  void set_parked(Run* r);
   void add_slot_waiter(SlotWaiter* w) override { slot_waiters_.push_back(w); }
   void remove_slot_waiter(SlotWaiter* w) override;
   // A slot of `key` was released here: the local waiters look again (in arrival order).

@@ -24,6 +24,7 @@ constexpr Route kRoutes[] = {
     {"POST", "/api/runs/{id}/cancel", RouteAuth::kWrite, api_cancel_run},
     {"POST", "/api/runs/{id}/retry", RouteAuth::kWrite, api_retry_run},
     {"POST", "/api/runs/{id}/approvals/{node...}", RouteAuth::kWrite, api_decide_gate},
+    {"POST", "/api/runs/{id}/signals/{name}", RouteAuth::kWrite, api_deliver_signal},
     {"GET", "/api/events", RouteAuth::kRead, api_events},
 };
 

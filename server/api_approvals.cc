@@ -1,4 +1,5 @@
-// The API of approval gates: POST /api/runs/ID/approvals/NODE decides one.
+// The API of gates: POST /api/runs/ID/approvals/NODE decides an approval, POST
+// /api/runs/ID/signals/NAME delivers a signal to a run that waits for it (o.wait).
 #include <unistd.h>
 
 #include "engine/control.h"
@@ -9,6 +10,43 @@ namespace orch {
 
 using http::error_response;
 using http::Response;
+
+namespace {
+
+// After a decision or a signal was recorded: the run goes on here if it is active here; else,
+// if nobody runs it, it is resumed here. Says which ("here", "resumed", "owner", "no").
+std::string continue_run(ApiCall& call, const RunRow& r) {
+  ServerContext& c = call.c;
+  RunRow root = r;
+  while (!root.parent_run.empty()) {
+    auto parent = c.store->find_run(root.parent_run, nullptr);
+    if (!parent) break;
+    root = *parent;
+  }
+  if (c.sched->is_active(root.id) || c.sched->is_active(r.id)) {
+    c.sched->poll_gates();
+    return "here";
+  }
+  if (is_parked(root.status) && !owner_alive(root) && !c.shutting_down) {
+    std::string err;
+    Pipeline* p = c.registry->for_run(root, &err);
+    if (p && c.store->claim_run(root.id, root.owner_pid, getpid()) &&
+        c.sched->resume_run(p, root, &err))
+      return "resumed";
+    return "no";
+  }
+  if (owner_alive(root)) return "owner";  // its process polls the store for decisions
+  return "no";
+}
+
+int status_of(const Decision& d) {
+  return d.code == "not_found"   ? 404
+         : d.code == "forbidden" ? 403
+         : d.code == "conflict"  ? 409
+                                 : 500;
+}
+
+}  // namespace
 
 void api_decide_gate(ApiCall& call) {
   ServerContext& c = call.c;
@@ -31,37 +69,44 @@ void api_decide_gate(ApiCall& call) {
   // Committed by decide_gate: the hub sends it after the next commit, with what follows.
   Decision d = decide_gate(*c.store, *r, node, approve, who, comment, wall_ms());
   if (d.ok) c.sse->on_event(d.event);
-  if (!d.ok) {
-    int st = d.code == "not_found"   ? 404
-             : d.code == "forbidden" ? 403
-             : d.code == "conflict"  ? 409
-                                     : 500;
-    return call.fail(st, d.code.c_str(), d.message);
-  }
-  // The run goes on: here if it is active here; else, if nobody runs it, it is resumed here.
-  RunRow root = *r;
-  while (!root.parent_run.empty()) {
-    auto parent = c.store->find_run(root.parent_run, nullptr);
-    if (!parent) break;
-    root = *parent;
-  }
-  std::string continued = "no";
-  if (c.sched->is_active(root.id) || c.sched->is_active(r->id)) {
-    c.sched->poll_gates();
-    continued = "here";
-  } else if (root.status == RunStatus::awaiting_approval && !owner_alive(root) &&
-             !c.shutting_down) {
-    std::string err;
-    Pipeline* p = c.registry->for_run(root, &err);
-    if (p && c.store->claim_run(root.id, root.owner_pid, getpid()) &&
-        c.sched->resume_run(p, root, &err))
-      continued = "resumed";
-  } else if (owner_alive(root)) {
-    continued = "owner";  // its process polls the store for decisions
-  }
+  if (!d.ok) return call.fail(status_of(d), d.code.c_str(), d.message);
+  std::string continued = continue_run(call, *r);
   call.ok(200, {{"run_id", r->id},
                 {"node", node},
                 {"decision", approve ? "approved" : "rejected"},
+                {"by", who},
+                {"continued", continued}});
+}
+
+// The body is the payload, any JSON value (empty: null); ?by=NAME says who sends it.
+void api_deliver_signal(ApiCall& call) {
+  ServerContext& c = call.c;
+  const std::string& id = call.params.get("id");
+  const std::string& name = call.params.get("name");
+  if (call.store_full()) return;
+  std::string payload = "null";
+  if (call.rq.body.find_first_not_of(" \t\r\n") != std::string::npos) {
+    std::string err;
+    json body = parse_json(call.rq.body, &err, kMaxJsonDepth);
+    if (body.is_discarded())
+      return call.fail(400, "invalid_json", "the body (the signal's payload) is not valid JSON: " +
+                                                err);
+    payload = dump_json(body);
+  }
+  bool given = false;
+  std::string who = call.rq.param("by", &given);
+  if (given && who.empty()) return call.fail(400, "invalid_query", "'by' must not be empty");
+  if (who.size() > 200) return call.fail(400, "invalid_query", "'by' is longer than 200 bytes");
+  if (!given) who = "api";
+  auto r = call.find_run(id);
+  if (!r) return;
+  Decision d = deliver_signal(*c.store, *r, name, payload, who, wall_ms());
+  if (d.ok) c.sse->on_event(d.event);
+  if (!d.ok) return call.fail(status_of(d), d.code.c_str(), d.message);
+  std::string continued = continue_run(call, *r);
+  call.ok(200, {{"run_id", r->id},
+                {"signal", name},
+                {"node", d.event.node},
                 {"by", who},
                 {"continued", continued}});
 }

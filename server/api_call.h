@@ -50,6 +50,7 @@ void api_cancel_run(ApiCall& call);
 void api_retry_run(ApiCall& call);
 // api_approvals.cc
 void api_decide_gate(ApiCall& call);
+void api_deliver_signal(ApiCall& call);
 // api_events.cc
 void api_events(ApiCall& call);
 

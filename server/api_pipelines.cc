@@ -23,6 +23,7 @@ json graph_json(const Step* s) {
     if (s->node().optional) j["optional"] = true;
   }
   if (s->kind() == StepKind::Call) j["call"] = s->call().target;
+  if (s->kind() == StepKind::Wait) j["signal"] = s->wait().signal;
   if (s->has_after) {
     j["after"] = s->after;
     j["trigger"] = trigger_rule_name(s->trigger);

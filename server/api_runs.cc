@@ -33,14 +33,10 @@ std::string csv_field(const std::string& v) {
 
 bool run_filter(ApiCall& call, RunFilter* f, int max_limit, int def_limit) {
   f->status = call.rq.param("status");
-  static const std::vector<std::string> kStatuses = {"queued",    "running", "awaiting_approval",
-                                                     "succeeded", "failed",  "cancelled"};
-  if (!f->status.empty() &&
-      std::find(kStatuses.begin(), kStatuses.end(), f->status) == kStatuses.end()) {
-    call.fail(400, "bad_parameter",
-              "status: '" + f->status +
-                  "' is not one of queued, running, awaiting_approval, succeeded, failed, "
-                  "cancelled");
+  if (!f->status.empty() && !parse_run_status(f->status)) {
+    std::string names;
+    for (const char* n : status_names(RunStatus{})) names += (names.empty() ? "" : ", ") + std::string(n);
+    call.fail(400, "bad_parameter", "status: '" + f->status + "' is not one of " + names);
     return false;
   }
   f->pipeline = call.rq.param("pipeline");

@@ -59,7 +59,7 @@ void resume_unfinished(ServerContext& c) {
       // A child run continues with its parent, unless the parent is over.
       auto parent = c.store->find_run(r.parent_run, nullptr);
       if (parent && (parent->status == RunStatus::running || parent->status == RunStatus::queued ||
-                     parent->status == RunStatus::awaiting_approval))
+                     is_parked(parent->status)))
         continue;
     }
     todo.push_back(r);

@@ -3,7 +3,7 @@
 namespace orch {
 namespace {
 
-constexpr const char* kRun[] = {"queued",    "running", "awaiting_approval",
+constexpr const char* kRun[] = {"queued",    "running", "awaiting_approval", "waiting",
                                 "succeeded", "failed",  "cancelled"};
 constexpr const char* kNode[] = {"pending", "running", "succeeded",
                                  "failed",  "skipped", "cancelled"};
@@ -50,6 +50,10 @@ std::optional<ApprovalStatus> parse_approval_status(std::string_view text) {
 
 bool is_finished(RunStatus s) {
   return s == RunStatus::succeeded || s == RunStatus::failed || s == RunStatus::cancelled;
+}
+
+bool is_parked(RunStatus s) {
+  return s == RunStatus::awaiting_approval || s == RunStatus::waiting;
 }
 
 }  // namespace orch

@@ -9,7 +9,17 @@
 
 namespace orch {
 
-enum class RunStatus : uint8_t { queued, running, awaiting_approval, succeeded, failed, cancelled };
+// waiting: parked until a signal from outside arrives (o.wait); awaiting_approval: parked on a
+// person's decision (a gate). Both are unfinished.
+enum class RunStatus : uint8_t {
+  queued,
+  running,
+  awaiting_approval,
+  waiting,
+  succeeded,
+  failed,
+  cancelled
+};
 enum class NodeStatus : uint8_t { pending, running, succeeded, failed, skipped, cancelled };
 enum class ApprovalStatus : uint8_t { waiting, approved, rejected, timed_out, cancelled };
 
@@ -29,6 +39,9 @@ std::optional<ApprovalStatus> parse_approval_status(std::string_view text);
 
 // A run is over: succeeded, failed or cancelled.
 bool is_finished(RunStatus s);
+// A run is parked: no process needs to run it until a decision or a signal arrives
+// (awaiting_approval or waiting).
+bool is_parked(RunStatus s);
 
 // A status as a row or a call carries it: one of E's values, or text that names none (read from
 // a file, a request or a test), kept as it was so that the store can refuse it by name. The
@@ -78,6 +91,13 @@ class StatusOf {
 using RunStatusValue = StatusOf<RunStatus>;
 using NodeStatusValue = StatusOf<NodeStatus>;
 using ApprovalStatusValue = StatusOf<ApprovalStatus>;
+
+inline bool is_finished(const RunStatusValue& s) {
+  return s.valid() && is_finished(s.value());
+}
+inline bool is_parked(const RunStatusValue& s) {
+  return s.valid() && is_parked(s.value());
+}
 
 // Text for messages and JSON (nlohmann's to_json, found by ADL).
 template <class E>

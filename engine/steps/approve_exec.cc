@@ -15,18 +15,21 @@ void GateAttempt::open_row(int attempt, int64_t started_at) {
   attempt_ = attempt;
   started_ms_ = started_at;
   row_open_ = true;
-  s_->store()->insert_node_attempt(run_->id, path_, attempt_, "approval", started_at,
-                                   run_->run_attempt);
-  s_->emit(run_, "node.started", path_, attempt_, R"({"kind":"approval"})");
+  const char* kind = signal_ ? "signal" : "approval";
+  s_->store()->insert_node_attempt(run_->id, path_, attempt_, kind, started_at, run_->run_attempt);
+  s_->emit(run_, "node.started", path_, attempt_, dump_json(json{{"kind", kind}}));
   run_->summary.attempts++;
 }
 
 void GateAttempt::begin(const GateSpec& spec, int last_attempt) {
   attempt_ = last_attempt;
+  signal_ = spec.kind == "signal";
+  if (signal_) signal_name_ = spec.message;
+  const char* row_kind = signal_ ? "signal" : "approval";
   // A row left open by the process that stopped while this gate waited.
   if (const auto* h = run_->history_of(path_))
     for (const auto& r : *h)
-      if (r.attempt == last_attempt && r.kind == "approval" && r.status == NodeStatus::running &&
+      if (r.attempt == last_attempt && r.kind == row_kind && r.status == NodeStatus::running &&
           r.run_attempt == run_->run_attempt) {
         row_open_ = true;
         started_ms_ = r.started_at;
@@ -48,12 +51,18 @@ void GateAttempt::begin(const GateSpec& spec, int last_attempt) {
     row.approvers = spec.approvers.empty() ? "" : dump_json(approvers);
     row.requested_at = now;
     row.timeout_at = spec.timeout_ms > 0 ? now + spec.timeout_ms : 0;
-    row.on_timeout = spec.approve_on_timeout ? "approve" : "reject";
+    // A signal's: what its step does past the timeout (o.wait's on_timeout).
+    row.on_timeout = signal_ ? (spec.approve_on_timeout ? "continue" : "fail")
+                             : (spec.approve_on_timeout ? "approve" : "reject");
     st->insert_approval(row);
     open_row(last_attempt + 1, now);
     json d = spec.details.is_object() ? spec.details : json::object();
-    d["message"] = spec.message;
-    d["approvers"] = approvers;
+    if (signal_) {
+      d["signal"] = spec.message;
+    } else {
+      d["message"] = spec.message;
+      d["approvers"] = approvers;
+    }
     d["gate"] = spec.kind;
     if (row.timeout_at) d["timeout_at"] = iso8601_ms(row.timeout_at);
     s_->emit(run_, "node.waiting", path_, attempt_, dump_json(d));
@@ -67,7 +76,9 @@ void GateAttempt::begin(const GateSpec& spec, int last_attempt) {
     }
     if (!row_open_) open_row(last_attempt + 1, a->requested_at);
     s_->notify(run_, "node.waiting", path_, attempt_,
-               dump_json(json{{"message", a->message}, {"still_waiting", true}}));
+               dump_json(json{{signal_ ? "signal" : "message", a->message},
+                              {"gate", a->kind},
+                              {"still_waiting", true}}));
     wait(a->timeout_at);
     return;
   }
@@ -83,6 +94,7 @@ void GateAttempt::poll() {
 void GateAttempt::wait(int64_t timeout_at) {
   waiting_ = true;
   run_->waiting_gates++;
+  if (signal_) run_->waiting_signals++;
   s_->add_gate(this);
   s_->gate_opened(run_);
   if (timeout_at > 0) {
@@ -103,6 +115,7 @@ void GateAttempt::stop_waiting() {
   if (!waiting_) return;
   waiting_ = false;
   run_->waiting_gates--;
+  if (signal_) run_->waiting_signals--;
   s_->remove_gate(this);
   timer_.reset();
   s_->gate_closed(run_);

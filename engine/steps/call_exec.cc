@@ -133,6 +133,8 @@ class CallExec : public Exec, public Gate {
   Run* gate_run() const override { return run_; }
   const std::string& gate_node() const override { return gate_label_; }
   std::string decided_on() const override { return gate_run_; }
+  bool is_signal() const override { return signal_; }
+  std::string signal_name() const override { return signal_name_; }
 
  private:
   int64_t run_started_at() const { return run_->started_ms; }
@@ -148,12 +150,23 @@ class CallExec : public Exec, public Gate {
 
   void child_finished(const RunSummary& sm) {
     if (done) return;
-    if (sm.status == "awaiting_approval") {
-      // Parked with its gates: the parent waits too (park_waiting parks it next).
-      gate_run_ = sm.waiting_gates.empty() ? child_id_ : sm.waiting_gates[0].first;
-      gate_label_ = sm.waiting_gates.empty() ? path_ : sm.waiting_gates[0].second;
+    if (sm.status == "awaiting_approval" || sm.status == "waiting") {
+      // Parked with its gates: the parent waits too (park_waiting parks it next), for a person
+      // or for a signal as its child does.
+      signal_ = sm.status == "waiting";
+      gate_run_ = child_id_;
+      gate_label_ = path_;
+      if (signal_ && !sm.waiting_signals.empty()) {
+        gate_run_ = sm.waiting_signals[0].run_id;
+        gate_label_ = sm.waiting_signals[0].node;
+        signal_name_ = sm.waiting_signals[0].signal;
+      } else if (!signal_ && !sm.waiting_gates.empty()) {
+        gate_run_ = sm.waiting_gates[0].first;
+        gate_label_ = sm.waiting_gates[0].second;
+      }
       waiting_ = true;
       run_->waiting_gates++;
+      if (signal_) run_->waiting_signals++;
       s_->add_gate(this);
       return;
     }
@@ -211,13 +224,14 @@ class CallExec : public Exec, public Gate {
     if (!waiting_) return;
     waiting_ = false;
     run_->waiting_gates--;
+    if (signal_) run_->waiting_signals--;
     s_->remove_gate(this);
   }
 
-  std::string child_id_, gate_run_, gate_label_;
+  std::string child_id_, gate_run_, gate_label_, signal_name_;
   int attempt_ = 0;
   int64_t started_ms_ = 0;
-  bool row_open_ = false, waiting_ = false;
+  bool row_open_ = false, waiting_ = false, signal_ = false;
 };
 
 }  // namespace

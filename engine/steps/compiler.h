@@ -165,6 +165,7 @@ class Compiler {
   void compile_when(int v, int line, const std::string& prefix, Step* s);
   void compile_approve(int v, int line, const std::string& prefix, Step* s);
   void compile_switch(int v, int line, const std::string& prefix, Step* s);
+  void compile_wait(int v, int line, const std::string& prefix, Step* s);
   // The options every step takes, whatever its kind: after, trigger, stage. They are read from
   // the step's options table, or for a seq from its list of steps (engine/steps/graph_compile.cc).
   static constexpr const char* kFlowKeys[] = {"after", "trigger", "stage"};

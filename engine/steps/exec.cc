@@ -93,7 +93,8 @@ void Exec::record_skipped_subtree(Step* st, const std::string& prefix, const std
   // A node, or a step whose inner ids exist only at run time (map items, loop iterations,
   // child runs): one row for the step itself.
   bool leaf = st->kind() == StepKind::Node || st->kind() == StepKind::Map ||
-              st->kind() == StepKind::Loop || st->kind() == StepKind::Call;
+              st->kind() == StepKind::Loop || st->kind() == StepKind::Call ||
+              st->kind() == StepKind::Approve || st->kind() == StepKind::Wait;
   if (leaf) {
     if (path.empty() || run_->history_of(path)) return;  // recorded before the resume
     int64_t now = wall_ms();
@@ -128,7 +129,8 @@ std::unique_ptr<Exec> make_exec(StepHost* s, Run* run, Step* step, Exec* parent,
                                 const std::string& prefix) {
   static const ExecFactory kFactories[] = {make_node_exec,   make_seq_exec,    make_parallel_exec,
                                            make_branch_exec, make_branch_exec, make_approve_exec,
-                                           make_map_exec,    make_loop_exec,   make_call_exec};
+                                           make_map_exec,    make_loop_exec,   make_call_exec,
+                                           make_wait_exec};
   return kFactories[static_cast<int>(step->kind())](s, run, step, parent, prefix);
 }
 

@@ -94,7 +94,10 @@ class Run {
   std::string cancel_reason;
   RunSummary summary;
   int run_attempt = 1;               // 1, then 2, 3... for each `orchrun retry`
-  int waiting_gates = 0;             // approval gates waiting for a person
+  int waiting_gates = 0;             // gates waiting: for a person, or for a signal
+  int waiting_signals = 0;           // of which waits for a signal (o.wait)
+  // Serve: the status the run's waiting gates gave it (running when none waits).
+  RunStatus parked_as = RunStatus::running;
   std::unique_ptr<SlotWaiter> slot;  // the pipeline's concurrency slot, when it has a key
   bool holds_slot = false;
   std::string workspace;  // the run's directory for artifacts (created on first use)
@@ -446,7 +449,7 @@ using ExecFactoryFn = std::unique_ptr<Exec>(StepHost* s, Run* run, Step* step, E
                                             const std::string& prefix);
 using ExecFactory = ExecFactoryFn*;
 ExecFactoryFn make_node_exec, make_seq_exec, make_parallel_exec, make_branch_exec,
-    make_approve_exec, make_map_exec, make_loop_exec, make_call_exec,
+    make_approve_exec, make_map_exec, make_loop_exec, make_call_exec, make_wait_exec,
     make_graph_list_exec;  // a seq or parallel with `after` inside (engine/steps/graph_exec.cc)
 
 }  // namespace orch

@@ -17,7 +17,7 @@ namespace orch {
 class Timer;
 
 struct GateSpec {
-  std::string kind = "gate";  // gate | escalation
+  std::string kind = "gate";  // gate | escalation | signal (message: the signal's name)
   std::string message;
   std::vector<std::string> approvers;
   int64_t timeout_ms = 0;
@@ -51,6 +51,8 @@ class GateAttempt : public Gate {
   void poll() override;
   Run* gate_run() const override { return run_; }
   const std::string& gate_node() const override { return path_; }
+  bool is_signal() const override { return signal_; }
+  std::string signal_name() const override { return signal_ ? signal_name_ : ""; }
 
   // The step output of an approved gate.
   static json decision_json(const ApprovalRow& a);
@@ -77,6 +79,8 @@ class GateAttempt : public Gate {
   std::string path_;
   Decided on_decided_;
   bool waiting_ = false;
+  bool signal_ = false;  // a wait for a signal (o.wait), not for a person
+  std::string signal_name_;
   bool row_open_ = false;
   int attempt_ = 0;
   int64_t started_ms_ = 0;

@@ -41,6 +41,11 @@ struct RunSummary {
   // awaiting_approval: the gates waiting, as (run id, node): a gate of a child run (o.call)
   // is decided on the child.
   std::vector<std::pair<std::string, std::string>> waiting_gates;
+  // waiting (or awaiting_approval with signals too): the waits for a signal, likewise.
+  struct SignalWait {
+    std::string run_id, node, signal;
+  };
+  std::vector<SignalWait> waiting_signals;
   // The pipeline's hooks that ran, as (step, outcome): they do not change the status.
   std::vector<std::pair<std::string, std::string>> hooks;
 };
@@ -55,6 +60,10 @@ class Gate {
   virtual void poll() = 0;  // reads the store; applies a decision made meanwhile
   virtual Run* gate_run() const = 0;
   virtual const std::string& gate_node() const = 0;
+  // Waits for a signal from outside (o.wait), not for a person's decision.
+  virtual bool is_signal() const { return false; }
+  // The signal's name, when is_signal().
+  virtual std::string signal_name() const { return ""; }
   // The run whose gate it is, when not gate_run() (a parent waiting on its child's gate).
   virtual std::string decided_on() const { return ""; }
 };

@@ -98,6 +98,17 @@ function M.approve(id, opts)
   return s
 end
 
+--- o.wait("id", { signal = "ci_done", timeout = "2h", on_timeout = "fail" | "continue" })
+--- Waits for a signal from outside: the run is parked (status waiting) until the signal is
+--- delivered to it, by `POST /api/runs/RUN/signals/ci_done` with a JSON body or by
+--- `orchrun signal RUN ci_done --data JSON`. The payload is the step's output. Past the timeout
+--- the step fails (error type signal_timeout), or with on_timeout = "continue" succeeds with
+--- { timed_out = true, signal = "ci_done" }. `signal` defaults to the step's id.
+function M.wait(id, opts)
+  local s = step("wait", { id = id, opts = opts })
+  return s
+end
+
 --- o.map("id", items, step | function(ctx, item) ... end, { max = k, <node options> })
 --- Fans out over a list known only at run time: `items` is a list or a function(ctx, input)
 --- returning one. Each item runs `step` with the item as its input, as `id[1]`, `id[2]`, ...

@@ -68,7 +68,7 @@ bool SqliteStore::decide_approval(const std::string& run_id, const std::string& 
       "UPDATE approvals SET status=?3, decided_by=?4, comment=?5, decided_at=?6 "
       "WHERE run_id=?1 AND node_id=?2 AND run_attempt=?7 AND status='waiting' AND EXISTS "
       "(SELECT 1 FROM runs WHERE id=?1 AND attempts=?7 AND "
-      "status IN ('queued','running','awaiting_approval'))");
+      "status IN " ORCH_RUN_UNFINISHED ")");
   if (!st) return false;
   st.bind_all(run_id, node_id, status.view(), by, comment, now, run_attempt);
   bool ok = st.step_write() == SQLITE_DONE && db_.changes() == 1;

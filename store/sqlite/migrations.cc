@@ -23,7 +23,7 @@ CREATE TABLE runs(
   trace_id TEXT NOT NULL,
   pipeline TEXT NOT NULL,
   version INTEGER NOT NULL,
-  status TEXT NOT NULL CHECK(status IN ('queued','running','awaiting_approval','succeeded',
+  status TEXT NOT NULL CHECK(status IN ('queued','running','awaiting_approval','waiting','succeeded',
                                          'failed','cancelled')),
   source TEXT NOT NULL,
   environment TEXT,
@@ -273,6 +273,56 @@ UPDATE approvals SET status='cancelled', decided_by='cancel', decided_at=coalesc
       R"sql(
 ALTER TABLE runs ADD COLUMN stage TEXT;
 ALTER TABLE events ADD COLUMN stage TEXT;
+CREATE INDEX runs_stage ON runs(stage, created_at DESC) WHERE stage IS NOT NULL;
+)sql",
+      // 9: a run parked until a signal from outside arrives (o.wait) is 'waiting'. SQLite
+      // cannot change a CHECK in place: the table is rebuilt with every column and index.
+      R"sql(
+CREATE TABLE runs_v9(
+  id TEXT PRIMARY KEY,
+  trace_id TEXT NOT NULL,
+  pipeline TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  status TEXT NOT NULL CHECK(status IN ('queued','running','awaiting_approval','waiting',
+                                         'succeeded','failed','cancelled')),
+  source TEXT NOT NULL,
+  environment TEXT,
+  input TEXT,
+  output TEXT,
+  error_type TEXT,
+  error_message TEXT,
+  error_node TEXT,
+  retryable INTEGER,
+  attempts INTEGER NOT NULL DEFAULT 1,
+  created_at INTEGER NOT NULL,
+  started_at INTEGER,
+  finished_at INTEGER,
+  parent_run TEXT,
+  idempotency_key TEXT,
+  owner_pid INTEGER,
+  cancel_requested_at INTEGER,
+  cancel_reason TEXT,
+  parent_node TEXT,
+  workspace TEXT,
+  incident_id INTEGER,
+  fingerprint TEXT,
+  owner_start TEXT,
+  stage TEXT);
+INSERT INTO runs_v9 SELECT id, trace_id, pipeline, version, status, source, environment, input,
+  output, error_type, error_message, error_node, retryable, attempts, created_at, started_at,
+  finished_at, parent_run, idempotency_key, owner_pid, cancel_requested_at, cancel_reason,
+  parent_node, workspace, incident_id, fingerprint, owner_start, stage FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v9 RENAME TO runs;
+CREATE INDEX runs_created ON runs(created_at DESC, id DESC);
+CREATE INDEX runs_status ON runs(status, created_at DESC);
+CREATE INDEX runs_pipeline ON runs(pipeline, created_at DESC);
+CREATE UNIQUE INDEX runs_idempotency ON runs(pipeline, idempotency_key)
+  WHERE idempotency_key IS NOT NULL;
+CREATE INDEX runs_cancel_requests ON runs(owner_pid) WHERE cancel_requested_at IS NOT NULL;
+CREATE INDEX runs_parent ON runs(parent_run, parent_node) WHERE parent_run IS NOT NULL;
+CREATE INDEX runs_incident ON runs(incident_id) WHERE incident_id IS NOT NULL;
+CREATE INDEX runs_source ON runs(source, created_at DESC);
 CREATE INDEX runs_stage ON runs(stage, created_at DESC) WHERE stage IS NOT NULL;
 )sql",
   };

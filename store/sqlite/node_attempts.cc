@@ -114,7 +114,7 @@ int SqliteStore::mark_interrupted(const std::string& run_id, int64_t now) {
       "UPDATE node_runs SET status='failed', error_type='interrupted', retryable=1, "
       "error_message='interrupted: the process running this attempt stopped (crash, kill "
       "or shutdown)', finished_at=?2, duration_ms=?2-started_at "
-      "WHERE run_id=?1 AND status='running' AND kind != 'approval'");
+      "WHERE run_id=?1 AND status='running' AND kind NOT IN ('approval','signal')");
   if (!st) {
     fail("mark interrupted " + run_id);
     return 0;

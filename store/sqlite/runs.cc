@@ -99,7 +99,7 @@ std::vector<bool> SqliteStore::claim_runs(const std::vector<std::pair<std::strin
   if (!begin()) return out;
   static const char* kSql =
       "UPDATE runs SET owner_pid=?3, owner_start=?4 WHERE id=?1 AND coalesce(owner_pid,0)=?2 "
-      "AND status IN ('queued','running','awaiting_approval')";
+      "AND status IN " ORCH_RUN_UNFINISHED;
   for (size_t i = 0; i < runs.size(); i++) {
     Stmt st = db_.prepare(kSql);
     if (!st) {
@@ -121,7 +121,7 @@ bool SqliteStore::request_cancel(const std::string& run_id, const std::string& r
   if (!begin()) return false;
   Stmt st = db_.query(
       "UPDATE runs SET cancel_requested_at=?2, cancel_reason=?3 WHERE id=?1 AND status IN "
-      "('queued','running','awaiting_approval')");
+      ORCH_RUN_UNFINISHED);
   if (!st) return false;
   st.bind_all(run_id, now, reason);
   bool ok = st.step_write() == SQLITE_DONE && db_.changes() == 1;
@@ -133,7 +133,7 @@ std::vector<std::pair<std::string, std::string>> SqliteStore::cancel_requests(in
   std::vector<std::pair<std::string, std::string>> out;
   static const char* kSql =
       "SELECT id, coalesce(cancel_reason, 'cancelled') FROM runs WHERE owner_pid=?1 AND "
-      "cancel_requested_at IS NOT NULL AND status IN ('queued','running','awaiting_approval')";
+      "cancel_requested_at IS NOT NULL AND status IN " ORCH_RUN_UNFINISHED;
   Stmt st = db_.prepare(kSql);
   if (!st) return out;
   st.bind_int(1, pid);

@@ -14,6 +14,6 @@ namespace orch {
 RunRow read_run(const Stmt& st);
 
 // The statuses a run may be in while it is not over.
-#define ORCH_RUN_UNFINISHED "('queued','running','awaiting_approval')"
+#define ORCH_RUN_UNFINISHED "('queued','running','awaiting_approval','waiting')"
 
 }  // namespace orch

@@ -309,7 +309,7 @@ return o.pipeline "p" {
   CHECK(
       has_diag(d, 2,
                "step 2: expected a step (o.node, o.seq, o.parallel, o.when, o.switch, o.approve, "
-               "o.map, o.loop, o.call), "
+               "o.map, o.loop, o.call, o.wait), "
                "got a plain table; wrap a list of steps in o.seq { ... }"));
   CHECK(has_diag(d, 2, "step 3: expected a step"));
 }

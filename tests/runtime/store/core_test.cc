@@ -72,7 +72,7 @@ TEST_CASE("every status round-trips between its enum and its text", "[store]") {
     auto s = static_cast<ApprovalStatus>(i);
     CHECK(parse_approval_status(to_string(s)) == s);
   }
-  CHECK(status_names(RunStatus{}).size() == 6);
+  CHECK(status_names(RunStatus{}).size() == 7);
   CHECK(status_names(NodeStatus{}).size() == 6);
   CHECK(status_names(ApprovalStatus{}).size() == 5);
   CHECK(to_string(RunStatus::awaiting_approval) == "awaiting_approval");

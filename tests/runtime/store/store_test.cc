@@ -151,7 +151,7 @@ TEST_CASE("a status the schema does not allow is a store failure, not silent", "
   s->insert_run(run_row("X", "exploded"));
   CHECK(s->failed());
   CHECK(s->error() ==
-        "insert run X: status 'exploded' is not one of queued, running, awaiting_approval, "
+        "insert run X: status 'exploded' is not one of queued, running, awaiting_approval, waiting, "
         "succeeded, failed, cancelled");
   s.reset();
   CHECK(query_int(d.file("o.db"), "select count(*) from runs") == 0);
