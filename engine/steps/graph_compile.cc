@@ -228,25 +228,32 @@ void Compiler::link_graph(Step* root, const std::vector<Step*>& hooks) {
   std::vector<int> color(g.size(), 0), parent(g.size(), -1);
   std::vector<EdgeKind> via(g.size(), Self);
   std::vector<std::pair<int, EdgeKind>> cycle;  // (event, the edge into it)
-  std::function<bool(int)> dfs = [&](int u) {
-    color[u] = 1;
-    for (const Edge& e : g[u]) {
+  // Depth first, with a stack of its own (a seq of many steps is a path as long as the
+  // pipeline: recursion would overflow the C stack).
+  std::vector<std::pair<int, size_t>> stack;  // (event, its next edge to look at)
+  for (size_t root = 0; root < g.size() && cycle.empty(); root++) {
+    if (color[root] != 0) continue;
+    color[root] = 1;
+    stack.push_back({static_cast<int>(root), 0});
+    while (!stack.empty() && cycle.empty()) {
+      auto& [u, next] = stack.back();
+      if (next == g[u].size()) {
+        color[u] = 2;
+        stack.pop_back();
+        continue;
+      }
+      const Edge& e = g[u][next++];
       if (color[e.to] == 1) {
         cycle.push_back({e.to, e.kind});
         for (int x = u; x != e.to; x = parent[x]) cycle.push_back({x, via[x]});
-        return true;
-      }
-      if (color[e.to] == 0) {
+      } else if (color[e.to] == 0) {
         parent[e.to] = u;
         via[e.to] = e.kind;
-        if (dfs(e.to)) return true;
+        color[e.to] = 1;
+        stack.push_back({e.to, 0});
       }
     }
-    color[u] = 2;
-    return false;
-  };
-  for (size_t u = 0; u < g.size() && cycle.empty(); u++)
-    if (color[u] == 0) dfs(static_cast<int>(u));
+  }
   if (cycle.empty()) return;
   // `cycle` runs backwards along the edges: each entry is an event and how the event before
   // it (the next entry) leads to it; read in this order, each step waits for the next.

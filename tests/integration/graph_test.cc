@@ -485,3 +485,20 @@ return o.pipeline "staged" {
   CHECK(v.exit_code == 2);
   CHECK(has(v.err, "bad.lua:3: o.node 'a': stage must be a name"));
 }
+
+TEST_CASE("a long seq with dependencies loads: the cycle check does not recurse per step",
+          "[graph]") {
+  TempDir tmp;
+  std::string file = tmp.file("long.lua");
+  // 200,000 steps in one seq: a path of 400,000 events, deeper than any C stack would take
+  // one frame each.
+  write_file(file, R"(local o = require "orch"
+local steps = {}
+for i = 1, 200000 do steps[i] = o.node("n" .. i, function() return {} end) end
+steps[#steps + 1] = o.node("last", function() return {} end, { after = { "n1", "n200000" } })
+return o.pipeline "long" { o.seq(steps) }
+)");
+  auto r = orchrun({"validate", file}, "");
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+}
