@@ -55,8 +55,11 @@ int cmd_validate(const Args& a) {
         e["sha256"] = p->sha256;
       }
       json errs = json::array();
-      for (auto& d : diags)
-        errs.push_back({{"file", d.file}, {"line", d.line}, {"message", d.message}});
+      for (auto& d : diags) {
+        json x{{"file", d.file}, {"line", d.line}, {"message", d.message}};
+        if (d.column > 0) x["column"] = d.column;  // a JSON definition's errors
+        errs.push_back(std::move(x));
+      }
       e["errors"] = errs;
       report.push_back(e);
     } else if (p) {

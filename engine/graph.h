@@ -204,13 +204,16 @@ struct Pipeline {
   Pipeline& operator=(const Pipeline&) = delete;
 };
 
-// file:line: message
+// file:line: message (file:line:column: for a JSON definition, whose errors point into the text)
 struct Diagnostic {
   std::string file;
   int line = 0;
   std::string message;
+  int column = 0;  // 0: not known
   std::string str() const {
-    return line > 0 ? file + ":" + std::to_string(line) + ": " + message : file + ": " + message;
+    if (line <= 0) return file + ": " + message;
+    return file + ":" + std::to_string(line) +
+           (column > 0 ? ":" + std::to_string(column) : std::string()) + ": " + message;
   }
 };
 

@@ -10,6 +10,7 @@
 
 #include "base/secrets.h"
 #include "engine/compile.h"
+#include "engine/json_pipeline.h"
 #include "store/store.h"
 
 namespace orch {
@@ -73,24 +74,33 @@ std::unique_ptr<Pipeline> load_pipeline_source(const std::string& path, const st
   }
   for (const auto& v : opts.redact) p->engine->redactor().add(v);
   if (const char* t = getenv(kTokenEnv)) p->engine->redactor().add(t);
+  // A JSON definition runs as the Lua it translates to; the pipeline's source (stored, hashed,
+  // shown) stays the JSON, and what the compiler says of the Lua is said of the JSON.
+  const bool is_json = is_json_definition_file(path);
+  JsonTranslation jt;
+  if (is_json && !translate_json_pipeline(path, source, &jt, diags)) return nullptr;
+  auto said = [&](Diagnostic d) { return is_json ? json_diagnostic(jt, std::move(d)) : d; };
   lua_State* L = p->engine->L();
   int top = lua_gettop(L);
   std::string tb;
-  if (!p->engine->run_pipeline_chunk(path, source, &err, &tb)) {
-    diags->push_back(from_lua_message(path, err));
+  if (!p->engine->run_pipeline_chunk(path, is_json ? jt.lua : source, &err, &tb)) {
+    diags->push_back(said(from_lua_message(path, err)));
     return nullptr;
   }
   bool ok = false;
+  std::vector<Diagnostic> mine;
   try {
-    ok = compile_pipeline(L, -1, path, p.get(), diags);
+    ok = compile_pipeline(L, -1, path, p.get(), &mine);
   } catch (const std::exception& ex) {
     // A bug of the compiler's, not of the file: said as such, never a crash of the server.
-    diags->push_back(
+    mine.push_back(
         {path, 0, std::string("internal error while compiling (please report): ") + ex.what()});
     ok = false;
   }
+  for (auto& d : mine) diags->push_back(said(std::move(d)));
   lua_settop(L, top);
   if (!ok) return nullptr;
+  if (is_json) set_json_lines(jt, p.get());
   return p;
 }
 
@@ -105,7 +115,14 @@ std::unique_ptr<Pipeline> load_stored_definition(Store& store, const std::string
         {name, 0, "definition " + name + " v" + std::to_string(version) + " is not in the store"});
     return nullptr;
   }
-  return load_pipeline_source(file.empty() ? name + ".lua" : file, *src, opts, diags);
+  // The stored file name tells a JSON definition from a Lua one (its suffix is what the loader
+  // goes by); a definition stored without one is told by its first character ('{' cannot start
+  // a Lua chunk).
+  if (file.empty()) {
+    size_t first = src->find_first_not_of(" \t\r\n");
+    file = name + (first != std::string::npos && (*src)[first] == '{' ? ".json" : ".lua");
+  }
+  return load_pipeline_source(file, *src, opts, diags);
 }
 
 }  // namespace orch

@@ -70,8 +70,11 @@ json pipeline_json(const ServerContext& c, const PipelineEntry& e) {
 Response validate_answer(const Pipeline* p, const std::vector<Diagnostic>& diags) {
   if (!p) {
     json errs = json::array();
-    for (auto& d : diags)
-      errs.push_back({{"file", d.file}, {"line", d.line}, {"message", d.message}});
+    for (auto& d : diags) {
+      json x{{"file", d.file}, {"line", d.line}, {"message", d.message}};
+      if (d.column > 0) x["column"] = d.column;  // a JSON definition's errors
+      errs.push_back(std::move(x));
+    }
     return Response::json(422, dump_json(json{{"valid", false}, {"errors", errs}}));
   }
   json trig = json::array();
