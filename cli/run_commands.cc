@@ -125,8 +125,8 @@ json summary_json(const RunSummary& summary, const Store& store) {
   return j;
 }
 
-// Where a one-shot finds the pipelines its runs call (o.call): a .lua file beside the caller
-// (`o.call("x", "notify")` loads notify.lua from the caller's directory), loaded once; and for
+// Where a one-shot finds the pipelines its runs call (o.call): a .lua (or .json) file beside the
+// caller (`o.call("x", "notify")` loads notify.lua from the caller's directory), loaded once; and for
 // child runs being resumed, the definition they started with, from the store.
 class FileSource : public PipelineSource {
  public:
@@ -136,7 +136,16 @@ class FileSource : public PipelineSource {
   Pipeline* find(const std::string& target, const Pipeline& caller, std::string* err) override {
     std::string dir = caller.file.substr(0, caller.file.rfind('/') + 1);
     std::string file = dir + target;
-    if (file.size() < 4 || file.compare(file.size() - 4, 4, ".lua") != 0) file += ".lua";
+    auto ends = [&](const char* x) {
+      size_t n = strlen(x);
+      return file.size() >= n && file.compare(file.size() - n, n, x) == 0;
+    };
+    // Without a suffix: x.lua, or else x.json (a JSON definition) when only that exists.
+    if (!ends(".lua") && !ends(".json"))
+      file += access((file + ".lua").c_str(), F_OK) != 0 &&
+                      access((file + ".json").c_str(), F_OK) == 0
+                  ? ".json"
+                  : ".lua";
     auto it = by_file_.find(file);
     if (it != by_file_.end()) return it->second;
     if (access(file.c_str(), R_OK) != 0) {

@@ -765,7 +765,7 @@ class Translator {
           if (c.contains(k))
             err(cp + "." + k, std::string("applies to the openai and anthropic providers; the "
                                           "local provider is the rules analyzer (o.ai.rules)"));
-      } else if (!c.contains("model")) {
+      } else if ((provider == "openai" || provider == "anthropic") && !c.contains("model")) {
         err(cp, "\"model\" is required with the " + provider + " provider");
       }
       if (!c.contains("incidents_from")) {

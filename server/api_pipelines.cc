@@ -134,8 +134,12 @@ void api_validate_pipeline(ApiCall& call) {
   ServerContext& c = call.c;
   const std::string& name = call.params.get("name");
   const PipelineEntry* e = c.registry->by_name(name);
-  std::string file = e ? e->file : c.registry->dir() + "/" + name + ".lua";
   std::string source = call.rq.body;
+  // A new pipeline's source tells its language: '{' cannot start a Lua chunk, and always starts
+  // a JSON definition.
+  size_t first = source.find_first_not_of(" \t\r\n");
+  bool json_src = first != std::string::npos && source[first] == '{';
+  std::string file = e ? e->file : c.registry->dir() + "/" + name + (json_src ? ".json" : ".lua");
   if (source.empty()) {
     if (!e) return call.fail(404, "not_found", "no pipeline '" + name + "'; send its source");
     FILE* f = fopen(file.c_str(), "rb");

@@ -17,8 +17,14 @@
 namespace orch {
 namespace {
 
-bool is_lua_file(const std::string& name) {
-  return name.size() > 4 && name.compare(name.size() - 4, 4, ".lua") == 0 && name[0] != '.';
+bool ends_with(const std::string& s, const char* suffix) {
+  size_t n = strlen(suffix);
+  return s.size() > n && s.compare(s.size() - n, n, suffix) == 0;
+}
+
+// A pipeline file: Lua, or a JSON definition (engine/json_pipeline.h). Hidden files are not.
+bool is_pipeline_file(const std::string& name) {
+  return (ends_with(name, ".lua") || ends_with(name, ".json")) && name[0] != '.';
 }
 
 std::string join_diags(const std::vector<Diagnostic>& diags) {
@@ -105,7 +111,8 @@ Registry::~Registry() {
 
 std::string Registry::stem(const std::string& file) const {
   std::string base = file.substr(file.rfind('/') + 1);
-  return base.size() > 4 ? base.substr(0, base.size() - 4) : base;
+  if (ends_with(base, ".json")) return base.substr(0, base.size() - 5);
+  return ends_with(base, ".lua") ? base.substr(0, base.size() - 4) : base;
 }
 
 bool Registry::load_all(std::string* err) {
@@ -116,7 +123,7 @@ bool Registry::load_all(std::string* err) {
   }
   std::vector<std::string> files;
   while (dirent* de = readdir(d))
-    if (is_lua_file(de->d_name)) files.push_back(dir_ + "/" + de->d_name);
+    if (is_pipeline_file(de->d_name)) files.push_back(dir_ + "/" + de->d_name);
   closedir(d);
   std::sort(files.begin(), files.end());
   for (auto& f : files) load_file(f, true);
@@ -127,7 +134,7 @@ bool Registry::load_all(std::string* err) {
 bool Registry::watch(std::string* err) {
   watch_ = std::make_unique<FsWatch>(loop_);
   bool ok = watch_->start(
-      dir_, debounce_ms, [](const std::string& name) { return is_lua_file(name); },
+      dir_, debounce_ms, [](const std::string& name) { return is_pipeline_file(name); },
       [this](std::set<std::string> names) {
         for (auto& name : names) reload(dir_ + "/" + name);
       },
@@ -173,6 +180,13 @@ void Registry::load_file(const std::string& file, bool initial) {
     e.error.clear();
     store_->insert_load({0, e.name, file, now, "removed", e.version, "", ""});
     if (on_change) on_change(e, "removed");
+    // A file refused because this one had its name (x.lua beside x.json) takes over now.
+    std::vector<std::string> waiting;
+    for (auto& [f, other] : entries_)
+      if (f != file && !other.active && !other.removed &&
+          other.error.find("already used by " + file + " ") != std::string::npos)
+        waiting.push_back(f);
+    for (auto& f : waiting) load_file(f, false);
     return;
   }
   std::ifstream in(file, std::ios::binary);
@@ -202,9 +216,14 @@ void Registry::load_file(const std::string& file, bool initial) {
     // A name must be unique among the files.
     for (auto& [f, other] : entries_)
       if (f != file && other.active && other.active->name == p->name) {
-        diags.push_back(
-            {file, 0,
-             "pipeline name '" + p->name + "' is already used by " + f + "; rename one of them"});
+        // x.lua beside x.json is the likely case: said so, since neither file is wrong alone.
+        std::string why = stem(f) == stem(file)
+                              ? "; " + f + " and " + file +
+                                    " define the same pipeline (Lua and JSON): remove one"
+                              : "; rename one of them";
+        diags.push_back({file, 0,
+                         "pipeline name '" + p->name + "' is already used by " + f + " (served)" +
+                             why});
         p.reset();
         break;
       }
@@ -273,7 +292,7 @@ std::unique_ptr<Pipeline> Registry::check(const std::string& file, const std::st
 
 Pipeline* Registry::find(const std::string& target, const Pipeline& caller, std::string* err) {
   std::string name = target;
-  if (name.size() > 4 && name.compare(name.size() - 4, 4, ".lua") == 0)
+  if (ends_with(name, ".lua") || ends_with(name, ".json"))
     name = stem(name);  // o.call("x", "notify.lua") names the file of the directory
   if (Pipeline* p = active(name)) return p;
   for (auto& [f, e] : entries_)
