@@ -1169,6 +1169,14 @@ bool translate_json_pipeline(const std::string& path, const std::string& text,
   std::stable_sort(mine.begin(), mine.end(), [](const Diagnostic& a, const Diagnostic& b) {
     return a.line != b.line ? a.line < b.line : a.column < b.column;
   });
+  // A problem met along two walks of the flow (a condition's rejoin is looked for from each
+  // branch) is said once.
+  mine.erase(std::unique(mine.begin(), mine.end(),
+                         [](const Diagnostic& a, const Diagnostic& b) {
+                           return a.line == b.line && a.column == b.column &&
+                                  a.message == b.message;
+                         }),
+             mine.end());
   diags->insert(diags->end(), mine.begin(), mine.end());
   return diags->size() == before;
 }

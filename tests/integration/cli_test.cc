@@ -149,12 +149,14 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
   std::vector<std::string> files;
   for (const char* dir : {"examples", "pipelines"})
     for (auto& e : fs::directory_iterator(src(dir)))
-      if (e.is_regular_file() && e.path().extension() == ".lua") files.push_back(e.path().string());
+      if (e.is_regular_file() && (e.path().extension() == ".lua" || e.path().extension() == ".json"))
+        files.push_back(e.path().string());
   std::sort(files.begin(), files.end());
   // The enumeration itself must have found the known files.
   REQUIRE(files.size() >= 6);
   REQUIRE(std::count(files.begin(), files.end(), src("examples/hello.lua")) == 1);
   REQUIRE(std::count(files.begin(), files.end(), src("pipelines/health-check.lua")) == 1);
+  REQUIRE(std::count(files.begin(), files.end(), src("examples/alert-triage.json")) == 1);
 
   std::set<std::string> run_ids;
   for (const auto& file : files) {
@@ -166,6 +168,12 @@ TEST_CASE("every example and shipped pipeline runs, and its run is fully recorde
       // fail_on=never: the verdict depends on this machine's disk, memory and load; the point
       // here is that the pipeline runs end to end.
       input = R"({"report":")" + report + R"(","fail_on":"never"})";
+      cwd = tmp.path();
+    }
+    if (fs::path(file).extension() == ".json") {
+      // A JSON definition has no sample of its own: an Alertmanager payload (a critical alert,
+      // so that its page is written too, under the working directory).
+      input = "@" + src("tests/fixtures/alertmanager_v4.json");
       cwd = tmp.path();
     }
     // Gates: o.approve, or a review that escalates with its default input.
@@ -608,7 +616,8 @@ TEST_CASE("validate reports good and bad files", "[cli]") {
     std::vector<std::string> args = {"validate"};
     for (const char* dir : {"examples", "pipelines"})
       for (auto& e : fs::directory_iterator(src(dir)))
-        if (e.path().extension() == ".lua") args.push_back(e.path().string());
+        if (e.path().extension() == ".lua" || e.path().extension() == ".json")
+          args.push_back(e.path().string());
     auto r = orchrun(args, "");
     INFO(r.err);
     CHECK(r.exit_code == 0);
