@@ -13,7 +13,7 @@ namespace {
 const char kUsage[] = R"(orchrun — workflow runtime for operations pipelines
 
 Usage:
-  orchrun FILE.lua [--input JSON | --input @file.json] [--db PATH] [--json]
+  orchrun FILE.lua|FILE.json [--input JSON | --input @file.json] [--db PATH] [--json]
                                      run a pipeline once and exit (0 succeeded, 1 failed)
   orchrun FILE.lua --idempotency-key KEY
                                      start at most one run per pipeline and key

@@ -332,7 +332,7 @@ int cmd_run(const Args& a) {
   Style est = style_for(stderr);
   if (a.positional.size() != 1) {
     fprintf(stderr, "orchrun: give exactly one pipeline file to run (got %zu)\n%s",
-            a.positional.size(), "usage: orchrun FILE.lua [--input JSON] [--db PATH]\n");
+            a.positional.size(), "usage: orchrun FILE.lua|FILE.json [--input JSON] [--db PATH]\n");
     return kExitUsage;
   }
   int code = 0;

@@ -28,6 +28,11 @@ const std::regex kNameRe("^[A-Za-z0-9][A-Za-z0-9_.-]*$");
 
 using Positions = std::unordered_map<std::string, std::pair<int, int>>;
 
+// Bounds that keep a definition's checks and its generated Lua far from any stack or parser
+// limit (LuaJIT refuses a chunk nested ~200 levels deep; each condition nests two).
+constexpr size_t kMaxNodes = 10000;
+constexpr int kMaxConditionDepth = 40;
+
 // Where each value of a valid JSON text starts, by path ("nodes[2].config.provider"; indexes
 // from 0, as in jq), and the keys an object has twice (nlohmann keeps the last one silently,
 // which would hide a mistake such as two "next").
@@ -593,6 +598,11 @@ class Translator {
                        (ns.is_array() ? std::string("an empty list") : type_name(ns)));
       return;
     }
+    if (ns.size() > kMaxNodes) {
+      err("nodes", "has " + std::to_string(ns.size()) + " nodes; a JSON definition has at most " +
+                       std::to_string(kMaxNodes) + " (split it, or use o.call between pipelines)");
+      return;
+    }
     const std::vector<std::string> types(std::begin(kTypes), std::end(kTypes));
     for (size_t i = 0; i < ns.size(); i++) {
       JNode n;
@@ -919,34 +929,51 @@ class Translator {
   }
   bool is_cond(int i) const { return nodes_[i].type == "condition"; }
 
-  // A cycle through next/then/else: printed step by step ("a -> b -> a").
+  // A cycle through next/then/else: printed step by step ("a -> b -> a"). The walk keeps its
+  // own stack: a definition of many nodes in a chain cannot exhaust the thread's.
   bool find_cycle() {
     std::vector<int> color(nodes_.size(), 0), stack;
-    std::function<bool(int)> dfs = [&](int u) {
-      color[u] = 1;
-      stack.push_back(u);
+    std::vector<std::pair<int, int>> work;  // node, next edge to look at (0..2)
+    auto edge = [&](int u, int k) -> int {
       const JNode& n = nodes_[u];
-      for (const std::string* e : {&n.next, &n.then_, &n.else_}) {
-        int v = e->empty() ? -1 : idx(*e);
-        if (v < 0) continue;
+      const std::string& e = k == 0 ? n.next : k == 1 ? n.then_ : n.else_;
+      return e.empty() ? -1 : idx(e);
+    };
+    for (size_t i = 0; i < nodes_.size(); i++) {
+      if (color[i] != 0) continue;
+      work.push_back({static_cast<int>(i), 0});
+      color[i] = 1;
+      stack.push_back(static_cast<int>(i));
+      while (!work.empty()) {
+        auto& [u, k] = work.back();
+        if (k == 3) {
+          color[u] = 2;
+          stack.pop_back();
+          work.pop_back();
+          continue;
+        }
+        int v = edge(u, k++);
+        if (v < 0 || color[v] == 2) continue;
         if (color[v] == 1) {
           std::vector<std::string> cyc;
           auto from = std::find(stack.begin(), stack.end(), v);
           for (auto it = from; it != stack.end(); ++it) cyc.push_back(nodes_[*it].id);
           cyc.push_back(nodes_[v].id);
+          if (cyc.size() > 12) {  // a long one: its ends, and how many between
+            size_t between = cyc.size() - 10;
+            cyc.erase(cyc.begin() + 5, cyc.end() - 5);
+            cyc.insert(cyc.begin() + 5, "(" + std::to_string(between) + " more)");
+          }
           err(nodes_[v].path, "a cycle through next/then/else: " + join(cyc, " -> ") +
                                   " (a pipeline's flow cannot go back; use a Lua o.loop to "
                                   "repeat steps)");
           return true;
         }
-        if (color[v] == 0 && dfs(v)) return true;
+        color[v] = 1;
+        stack.push_back(v);
+        work.push_back({v, 0});
       }
-      stack.pop_back();
-      color[u] = 2;
-      return false;
-    };
-    for (size_t i = 0; i < nodes_.size(); i++)
-      if (color[i] == 0 && dfs(static_cast<int>(i))) return true;
+    }
     return false;
   }
 
@@ -966,6 +993,19 @@ class Translator {
   int join_of(int c) {
     auto memo = joins_.find(c);
     if (memo != joins_.end()) return memo->second;
+    // Each nested condition costs a level of this walk (and of the generated Lua): bounded.
+    if (join_depth_ > kMaxConditionDepth) {
+      err(nodes_[c].path, "conditions are nested more than " +
+                              std::to_string(kMaxConditionDepth) +
+                              " deep here; flatten the flow (or write it in Lua)");
+      joins_[c] = -1;
+      return -1;
+    }
+    struct Depth {
+      int& d;
+      explicit Depth(int& x) : d(x) { d++; }
+      ~Depth() { d--; }
+    } depth(join_depth_);
     const JNode& n = nodes_[c];
     int j = -1;
     int t = idx(n.then_), e = n.has_else ? idx(n.else_) : -1;
@@ -993,8 +1033,14 @@ class Translator {
     return j;
   }
 
-  std::vector<Item> build(int x, int stop, std::string from) {
+  std::vector<Item> build(int x, int stop, std::string from, int depth = 0) {
     std::vector<Item> out;
+    if (depth > kMaxConditionDepth) {
+      err(nodes_[x].path, "conditions are nested more than " +
+                              std::to_string(kMaxConditionDepth) +
+                              " deep here; flatten the flow (or write it in Lua)");
+      return out;
+    }
     while (x >= 0 && x != stop) {
       JNode& n = nodes_[x];
       if (!placed_[x].empty()) {
@@ -1014,8 +1060,10 @@ class Translator {
                   "\" is where the branches rejoin; swap then and else and invert the test");
           return out;
         }
-        it.then_ = build(t, j, "as the then of \"" + n.id + "\"");
-        if (e >= 0 && e != j) it.else_ = build(e, j, "as the else of \"" + n.id + "\"");
+        it.then_ = build(t, j, "as the then of \"" + n.id + "\"", depth + 1);
+        if (!diags_->empty()) return out;
+        if (e >= 0 && e != j)
+          it.else_ = build(e, j, "as the else of \"" + n.id + "\"", depth + 1);
         from = "where the branches of \"" + n.id + "\" rejoin";
         x = j;
       } else {
@@ -1155,6 +1203,7 @@ class Translator {
   std::unordered_map<std::string, int> ids_;
   std::unordered_map<std::string, std::vector<std::string>> by_type_;
   std::unordered_map<int, int> joins_;
+  int join_depth_ = 0;
   std::vector<std::string> placed_;  // how each node was reached ("" = not yet)
 };
 

@@ -117,6 +117,12 @@ put("template", "empty-mode", "a{{x}}b\0{}\0empty")
 put("template", "keep-mode", "a{{ x }}b\0[]\0keep")
 put("template", "bad-mode", "a\0{}\0strict")
 
+# --- json_pipeline: the shipped JSON definitions (the rest of its corpus is committed by hand:
+# the error cases of tests/integration/json_pipeline_test.cc).
+os.makedirs("fuzz/corpus/json_pipeline", exist_ok=True)
+for f in sorted(glob.glob("examples/*.json")):
+    shutil.copy(f, os.path.join("fuzz", "corpus", "json_pipeline", os.path.basename(f)))
+
 # --- pipeline: every example and shipped pipeline, and small sources.
 os.makedirs("fuzz/corpus/pipeline", exist_ok=True)
 for f in sorted(glob.glob("examples/*.lua") + glob.glob("pipelines/*.lua")):

@@ -46,12 +46,12 @@ fi
 seconds="${2:-45}"
 shift $(($# >= 2 ? 2 : $#))
 targets=("$@")
-if ((${#targets[@]} == 0)); then targets=(http_request json cron tzif template pipeline secrets patterns); fi
+if ((${#targets[@]} == 0)); then targets=(http_request json cron tzif template pipeline json_pipeline secrets patterns); fi
 
 # Longest input per target: enough for the seeds, short enough to stay fast. The JSON target's
 # 4 KB also keeps nesting far below what would overflow the Lua stack in push_json.
 declare -A MAX_LEN=([http_request]=8192 [json]=4096 [cron]=256 [tzif]=4096 [template]=4096
-                    [pipeline]=8192 [secrets]=2048 [patterns]=256)
+                    [pipeline]=8192 [json_pipeline]=8192 [secrets]=2048 [patterns]=256)
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 mkdir -p "$BUILD_DIR/findings"

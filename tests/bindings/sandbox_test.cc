@@ -203,7 +203,7 @@ TEST_CASE("sandbox: require gives the embedded modules only", "[sandbox]") {
   expect_error_at_line2(
       "local socket = require \"socket\"",
       "module 'socket' is not available to pipelines (available: orch, orch.ai, orch.core, "
-      "orch.ingest, orch.notify, orch.template, orch.transform)");
+      "orch.ingest, orch.jsondef, orch.notify, orch.template, orch.transform)");
   expect_error_at_line2("local j = require \"jit\"", "module 'jit' is not available");
   expect_error_at_line2("local s = require \"string\"", "module 'string' is not available");
   expect_error_at_line2("local x = require(42)", "require expects a module name");

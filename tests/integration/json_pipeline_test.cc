@@ -336,6 +336,51 @@ TEST_CASE("a JSON definition's mistakes name the JSON path, line and column; not
   CHECK(j[0]["errors"][0]["column"] == 84);
 }
 
+TEST_CASE("a JSON definition at its bounds: a long chain loads; too many nodes, conditions too "
+          "deep and a long cycle are refused in one line", "[json]") {
+  TempDir tmp;
+  auto chain = [](int n, bool cycle) {
+    json nodes = json::array();
+    for (int i = 0; i < n; i++) {
+      json x = {{"id", "n" + std::to_string(i)}, {"type", "transform"}};
+      if (i + 1 < n || cycle) x["next"] = "n" + std::to_string((i + 1) % n);
+      nodes.push_back(x);
+    }
+    return json{{"version", "1.0"}, {"name", "chain"}, {"nodes", nodes}}.dump();
+  };
+  auto nested = [](int n) {
+    json nodes = json::array();
+    for (int i = 0; i < n; i++)
+      nodes.push_back({{"id", "c" + std::to_string(i)},
+                       {"type", "condition"},
+                       {"config", {{"when", "input.x"}, {"then", "c" + std::to_string(i + 1)}}}});
+    nodes.push_back({{"id", "c" + std::to_string(n)}, {"type", "transform"}});
+    return json{{"version", "1.0"}, {"name", "nested"}, {"nodes", nodes}}.dump();
+  };
+  auto check = [&](const std::string& name, const std::string& text) {
+    std::string file = tmp.file(name + ".json");
+    write_file(file, text);
+    return validate(file);
+  };
+  auto r = check("long", chain(10000, false));
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  r = check("toolong", chain(10001, false));
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("nodes: has 10001 nodes; a JSON definition has at most 10000") !=
+        std::string::npos);
+  r = check("nested", nested(30));
+  CHECK(r.exit_code == 0);
+  r = check("deep", nested(5000));
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("conditions are nested more than 40 deep here") != std::string::npos);
+  r = check("cycle", chain(5000, true));
+  CHECK(r.exit_code == 2);
+  CHECK(r.err.find("a cycle through next/then/else: n0 -> n1 -> n2 -> n3 -> n4 -> (4991 more) "
+                   "-> n4996 -> n4997 -> n4998 -> n4999 -> n0") != std::string::npos);
+  CHECK(r.err.size() < 400);
+}
+
 TEST_CASE("serve: JSON definitions load, run from their webhook, hot-reload and validate",
           "[json]") {
   TempDir tmp;
