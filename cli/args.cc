@@ -24,7 +24,8 @@ Args parse_args(int argc, char** argv) {
       {"--secrets", true},    {"--listen", true},
       {"--token-file", true}, {"--max-body", true},
       {"--grace", true},      {"--follow", false},
-      {"--server", true},     {"--data", true}};
+      {"--server", true},     {"--data", true},
+      {"--full", false}};
   Args a;
   std::vector<std::string> words(argv + 1, argv + argc);
   for (size_t i = 0; i < words.size(); i++) {
@@ -57,7 +58,7 @@ Args parse_args(int argc, char** argv) {
   }
   static const std::vector<std::string> kCommands = {
       "run",    "validate", "runs",   "inspect", "graph", "resume", "cancel",
-      "retry",  "approve",  "reject", "signal",  "serve", "logs"};
+      "retry",  "approve",  "reject", "signal",  "serve", "logs", "doctor"};
   if (!a.positional.empty()) {
     for (const auto& c : kCommands)
       if (a.positional[0] == c) a.command = c;
@@ -97,7 +98,9 @@ Args parse_args(int argc, char** argv) {
       {"serve",
        {"--listen", "--db", "--token-file", "--max-body", "--grace", "--allow", "--secrets",
         "--sync"}},
-      {"logs", {"--db", "--follow", "--server", "--json"}}};
+      {"logs", {"--db", "--follow", "--server", "--json"}},
+      {"doctor",
+       {"--db", "--listen", "--token-file", "--secrets", "--allow", "--json", "--full"}}};
   auto allowed = kAllowed.find(a.command);
   if (allowed != kAllowed.end()) {
     for (const auto& [k, v] : a.opts) {

@@ -42,6 +42,11 @@ Usage:
   orchrun logs RUN_ID [--follow] [--server URL] [--json]
                                      the events of a run; --follow streams them from a server
                                      (default $ORCHRUN_SERVER, else http://127.0.0.1:8080)
+  orchrun doctor [DIR] [--db PATH] [--listen ADDR] [--token-file F] [--secrets F] [--full]
+                                     check the set-up serve would run with: the store (orchrun's,
+                                     schema, quick_check; --full: integrity_check), free space,
+                                     secrets and token file modes, libcurl, tzdata, every
+                                     pipeline of DIR, the listen address; exit 1 on a failure
   orchrun --version | --help
 
 Options:
@@ -112,6 +117,7 @@ int dispatch(int argc, char** argv) {
   if (a.command == "inspect") return cmd_inspect(a);
   if (a.command == "serve") return cmd_serve(a);
   if (a.command == "logs") return cmd_logs(a);
+  if (a.command == "doctor") return cmd_doctor(a);
   return kExitUsage;
 }
 

@@ -62,5 +62,6 @@ int cmd_runs(const Args& a);
 int cmd_inspect(const Args& a);
 int cmd_serve(const Args& a);
 int cmd_logs(const Args& a);
+int cmd_doctor(const Args& a);
 
 }  // namespace orch::cli

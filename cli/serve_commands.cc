@@ -18,6 +18,7 @@
 #include "drivers/signals.h"
 #include "engine/run_json.h"
 #include "server/api.h"
+#include "server/doctor.h"
 #include "server/server.h"
 
 namespace orch::cli {
@@ -120,7 +121,8 @@ int cmd_serve(const Args& a) {
     so.grace_ms = *g;
   }
   if (a.has("--token-file")) {
-    if (!read_token_file(a.get("--token-file"), &so.token, &err)) {
+    so.token_file = a.get("--token-file");
+    if (!read_token_file(so.token_file, &so.token, &err)) {
       fprintf(stderr, "orchrun: %s\n", err.c_str());
       return kExitUsage;
     }
@@ -178,6 +180,63 @@ int cmd_serve(const Args& a) {
     code = kExitInternal;
   }
   return code;
+}
+
+// --- doctor -----------------------------------------------------------------------------------
+
+int cmd_doctor(const Args& a) {
+  if (a.positional.size() > 1) {
+    fprintf(stderr, "usage: orchrun doctor [DIR] [--db PATH] [--listen HOST:PORT]\n");
+    return kExitUsage;
+  }
+  DoctorInputs in;
+  std::string err;
+  if (!parse_listen(a.get("--listen", "127.0.0.1:8080"), &in.listen_host, &in.listen_port, &err)) {
+    fprintf(stderr, "orchrun: %s\n", err.c_str());
+    return kExitUsage;
+  }
+  if (!sandbox_from(a, &in.load.sandbox, &err)) {
+    if (err.rfind("--allow", 0) == 0 || err == "--secrets needs a file name") {
+      fprintf(stderr, "orchrun: %s\n", err.c_str());
+      return kExitUsage;
+    }
+    in.load.sandbox.secrets_file.clear();  // a bad secrets file is one of the checks
+  }
+  in.secrets_file = a.get("--secrets");
+  if (in.secrets_file.empty())
+    if (const char* f = getenv("ORCHRUN_SECRETS_FILE")) in.secrets_file = f;
+  in.token_file = a.get("--token-file");
+  in.db_path = a.get("--db", default_db_path());
+  in.full_integrity = a.has("--full");
+  // serve's default directory; named or not, it is checked when it is there.
+  std::string dir = a.positional.empty() ? "pipelines" : a.positional[0];
+  struct stat st {};
+  if (!a.positional.empty() || stat(dir.c_str(), &st) == 0) in.pipelines_dir = dir;
+  auto checks = run_doctor(in);
+  if (a.positional.empty() && in.pipelines_dir.empty())
+    checks.push_back({"pipelines", CheckLevel::kWarn, "no pipelines/ directory here",
+                      "name the directory orchrun serve hosts: orchrun doctor DIR"});
+  if (a.has("--json")) {
+    printf("%s\n", dump_json(doctor_json(checks), 2).c_str());
+    return doctor_failed(checks) ? kExitFailed : kExitOk;
+  }
+  Style stl = style_for(stdout);
+  size_t warn = 0, fail = 0;
+  for (const auto& k : checks) {
+    std::string level = check_level_name(k.level);
+    std::string tag = k.level == CheckLevel::kOk     ? stl.green(level + "  ")
+                      : k.level == CheckLevel::kWarn ? stl.yellow(level)
+                                                     : stl.red(level);
+    printf("%s  %-18s %s\n", tag.c_str(), k.name.c_str(), k.message.c_str());
+    if (!k.fix.empty()) printf("      %-18s -> %s\n", "", k.fix.c_str());
+    warn += k.level == CheckLevel::kWarn;
+    fail += k.level == CheckLevel::kFail;
+  }
+  if (!warn && !fail)
+    printf("all %zu checks passed\n", checks.size());
+  else
+    printf("%zu check(s): %zu failed, %zu warning(s)\n", checks.size(), fail, warn);
+  return fail ? kExitFailed : kExitOk;
 }
 
 // --- logs -------------------------------------------------------------------------------------

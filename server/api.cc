@@ -14,6 +14,7 @@ namespace {
 constexpr Route kRoutes[] = {
     {"GET", "/healthz", RouteAuth::kNone, api_healthz},
     {"GET", "/metrics", RouteAuth::kRead, api_metrics},
+    {"GET", "/api/doctor", RouteAuth::kRead, api_doctor},
     {"GET", "/api/pipelines", RouteAuth::kRead, api_list_pipelines},
     {"GET", "/api/pipelines/{name}", RouteAuth::kRead, api_get_pipeline},
     {"POST", "/api/pipelines/{name}/validate", RouteAuth::kWrite, api_validate_pipeline},

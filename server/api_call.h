@@ -37,6 +37,7 @@ class ApiCall {
 // api_meta.cc
 void api_healthz(ApiCall& call);
 void api_metrics(ApiCall& call);
+void api_doctor(ApiCall& call);
 // api_pipelines.cc
 void api_list_pipelines(ApiCall& call);
 void api_get_pipeline(ApiCall& call);

@@ -28,6 +28,29 @@ void api_healthz(ApiCall& call) {
                 {"uptime_s", (wall_ms() - c.started_at) / 1000}});
 }
 
+// GET /api/doctor[?full=1]: the doctor's checks of this server (200 when none failed, else
+// 503, so a probe can use it), run off the loop on a read-only connection of its own.
+void api_doctor(ApiCall& call) {
+  ServerContext& c = call.c;
+  DoctorInputs in = c.doctor_inputs();
+  in.full_integrity = call.rq.param("full") == "1";
+  in.check_libcurl = false;  // libcurl is initialised on the loop thread only
+  DoctorCheck curl = libcurl_check();
+  if (!c.doctor) c.doctor = std::make_unique<DoctorRunner>(c.loop->get());
+  ServerContext* cp = &c;
+  auto ex = call.ex;
+  bool started = c.doctor->start(std::move(in), [cp, ex, curl](std::vector<DoctorCheck> checks) {
+    checks.push_back(curl);
+    json j = doctor_json(checks);
+    cp->answer(ex, Response::json(doctor_failed(checks) ? 503 : 200, dump_json(j)));
+  });
+  if (!started) {
+    Response r = error_response(503, "busy", "a doctor check is running; try again in a second");
+    r.headers.emplace_back("Retry-After", "1");
+    call.reply(std::move(r));
+  }
+}
+
 void api_metrics(ApiCall& call) {
   ServerContext& c = call.c;
   Metrics::Gauges g;

@@ -33,6 +33,22 @@ bool equal_const_time(const std::string& a, const std::string& b) {
   return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
 }
 
+DoctorInputs ServerContext::doctor_inputs() const {
+  DoctorInputs in;
+  in.db_path = store->path();
+  in.workspace_root = sched->workspace_root;
+  in.pipelines_dir = registry->dir();
+  in.have_load_errors = true;
+  for (auto& [f, e] : registry->entries()) {
+    if (e.active) in.pipelines_loaded++;
+    if (!e.active && !e.removed && !e.error.empty()) in.load_errors.emplace_back(f, e.error);
+  }
+  in.load = opts.load;
+  in.secrets_file = opts.secrets_file;
+  in.token_file = opts.token_file;
+  return in;
+}
+
 ServerContext::ServerContext(Loop* l, Store* st, ServeOptions o)
     : loop(l), store(st), opts(std::move(o)), secrets(opts.secrets_file) {
   loopback = is_loopback(opts.host);

@@ -15,6 +15,7 @@
 #include "drivers/loop.h"
 #include "drivers/timer.h"
 #include "engine/scheduler.h"
+#include "server/doctor.h"
 #include "server/metrics.h"
 #include "server/registry.h"
 #include "server/schedules.h"
@@ -41,6 +42,7 @@ struct ServerContext {
   std::unique_ptr<Registry> registry;
   std::unique_ptr<http::HttpServer> http;
   std::unique_ptr<SseHub> sse;
+  std::unique_ptr<DoctorRunner> doctor;  // GET /api/doctor, off the loop
   Metrics metrics;
   SecretSource secrets;
   std::map<std::string, WebhookRoute> webhooks;  // by path
@@ -66,6 +68,9 @@ struct ServerContext {
   void answer(const ExchangePtr& ex, http::Response r);
   // Starts a run of `p`, answering `ex` (202, once the run is committed) or with an error.
   void start_and_answer(Pipeline* p, RunOptions ro, const ExchangePtr& ex, json extra);
+  // What the doctor checks of this server: its store's file, directory, secrets and token
+  // file, with the load errors of the registry (the pipelines are not loaded again).
+  DoctorInputs doctor_inputs() const;
   // Rebuilds the webhook routes and the schedules from the registry (after each load).
   void rebuild_triggers();
 };

@@ -19,6 +19,13 @@ bool start_server(ServerContext& c, std::string* err) {
   if (!c.registry->load_all(err)) return false;
   size_t ok = 0, bad = 0;
   for (auto& [f, e] : c.registry->entries()) (e.active ? ok : bad)++;
+  // The doctor's view of this set-up, each problem logged (the store was opened already, the
+  // pipelines are loaded: what it adds is integrity, free space and the files' modes).
+  for (const auto& k : run_doctor(c.doctor_inputs())) {
+    if (k.level == CheckLevel::kOk || k.name.rfind("pipeline", 0) == 0) continue;  // logged by load
+    c.log("doctor: %s %s: %s%s%s", check_level_name(k.level), k.name.c_str(), k.message.c_str(),
+          k.fix.empty() ? "" : " -> ", k.fix.c_str());
+  }
   resume_unfinished(c);
   ServerContext* cp = &c;
   c.http = std::make_unique<http::HttpServer>(

@@ -32,6 +32,7 @@ struct ServeOptions {
   int port = 8080;  // 0: any free port (see Server::port())
   // Required for every state-changing call, and for every call when not on loopback.
   std::string token;
+  std::string token_file;  // where the token came from ("" = none, or $ORCHRUN_TOKEN): doctor
   http::ServerOptions http;
   int64_t grace_ms = 10000;  // shutdown: how long running nodes may take to finish
   int64_t reload_debounce_ms = 20;

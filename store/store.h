@@ -43,6 +43,11 @@ class Store {
 
   virtual const std::string& path() const = 0;
   virtual int schema_version() const = 0;
+  // The newest schema this orchrun knows: what a writable open migrates the store to.
+  virtual int latest_schema_version() const = 0;
+  // The store's own consistency check (SQLite: PRAGMA quick_check, or integrity_check when
+  // `full`): "" when it passes, else the first problems it reports.
+  virtual std::string check_integrity(bool full) = 0;
   virtual bool failed() const = 0;
   virtual const std::string& error() const = 0;
 

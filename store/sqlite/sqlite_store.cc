@@ -2,6 +2,8 @@
 // the work; this adds what the tables keep in memory across a transaction).
 #include "store/sqlite/sqlite_store.h"
 
+#include "store/sqlite/schema.h"
+
 namespace orch {
 
 std::unique_ptr<SqliteStore> SqliteStore::open(const std::string& path, const StoreOptions& opts,
@@ -36,6 +38,28 @@ const std::string& SqliteStore::path() const {
 }
 int SqliteStore::schema_version() const {
   return db_.schema_version();
+}
+int SqliteStore::latest_schema_version() const {
+  return static_cast<int>(store_migrations().size());
+}
+std::string SqliteStore::check_integrity(bool full) {
+  // At most 10 problems: a badly damaged file can report thousands.
+  sqlite3* db = db_.handle();
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db, full ? "PRAGMA integrity_check(10)" : "PRAGMA quick_check(10)",
+                              -1, &st, nullptr);
+  std::string out;
+  while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    const char* t = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    std::string line = t ? t : "";
+    for (size_t i = 0; (i = line.find('\n', i)) != std::string::npos;) line.replace(i, 1, "; ");
+    if (line != "ok") out += (out.empty() ? "" : "; ") + line;
+    rc = SQLITE_OK;
+  }
+  if (rc != SQLITE_DONE && rc != SQLITE_OK)
+    out += std::string(out.empty() ? "" : "; ") + "the check stopped: " + sqlite3_errmsg(db);
+  sqlite3_finalize(st);
+  return out;
 }
 bool SqliteStore::failed() const {
   return db_.failed();

@@ -21,6 +21,8 @@ class SqliteStore final : public Store {
 
   const std::string& path() const override;
   int schema_version() const override;
+  int latest_schema_version() const override;
+  std::string check_integrity(bool full) override;
   bool failed() const override;
   const std::string& error() const override;
   void commit() override;
