@@ -77,8 +77,7 @@ void check_store_rows(Checks& c, Store* s, bool full, const std::string& path) {
     c.ok("store.schema", "schema version " + std::to_string(v) + " (current)");
   } else if (v < latest) {
     c.warn("store.schema",
-           "schema version " + std::to_string(v) + ", this orchrun's is " +
-               std::to_string(latest),
+           "schema version " + std::to_string(v) + ", this orchrun's is " + std::to_string(latest),
            "the next orchrun that opens it for writing (a run, serve) migrates it; take a "
            "copy first if you may go back to the older orchrun");
   } else {
@@ -101,8 +100,9 @@ void check_mode(Checks& c, const std::string& path) {
   struct stat st {};
   if (path == ":memory:" || stat(path.c_str(), &st) != 0) return;
   if (st.st_mode & 077)
-    c.warn("store.mode", path + " has mode " + mode_str(st.st_mode) +
-                             ": others can read the runs' inputs, outputs and logs",
+    c.warn("store.mode",
+           path + " has mode " + mode_str(st.st_mode) +
+               ": others can read the runs' inputs, outputs and logs",
            "chmod 600 " + path);
   else
     c.ok("store.mode", path + " has mode " + mode_str(st.st_mode));
@@ -118,8 +118,8 @@ void check_store(Checks& c, const DoctorInputs& in) {
   if (path != ":memory:" && stat(path.c_str(), &st) != 0) {
     std::string dir = existing_dir(parent_of(path));
     if (access(dir.c_str(), W_OK) != 0)
-      c.fail("store", path + " does not exist and " + dir + " is not writable (" +
-                          strerror(errno) + ")",
+      c.fail("store",
+             path + " does not exist and " + dir + " is not writable (" + strerror(errno) + ")",
              "give --db a path orchrun may create, or create its directory");
     else
       c.warn("store", path + " does not exist yet", "the first run creates it (mode 0600)");
@@ -217,16 +217,16 @@ void check_pipelines(Checks& c, const DoctorInputs& in) {
       c.warn("pipelines", "no *.lua or *.json file in " + in.pipelines_dir,
              "put your pipelines there (orchrun serve hosts them)");
     else
-      c.ok("pipelines", std::to_string(good) + " pipeline(s) in " + in.pipelines_dir +
-                            ", all valid");
+      c.ok("pipelines",
+           std::to_string(good) + " pipeline(s) in " + in.pipelines_dir + ", all valid");
   }
 }
 
 void check_listen(Checks& c, const DoctorInputs& in) {
-  const std::string addr = (in.listen_host.find(':') != std::string::npos
-                                ? "[" + in.listen_host + "]"
-                                : in.listen_host) +
-                           ":" + std::to_string(in.listen_port);
+  const std::string addr =
+      (in.listen_host.find(':') != std::string::npos ? "[" + in.listen_host + "]"
+                                                     : in.listen_host) +
+      ":" + std::to_string(in.listen_port);
   sockaddr_storage ss{};
   socklen_t len = 0;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
@@ -240,7 +240,8 @@ void check_listen(Checks& c, const DoctorInputs& in) {
     v6->sin6_port = htons(static_cast<uint16_t>(in.listen_port));
     len = sizeof *v6;
   } else {
-    c.fail("listen", addr + ": not an IP address", "give --listen an address such as 127.0.0.1:8080");
+    c.fail("listen", addr + ": not an IP address",
+           "give --listen an address such as 127.0.0.1:8080");
     return;
   }
   int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -267,8 +268,8 @@ void check_listen(Checks& c, const DoctorInputs& in) {
 
 void check_token(Checks& c, const DoctorInputs& in) {
   if (in.token_file.empty()) {
-    bool loopback = in.listen_host.empty() || in.listen_host == "127.0.0.1" ||
-                    in.listen_host == "::1";
+    bool loopback =
+        in.listen_host.empty() || in.listen_host == "127.0.0.1" || in.listen_host == "::1";
     if (loopback)
       c.ok("token", "no API token: state-changing calls are accepted from loopback only");
     else
@@ -282,8 +283,9 @@ void check_token(Checks& c, const DoctorInputs& in) {
     return;
   }
   if (st.st_mode & 077) {
-    c.fail("token", in.token_file + " has mode " + mode_str(st.st_mode) +
-                        ": a token others can read is not a secret",
+    c.fail("token",
+           in.token_file + " has mode " + mode_str(st.st_mode) +
+               ": a token others can read is not a secret",
            "chmod 600 " + in.token_file);
     return;
   }
@@ -293,8 +295,7 @@ void check_token(Checks& c, const DoctorInputs& in) {
   std::string t = ss.str();
   while (!t.empty() && isspace(static_cast<unsigned char>(t.back()))) t.pop_back();
   if (t.size() < 16)
-    c.fail("token", in.token_file + " holds a token of " + std::to_string(t.size()) +
-                        " characters",
+    c.fail("token", in.token_file + " holds a token of " + std::to_string(t.size()) + " characters",
            "use at least 16 (openssl rand -hex 32)");
   else
     c.ok("token", in.token_file + " has mode " + mode_str(st.st_mode));
@@ -309,12 +310,13 @@ const char* check_level_name(CheckLevel l) {
 std::vector<DoctorCheck> run_doctor(const DoctorInputs& in) {
   Checks c;
   check_store(c, in);
-  std::string ws = in.workspace_root.empty() ? parent_of(in.db_path) + "/workspaces"
-                                             : in.workspace_root;
+  std::string ws =
+      in.workspace_root.empty() ? parent_of(in.db_path) + "/workspaces" : in.workspace_root;
   if (in.db_path != ":memory:") {
     std::string store_dir = existing_dir(parent_of(in.db_path));
     std::string ws_dir = existing_dir(ws);
-    struct stat a {}, b {};
+    struct stat a {
+    }, b{};
     check_disk(c, "disk.store", "the store", parent_of(in.db_path), in.min_free_bytes);
     // One filesystem: one line says it.
     if (stat(store_dir.c_str(), &a) != 0 || stat(ws_dir.c_str(), &b) != 0 || a.st_dev != b.st_dev)
@@ -326,7 +328,8 @@ std::vector<DoctorCheck> run_doctor(const DoctorInputs& in) {
     std::map<std::string, std::string> values;
     std::string err;
     if (load_secrets_file(in.secrets_file, &values, &err))
-      c.ok("secrets", in.secrets_file + ": " + std::to_string(values.size()) + " secret(s), owner-only");
+      c.ok("secrets",
+           in.secrets_file + ": " + std::to_string(values.size()) + " secret(s), owner-only");
     else
       c.fail("secrets", err,
              err.find("chmod") != std::string::npos ? "" : "fix the lines named, or --secrets");
@@ -336,7 +339,8 @@ std::vector<DoctorCheck> run_doctor(const DoctorInputs& in) {
   if (TimeZone::load("Europe/Paris", &err))
     c.ok("tzdata", "the time-zone database is installed (/usr/share/zoneinfo)");
   else
-    c.warn("tzdata", "no time-zone database: " + err + "; schedules with a tz other than UTC do not load",
+    c.warn("tzdata",
+           "no time-zone database: " + err + "; schedules with a tz other than UTC do not load",
            "apt-get install tzdata");
   if (!in.pipelines_dir.empty()) check_pipelines(c, in);
   if (in.listen_port >= 0) check_listen(c, in);
@@ -346,7 +350,8 @@ std::vector<DoctorCheck> run_doctor(const DoctorInputs& in) {
 
 DoctorCheck libcurl_check() {
   std::string err;
-  if (http_available(&err)) return {"libcurl", CheckLevel::kOk, "libcurl.so.4 loads (o.http, o.notify)", ""};
+  if (http_available(&err))
+    return {"libcurl", CheckLevel::kOk, "libcurl.so.4 loads (o.http, o.notify)", ""};
   return {"libcurl", CheckLevel::kWarn, err + ": o.http and o.notify fail in every pipeline",
           "apt-get install libcurl4"};
 }

@@ -18,7 +18,7 @@ enum class CheckLevel { kOk, kWarn, kFail };
 const char* check_level_name(CheckLevel l);  // "ok" | "warn" | "fail"
 
 struct DoctorCheck {
-  std::string name;     // "store", "store.schema", "disk.store", "pipelines", ...
+  std::string name;  // "store", "store.schema", "disk.store", "pipelines", ...
   CheckLevel level = CheckLevel::kOk;
   std::string message;  // what was found
   std::string fix;      // what to do (empty when ok)
@@ -27,18 +27,18 @@ struct DoctorCheck {
 struct DoctorInputs {
   std::string db_path;     // the store's file
   Store* store = nullptr;  // already open (serve, the API); else doctor opens db_path read-only
-  bool full_integrity = false;    // PRAGMA integrity_check instead of quick_check
-  std::string workspace_root;     // "" = "workspaces" beside the store
-  std::string pipelines_dir;      // "" = no pipeline check
+  bool full_integrity = false;  // PRAGMA integrity_check instead of quick_check
+  std::string workspace_root;   // "" = "workspaces" beside the store
+  std::string pipelines_dir;    // "" = no pipeline check
   // Load errors of the pipelines already loaded (serve): file -> error text. When set, the
   // pipelines are not loaded again.
   bool have_load_errors = false;
   std::vector<std::pair<std::string, std::string>> load_errors;
   size_t pipelines_loaded = 0;
   LoadOptions load;
-  std::string secrets_file;   // "" = none configured
-  std::string token_file;     // "" = none configured
-  std::string listen_host;    // with listen_port >= 0: check that the address can be bound
+  std::string secrets_file;  // "" = none configured
+  std::string token_file;    // "" = none configured
+  std::string listen_host;   // with listen_port >= 0: check that the address can be bound
   int listen_port = -1;
   // Free space below which a filesystem is a warning (and a failure at a tenth of it).
   uint64_t min_free_bytes = 1ull << 30;

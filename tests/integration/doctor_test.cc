@@ -74,8 +74,8 @@ TEST_CASE("orchrun doctor: a healthy set-up passes; the text form says each chec
   chmod(tmp.file("secrets").c_str(), 0600);
   write_file(tmp.file("token"), "0123456789abcdef0123456789abcdef\n");
   chmod(tmp.file("token").c_str(), 0600);
-  std::vector<std::string> args = {dir,         "--db",           db, "--secrets", tmp.file("secrets"),
-                                   "--token-file", tmp.file("token")};
+  std::vector<std::string> args = {
+      dir, "--db", db, "--secrets", tmp.file("secrets"), "--token-file", tmp.file("token")};
   int code = -1;
   json j = doctor_json(args, tmp.path(), &code);
   INFO(j.dump(2));
@@ -88,7 +88,8 @@ TEST_CASE("orchrun doctor: a healthy set-up passes; the text form says each chec
   CHECK(has(check_named(j, "store.schema").at("message").get<std::string>(), "(current)"));
   CHECK(has(check_named(j, "pipelines").at("message").get<std::string>(), "1 pipeline(s)"));
   // What the machine has is reported, whatever it is.
-  for (const char* name : {"disk.store", "libcurl", "tzdata"}) CHECK(!check_named(j, name).is_null());
+  for (const char* name : {"disk.store", "libcurl", "tzdata"})
+    CHECK(!check_named(j, name).is_null());
   // --full runs integrity_check instead of quick_check.
   json full = doctor_json({dir, "--db", db, "--full"}, tmp.path(), &code);
   CHECK(has(check_named(full, "store.integrity").at("message").get<std::string>(),
@@ -159,9 +160,9 @@ TEST_CASE("orchrun doctor: each problem fails with what to do; nothing stored ch
     chmod(tmp.file("secrets").c_str(), 0644);
     write_file(tmp.file("token"), "0123456789abcdef0123456789abcdef\n");
     chmod(tmp.file("token").c_str(), 0644);
-    json j = doctor_json({dir, "--db", db, "--secrets", tmp.file("secrets"), "--token-file",
-                          tmp.file("token")},
-                         tmp.path(), &code);
+    json j = doctor_json(
+        {dir, "--db", db, "--secrets", tmp.file("secrets"), "--token-file", tmp.file("token")},
+        tmp.path(), &code);
     INFO(j.dump(2));
     CHECK(code == 1);
     CHECK(check_named(j, "store.mode").at("status") == "warn");
@@ -180,9 +181,11 @@ TEST_CASE("orchrun doctor: each problem fails with what to do; nothing stored ch
     CHECK(has(check_named(j, "token").at("message").get<std::string>(), "5 characters"));
   }
   SECTION("invalid pipelines, with file:line, and a pipeline defined twice") {
-    write_file(dir + "/bad.lua", "local o = require \"orch\"\nreturn o.pipeline \"bad\" {\n  o.node(\"a\", 42) }\n");
-    write_file(dir + "/hello.json",
-               R"({"version": "1.0", "nodes": [{"id": "a", "type": "notify", "config": {"driver": "console"}}]})");
+    write_file(dir + "/bad.lua",
+               "local o = require \"orch\"\nreturn o.pipeline \"bad\" {\n  o.node(\"a\", 42) }\n");
+    write_file(
+        dir + "/hello.json",
+        R"({"version": "1.0", "nodes": [{"id": "a", "type": "notify", "config": {"driver": "console"}}]})");
     json j = doctor_json({dir, "--db", db}, tmp.path(), &code);
     INFO(j.dump(2));
     CHECK(code == 1);
@@ -230,7 +233,9 @@ TEST_CASE("orchrun doctor: each problem fails with what to do; nothing stored ch
 TEST_CASE("serve: the doctor's problems are logged at start; GET /api/doctor answers them",
           "[doctor][serve]") {
   TempDir tmp;
-  std::string dir = pipeline_dir(tmp, {{"hello.lua", kHello}, {"bad.lua", "local o = require \"orch\"\nreturn o.pipeline \"bad\" {\n  nme = 1 }\n"}});
+  std::string dir = pipeline_dir(
+      tmp, {{"hello.lua", kHello},
+            {"bad.lua", "local o = require \"orch\"\nreturn o.pipeline \"bad\" {\n  nme = 1 }\n"}});
   std::string db = tmp.file("s.db");
   REQUIRE(orchrun({dir + "/hello.lua", "--quiet"}, db).exit_code == 0);
   chmod(db.c_str(), 0644);
@@ -248,7 +253,9 @@ TEST_CASE("serve: the doctor's problems are logged at start; GET /api/doctor ans
   CHECK(check_named(j, "libcurl").is_object());
   CHECK(check_named(j, "listen").is_null());  // serve is the one listening
   // The file fixed, the registry reloads it and the doctor agrees.
-  write_atomic(dir + "/bad.lua", "local o = require \"orch\"\nreturn o.pipeline \"bad\" { o.node(\"a\", function() end) }\n");
+  write_atomic(
+      dir + "/bad.lua",
+      "local o = require \"orch\"\nreturn o.pipeline \"bad\" { o.node(\"a\", function() end) }\n");
   chmod(db.c_str(), 0600);
   HttpReply last;
   CHECK(eventually(

@@ -174,10 +174,10 @@ TEST_CASE("logs --follow with no server reachable says so within seconds", "[har
 
 TEST_CASE("an unknown subcommand says unknown command", "[hardening][cli]") {
   TempDir d;
-  auto r = run_cmd({orchrun_bin(), "doctor"}, {}, d.path());
+  auto r = run_cmd({orchrun_bin(), "doctr"}, {}, d.path());
   INFO(r.err);
   CHECK(r.exit_code == 2);
-  CHECK(contains(r.err, "unknown command 'doctor'"));
+  CHECK(contains(r.err, "unknown command 'doctr'"));
   CHECK_FALSE(contains(r.err, "cannot read pipeline file"));
   // A path (or a name with an extension) is still a pipeline file.
   auto f = run_cmd({orchrun_bin(), "missing.lua"}, {}, d.path());
