@@ -14,5 +14,7 @@ std::string hex_lower(const unsigned char* bytes, size_t n);
 std::string sha256_hex(std::string_view data);
 // Empty on an OpenSSL failure.
 std::string hmac_sha256_hex(std::string_view key, std::string_view data);
+// Standard base64 (RFC 4648, with padding), as HTTP Basic authentication sends it.
+std::string base64_encode(std::string_view data);
 
 }  // namespace orch

@@ -256,7 +256,7 @@ void Compiler::compile_triggers(int t, int line) {
       error(tr.line, "o." + tr.type + ": " + err);
     } else if (tr.type == "webhook") {
       check_options(tr.line, "o.webhook", spec,
-                    {"path", "secret", "signature_header", "dedup_header", "input"});
+                    {"path", "secret", "signature_header", "dedup_header", "input", "auth"});
       if (!spec.contains("path") || !spec["path"].is_string() ||
           spec["path"].get<std::string>().rfind("/", 0) != 0)
         error(tr.line, "o.webhook: 'path' must be a string starting with '/'");
@@ -272,6 +272,28 @@ void Compiler::compile_triggers(int t, int line) {
       if (spec.contains("input") && spec["input"].is_string() && spec["input"] != "body" &&
           spec["input"] != "envelope")
         error(tr.line, "o.webhook: 'input' must be \"body\" or \"envelope\"");
+      if (spec.contains("auth")) {
+        // For senders that cannot sign (Alertmanager, Grafana): a credential in the
+        // Authorization header, the value a secret's, never the pipeline file's.
+        const json& a = spec["auth"];
+        const char* how =
+            "o.webhook: 'auth' is { bearer = \"SECRET_NAME\" } or { basic = \"SECRET_NAME\" } "
+            "(the secret holds the token, or user:password)";
+        if (!a.is_object() || a.size() != 1 || (!a.contains("bearer") && !a.contains("basic"))) {
+          std::string got = a.is_object() && a.size() == 1 ? "'" + a.begin().key() + "'"
+                            : a.is_object()                ? std::to_string(a.size()) + " fields"
+                                                           : std::string(a.type_name());
+          error(tr.line, std::string(how) + ", got " + got);
+        } else {
+          const json& name = a.begin().value();
+          if (!name.is_string() || !valid_secret_name(name.get<std::string>()))
+            error(tr.line, "o.webhook: auth." + a.begin().key() +
+                               " is the NAME of a secret (letters, digits, _; set as "
+                               "ORCHRUN_SECRET_<NAME> or in the secrets file), got " +
+                               (name.is_string() ? "'" + name.get<std::string>() + "'"
+                                                 : std::string(name.type_name())));
+        }
+      }
     } else if (tr.type == "schedule") {
       check_options(tr.line, "o.schedule", spec, {"cron", "tz", "missed", "input"});
       // (value() would throw on a cron that is not a string: the check comes first)
@@ -355,11 +377,11 @@ std::unique_ptr<Step> Compiler::compile_step(int v, int parent_line, const std::
   s->line = line;
   // The kinds in StepKind's order (the spec's index is the kind).
   using CompileKind = void (Compiler::*)(int, int, const std::string&, Step*);
-  static const CompileKind kCompile[] = {
-      &Compiler::compile_node, &Compiler::compile_seq,    &Compiler::compile_parallel,
-      &Compiler::compile_when, &Compiler::compile_switch, &Compiler::compile_approve,
-      &Compiler::compile_map,  &Compiler::compile_loop,   &Compiler::compile_call,
-      &Compiler::compile_wait};
+  static const CompileKind kCompile[] = {&Compiler::compile_node,     &Compiler::compile_seq,
+                                         &Compiler::compile_parallel, &Compiler::compile_when,
+                                         &Compiler::compile_switch,   &Compiler::compile_approve,
+                                         &Compiler::compile_map,      &Compiler::compile_loop,
+                                         &Compiler::compile_call,     &Compiler::compile_wait};
   constexpr size_t kKinds = std::variant_size_v<StepSpec>;
   size_t k = 0;
   while (k < kKinds && kind != step_kind_name(static_cast<StepKind>(k))) k++;

@@ -39,9 +39,39 @@ void handle_webhook(ServerContext& c, const WebhookRoute& route, const ExchangeP
                     route.signature_name +
                         " does not match the body (HMAC-SHA256 with the "
                         "webhook's secret)");
-  } else if (!c.loopback && !c.authorized(rq, true)) {
+  }
+  if (!route.auth_kind.empty()) {
+    std::string serr;
+    auto secret = c.secrets.get(route.auth_secret, &serr);
+    if (!secret) {
+      c.log("webhook %s: secret %s is not set (%s); refusing deliveries", route.path.c_str(),
+            route.auth_secret.c_str(), serr.c_str());
+      return reject(500, "secret_missing",
+                    "the webhook's secret " + route.auth_secret + " is not configured");
+    }
+    const bool bearer = route.auth_kind == "bearer";
+    auto refuse = [&](const std::string& msg) {
+      c.metrics.webhook(route.pipeline, "unauthorized");
+      http::Response r = http::error_response(401, "unauthorized", msg);
+      r.headers.emplace_back("WWW-Authenticate",
+                             bearer ? "Bearer realm=\"orchrun\"" : "Basic realm=\"orchrun\"");
+      c.answer(ex, std::move(r));
+    };
+    const std::string* h = rq.header("authorization");
+    const std::string scheme = bearer ? "bearer " : "basic ";
+    if (!h || lower_ascii(h->substr(0, scheme.size())) != scheme)
+      return refuse(std::string("this webhook needs Authorization: ") +
+                    (bearer ? "Bearer <token>" : "Basic <base64 of user:password>"));
+    std::string given = h->substr(scheme.size());
+    while (!given.empty() && given.front() == ' ') given.erase(0, 1);
+    const std::string expected = bearer ? *secret : base64_encode(*secret);
+    if (!equal_const_time(given, expected))
+      return refuse(bearer ? "wrong bearer token for this webhook"
+                           : "wrong user or password for this webhook");
+  } else if (route.secret_name.empty() && !c.loopback && !c.authorized(rq, true)) {
     return reject(401, "unauthorized",
-                  "this webhook has no secret; beyond loopback it needs the bearer token");
+                  "this webhook has no secret; beyond loopback it needs the bearer token (or "
+                  "give it auth = { bearer = ... })");
   }
   std::string delivery;
   // A delivery seen before: 200 with the run the first one started, answered once the count
@@ -118,6 +148,10 @@ std::map<std::string, WebhookRoute> build_webhooks(const Registry& registry) {
     r.signature_header = lower_ascii(r.signature_name);
     r.dedup_header = lower_ascii(spec.value("dedup_header", ""));
     r.envelope = spec.value("input", "body") == "envelope";
+    if (spec.contains("auth") && spec["auth"].is_object() && spec["auth"].size() == 1) {
+      r.auth_kind = spec["auth"].begin().key();
+      r.auth_secret = spec["auth"].begin().value().get<std::string>();
+    }
     hooks[r.path] = r;
   });
   return hooks;

@@ -21,6 +21,10 @@ struct WebhookRoute {
   std::string signature_name;    // as the pipeline wrote it (for messages)
   std::string dedup_header;      // lower-case; empty: no deduplication
   bool envelope = false;         // input = {body, headers, query, delivery_id}
+  // auth = { bearer = NAME } | { basic = NAME }: the Authorization header must carry the
+  // secret's value (a token; user:password for basic).
+  std::string auth_kind;         // "" | "bearer" | "basic"
+  std::string auth_secret;
 };
 
 // The webhook routes of the registry's active pipelines, by path.

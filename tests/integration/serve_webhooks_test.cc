@@ -274,3 +274,131 @@ TEST_CASE("serve: webhook routes follow their pipeline across reloads", "[serve]
   until_true([&] { return hook("/hooks/a2").status == 404; });
   CHECK(srv.stop() == 0);
 }
+
+TEST_CASE("serve: a webhook with auth = { bearer } or { basic } opens to that credential only",
+          "[serve]") {
+  TempDir tmp;
+  std::string dir = pipeline_dir(tmp, {{"am.lua", R"(local o = require "orch"
+return o.pipeline "am" {
+  triggers = { o.webhook { path = "/hooks/am", auth = { bearer = "AM_TOKEN" } } },
+  o.node("echo", function(ctx) return ctx.input end),
+}
+)"},
+                                       {"gf.lua", R"(local o = require "orch"
+return o.pipeline "gf" {
+  triggers = { o.webhook { path = "/hooks/gf", auth = { basic = "GF_LOGIN" }, input = "envelope" } },
+  o.node("echo", function(ctx) return ctx.input end),
+}
+)"},
+                                       {"open.lua", R"(local o = require "orch"
+return o.pipeline "open" {
+  triggers = { o.webhook { path = "/hooks/open" } },
+  o.node("echo", function(ctx) return ctx.input end),
+}
+)"}});
+  std::string tf = tmp.file("api-token");
+  const std::string api_token = "api-token-0123456789abcdef";
+  write_file(tf, api_token + "\n");
+  chmod(tf.c_str(), 0600);
+  const std::string am_token = "am-bearer-token-0123456789";
+  const std::string login = "grafana:s3cret:with:colons";
+  std::string db = tmp.file("s.db");
+  // Beyond loopback (0.0.0.0), where an unsigned webhook needs the API token.
+  ServeProcess srv(dir, db, {"--token-file", tf},
+                   {"ORCHRUN_SECRET_AM_TOKEN=" + am_token, "ORCHRUN_SECRET_GF_LOGIN=" + login},
+                   "0.0.0.0:0");
+  auto runs = [&] { return count(db, "select count(*) from runs"); };
+  auto post = [&](const std::string& path, HeaderList h) {
+    return srv.request("POST", path, R"({"status":"firing"})", h);
+  };
+  // The API needs the token here: the run's output is read from the store.
+  auto output_of = [&](const std::string& id) {
+    std::string where = "from runs where id=" + sql_literal(id);
+    REQUIRE(eventually(
+        [&] { return count(db, "select count(*) " + where + " and status='succeeded'") == 1; },
+        8000));
+    return json::parse(query_str(db, "select output " + where));
+  };
+  // Bearer: the right token starts a run; none, another scheme or a wrong one is 401 with
+  // WWW-Authenticate, and nothing is stored.
+  auto r = post("/hooks/am", {{"Authorization", "Bearer " + am_token}});
+  INFO(show(r));
+  REQUIRE(r.status == 202);
+  CHECK(output_of(r.json_body()["run_id"])["status"] == "firing");
+  CHECK(post("/hooks/am", {{"authorization", "bearer " + am_token}}).status == 202);  // any case
+  int64_t before = runs();
+  for (const HeaderList& h :
+       {HeaderList{}, HeaderList{{"Authorization", "Bearer " + am_token + "x"}},
+        HeaderList{{"Authorization", "Bearer"}}, HeaderList{{"Authorization", "Basic " + am_token}},
+        HeaderList{{"Authorization", "Bearer " + api_token}}}) {
+    r = post("/hooks/am", h);
+    INFO(show(r));
+    CHECK(r.status == 401);
+    CHECK(r.error_code() == "unauthorized");
+    CHECK(r.header("www-authenticate") == "Bearer realm=\"orchrun\"");
+  }
+  CHECK(runs() == before);
+  // Basic: user:password, base64 as HTTP sends it (a password may hold colons).
+  r = post("/hooks/gf", {{"Authorization", "Basic " + base64_encode(login)}});
+  INFO(show(r));
+  REQUIRE(r.status == 202);
+  json env = output_of(r.json_body()["run_id"]);
+  CHECK(env["body"]["status"] == "firing");
+  CHECK(!env["headers"].contains("authorization"));  // the credential is not the run's input
+  r = post("/hooks/gf", {{"Authorization", "Basic " + base64_encode("grafana:wrong")}});
+  CHECK(r.status == 401);
+  CHECK(r.header("www-authenticate") == "Basic realm=\"orchrun\"");
+  CHECK(post("/hooks/gf", {{"Authorization", "Bearer " + am_token}}).status == 401);
+  // The webhook's credential opens that webhook only: not another one, not the API.
+  CHECK(post("/hooks/open", {{"Authorization", "Bearer " + am_token}}).status == 401);
+  CHECK(srv.request("GET", "/api/runs", "", {{"Authorization", "Bearer " + am_token}}).status ==
+        401);
+  CHECK(post("/hooks/open", {{"Authorization", "Bearer " + api_token}}).status == 202);
+  // Counted by outcome.
+  std::string metrics =
+      srv.request("GET", "/metrics", "", {{"Authorization", "Bearer " + api_token}}).body;
+  CHECK(
+      has(metrics, "orchrun_webhook_deliveries_total{pipeline=\"am\",outcome=\"unauthorized\"} 5"));
+  CHECK(has(metrics, "orchrun_webhook_deliveries_total{pipeline=\"am\",outcome=\"accepted\"} 2"));
+  CHECK(srv.stop() == 0);
+}
+
+TEST_CASE("serve: a webhook's auth that is not set or malformed is refused", "[serve]") {
+  TempDir tmp;
+  std::string dir = pipeline_dir(tmp, {{"am.lua", R"(local o = require "orch"
+return o.pipeline "am" {
+  triggers = { o.webhook { path = "/hooks/am", auth = { bearer = "AM_TOKEN" } } },
+  o.node("echo", function(ctx) return ctx.input end),
+}
+)"}});
+  std::string db = tmp.file("s.db");
+  ServeProcess srv(dir, db);  // AM_TOKEN is not set
+  auto r = srv.request("POST", "/hooks/am", "{}", {{"Authorization", "Bearer x"}});
+  CHECK(r.status == 500);
+  CHECK(r.error_code() == "secret_missing");
+  CHECK(has(srv.log(), "webhook /hooks/am: secret AM_TOKEN is not set"));
+  CHECK(count(db, "select count(*) from runs") == 0);
+  CHECK(srv.stop() == 0);
+  // Load-time errors name the file and line.
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {R"(auth = { token = "X" })",
+       "am.lua:3: o.webhook: 'auth' is { bearer = \"SECRET_NAME\" } or { basic = \"SECRET_NAME\" } "
+       "(the secret holds the token, or user:password), got 'token'"},
+      {R"(auth = { bearer = "X", basic = "Y" })", "got 2 fields"},
+      {R"(auth = "X")", "got string"},
+      {R"(auth = { bearer = "not-a-name" })",
+       "am.lua:3: o.webhook: auth.bearer is the NAME of a secret (letters, digits, _; set as "
+       "ORCHRUN_SECRET_<NAME> or in the secrets file), got 'not-a-name'"},
+      {R"(auth = { basic = 42 })", "auth.basic is the NAME of a secret"},
+  };
+  for (const auto& [opt, msg] : bad) {
+    std::string src = std::string("local o = require \"orch\"\nreturn o.pipeline \"am\" {\n") +
+                      "  triggers = { o.webhook { path = \"/hooks/am\", " + opt + " } },\n" +
+                      "  o.node(\"echo\", function(ctx) return ctx.input end),\n}\n";
+    write_file(tmp.file("am.lua"), src);
+    auto v = orchrun({"validate", tmp.file("am.lua")}, "");
+    INFO(opt << "\n" << v.err);
+    CHECK(v.exit_code == 2);
+    CHECK(has(v.err, msg));
+  }
+}
